@@ -1,0 +1,5 @@
+import sys
+
+from jcstate.cli import main
+
+sys.exit(main())

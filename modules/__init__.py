@@ -1,0 +1,1 @@
+"""Resource modules: one folder per resource, one backend per OS."""

@@ -1,0 +1,1 @@
+"""JSON Schemas of jcstate documents, shipped with the package and usable by editors."""

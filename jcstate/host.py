@@ -185,17 +185,40 @@ class Host:
         return None if data is None else data.decode("utf-8", errors="surrogateescape")
 
     def read_bytes(self, path: str) -> bytes | None:
-        try:
-            with self._parent_dir(path) as (dfd, name):
-                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise UnsafePath(f"{path}: is a symlink; refusing to read through it") from exc
-            raise HostError(f"cannot read {path}: {exc.strerror}") from exc
-        with os.fdopen(fd, "rb") as f:
-            return f.read()
+        """The file's bytes, or None when it does not exist.
+
+        A last component that is a symlink is followed (inside the root) only when root owns
+        it, as with directories: ``/etc/os-release → ../usr/lib/os-release`` reads fine, a
+        user's ``~/.ssh/authorized_keys → /etc/shadow`` raises UnsafePath.
+        """
+        for _ in range(_MAX_LINK_HOPS):
+            try:
+                with self._parent_dir(path) as (dfd, name):
+                    try:
+                        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+                    except OSError as exc:
+                        if exc.errno != errno.ELOOP:
+                            raise
+                        st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+                        if st.st_uid != 0:
+                            raise UnsafePath(
+                                f"{path}: is a symlink owned by uid {st.st_uid}; "
+                                "refusing to read through it"
+                            ) from exc
+                        target = os.readlink(name, dir_fd=dfd)
+                        path = target if target.startswith("/") else (
+                            os.path.join(os.path.dirname(path), target)
+                        )
+                        continue
+            except (FileNotFoundError, NotADirectoryError):
+                return None
+            except UnsafePath:
+                raise
+            except OSError as exc:
+                raise HostError(f"cannot read {path}: {exc.strerror}") from exc
+            with os.fdopen(fd, "rb") as f:
+                return f.read()
+        raise UnsafePath(f"{path}: too many levels of symlinks")
 
     def lstat(self, path: str) -> os.stat_result | None:
         """lstat() inside the root, or None when the path does not exist."""

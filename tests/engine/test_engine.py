@@ -1,0 +1,152 @@
+"""Engine behaviour on a small in-memory resource: order, skips, convergence, check mode."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from jcstate import engine
+from jcstate.host import Host
+from jcstate.plan import Change, FieldChange, Plan, RemoveFile, Run, WriteFile
+from jcstate.report import render_json, render_text
+from jcstate.resource import Resource
+from jcstate.secret import Secret
+
+
+@dataclass
+class Doc:
+    spec: dict[str, Any]
+    sources: dict[str, str] = field(default_factory=dict)
+    policies: list[str] = field(default_factory=lambda: ["test"])
+
+
+class FileBackend:
+    """Each entry is a file /kv/<name> holding a value. Special values misbehave on purpose."""
+
+    os = "linux"
+    supports = frozenset({"value"})
+
+    def gather(self, host: Host) -> dict[str, str]:
+        base = host.real_path("/kv")
+        if not os.path.isdir(base):
+            return {}
+        return {n: host.read_text(f"/kv/{n}") or "" for n in sorted(os.listdir(base))}
+
+    def plan(self, desired: list[dict[str, Any]], ctx: Any) -> list[Change]:
+        facts = ctx.facts["kv"]
+        out = []
+        for entry in desired:
+            name, value = entry["name"], entry.get("value")
+            requires = [("kv", r) for r in entry.get("requires", [])]
+            phase = entry.get("phase", 10)
+            if entry.get("state") == "absent":
+                if name in facts:
+                    out.append(Change("kv", name, "remove", phase, steps=[RemoveFile(f"/kv/{name}")]))
+                continue
+            if facts.get(name) == value:
+                continue
+            if value == "FAIL":
+                steps: list[Any] = [Run(("sh", "-c", "echo boom >&2; exit 3"))]
+            elif value == "LIE":
+                steps = [Run(("true",))]
+            else:
+                steps = [WriteFile(f"/kv/{name}", Secret(value) if entry.get("secret") else value)]
+            action = "update" if name in facts else "create"
+            shown = Secret(value) if entry.get("secret") else value
+            out.append(Change("kv", name, action, phase,
+                              fields=[FieldChange("value", facts.get(name), shown)],
+                              steps=steps, requires=requires))
+        return out
+
+
+@pytest.fixture
+def kv(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Host:
+    backend = FileBackend()
+    res = Resource(key="kv", parse=lambda section: section, backends={"linux": "x:y"})
+    monkeypatch.setattr(Resource, "backend", lambda self, os_name: backend)
+    monkeypatch.setattr(engine, "RESOURCES", [res])
+    (tmp_path / "kv").mkdir()
+    return Host(root=str(tmp_path), os_name="linux")
+
+
+def test_apply_then_second_plan_is_empty(kv: Host) -> None:
+    doc = Doc({"kv": [{"name": "a", "value": "1"}, {"name": "b", "value": "2"}]})
+    report = engine.apply(doc, kv)
+    assert report.ok and [r.status for r in report.results] == ["ok", "ok"]
+    assert (Path(kv.real_path("/kv/a")).read_text(), Path(kv.real_path("/kv/b")).read_text()) == ("1", "2")
+    assert engine.plan(doc, kv).changes == []
+
+
+def test_check_mode_changes_nothing(kv: Host) -> None:
+    doc = Doc({"kv": [{"name": "a", "value": "1"}]})
+    report = engine.apply(doc, kv, check=True)
+    assert not report.applied and len(report.plan.changes) == 1
+    assert not os.path.exists(kv.real_path("/kv/a"))
+
+
+def test_failure_skips_dependents_and_others_go_on(kv: Host) -> None:
+    doc = Doc({"kv": [
+        {"name": "base", "value": "FAIL"},
+        {"name": "child", "value": "c", "requires": ["base"], "phase": 20},
+        {"name": "other", "value": "o", "phase": 20},
+    ]})
+    report = engine.apply(doc, kv)
+    status = {r.change.name: r for r in report.results}
+    assert status["base"].status == "failed" and "boom" in status["base"].stderr
+    assert status["child"].status == "skipped" and "kv/base" in status["child"].message
+    assert status["other"].status == "ok"
+    assert not report.ok
+    assert not os.path.exists(kv.real_path("/kv/child"))
+
+
+def test_claimed_success_that_did_not_converge_is_a_failure(kv: Host) -> None:
+    report = engine.apply(Doc({"kv": [{"name": "a", "value": "LIE"}]}), kv)
+    assert report.results[0].status == "failed"
+    assert "did not converge" in report.results[0].message
+
+
+def test_order_creates_by_phase_then_removals_in_reverse(kv: Host) -> None:
+    for name in ("g", "u"):
+        Path(kv.real_path(f"/kv/{name}")).write_text("x")
+    doc = Doc({"kv": [
+        {"name": "g", "state": "absent", "phase": 10},
+        {"name": "u", "state": "absent", "phase": 20},
+        {"name": "late", "value": "1", "phase": 30},
+        {"name": "early", "value": "1", "phase": 5},
+    ]})
+    order = [(c.name, c.action) for c in engine.plan(doc, kv).ordered()]
+    assert order == [("early", "create"), ("late", "create"), ("u", "remove"), ("g", "remove")]
+
+
+def test_refused_change_is_not_applied(kv: Host) -> None:
+    p = Plan(changes=[Change("kv", "x", "create", 10, steps=[WriteFile("/kv/x", "1")],
+                             error="would lock you out")])
+    results = engine.execute(p, kv)
+    assert results[0].status == "refused"
+    assert not os.path.exists(kv.real_path("/kv/x"))
+
+
+def test_secrets_never_printed(kv: Host) -> None:
+    doc = Doc({"kv": [{"name": "s", "value": "hunter2-very-secret", "secret": True}]})
+    for check in (True, False):
+        report = engine.apply(doc, kv, check=check)
+        text = render_text(report, show_steps=True) + render_json(report)
+        assert "hunter2" not in text and "(secret)" in text
+        json.loads(render_json(report))
+    assert Path(kv.real_path("/kv/s")).read_text() == "hunter2-very-secret"
+
+
+def test_text_report_is_terraform_like(kv: Host) -> None:
+    Path(kv.real_path("/kv/old")).write_text("1")
+    Path(kv.real_path("/kv/chg")).write_text("before")
+    doc = Doc({"kv": [{"name": "new", "value": "v"}, {"name": "chg", "value": "after"},
+                      {"name": "old", "state": "absent"}]})
+    text = render_text(engine.apply(doc, kv, check=True))
+    assert "+ kv new" in text and "~ kv chg" in text and "- kv old" in text
+    assert "value: before → after" in text
+    assert text.splitlines()[-1] == "Plan: 1 to create, 1 to change, 1 to remove."

@@ -9,9 +9,10 @@ __all__ = ["RESOURCES", "resource"]
 
 def _resources() -> list[Resource]:
     from jcstate.modules.groups import RESOURCE as groups
+    from jcstate.modules.ssh_mfa import RESOURCE as ssh_mfa
     from jcstate.modules.users import RESOURCE as users
 
-    return [groups, users]
+    return [groups, users, ssh_mfa]
 
 
 RESOURCES: list[Resource] = _resources()

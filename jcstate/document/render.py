@@ -1,0 +1,148 @@
+"""Step 3: render a policy's spec for one device, value by value (SPEC 3).
+
+The YAML was parsed before anything is rendered, so only string values containing ``{{`` or
+``{%`` are templates, a rendered value stays one string (a template cannot inject YAML), and an
+error points at the value's own file:line:col. Templates compile in the sandboxed, strict and
+bounded environment of sandbox.py.
+
+Templates see ``vars`` (the policy's vars, literal), ``device`` (id, hostname, os, osVersion,
+arch, labels) and ``facts``. Fields that must be integers (a user's ``uid``, a group's ``gid``)
+accept a rendered string of digits and convert it; every other rendered value is a string.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+from jcstate.document.loader import Path, Positions
+from jcstate.errors import Problem
+
+if TYPE_CHECKING:
+    from jinja2 import Template
+
+__all__ = [
+    "INTEGER_FIELDS",
+    "is_template",
+    "render_spec",
+    "template_problems",
+]
+
+INTEGER_FIELDS = {("users", "uid"), ("groups", "gid")}  # rendered digit strings become ints
+
+_MARKERS = re.compile(r"\{[{%]")
+_INTEGER = re.compile(r"\s*[+-]?\d+\s*")
+
+
+def is_template(value: Any) -> bool:
+    """Whether a value is a string that would be rendered."""
+    return isinstance(value, str) and _MARKERS.search(value) is not None
+
+
+@lru_cache(maxsize=4096)
+def _compiled(source: str) -> Template:
+    from jcstate.document.sandbox import environment
+
+    return environment().from_string(source)
+
+
+# Text around simple substitutions ({{ vars.shell }}, {{ device.labels.team }}) is the common
+# case and always parses; recognising it avoids a Jinja2 parse per value during validation.
+_TEXT = r"(?:[^{}]|\{(?![{%#]))*"  # no braces, except a "{" that starts no Jinja2 tag
+_NAME = r"(?!not\b)[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"  # vars.shell
+_SIMPLE = re.compile(_TEXT + r"(?:\{\{ *" + _NAME + r" *\}\}" + _TEXT + ")+")
+
+
+@lru_cache(maxsize=4096)
+def _syntax_error(source: str) -> str | None:
+    if _SIMPLE.fullmatch(source):
+        return None
+    from jinja2 import TemplateSyntaxError
+
+    from jcstate.document.sandbox import environment
+
+    try:
+        environment().compile(source)  # compiling (not just parsing) also catches unknown filters
+    except TemplateSyntaxError as exc:
+        return f"template syntax error: {exc.message}"
+    return None
+
+
+def template_problems(spec: Any, positions: Positions, base: Path = ("spec",)) -> list[Problem]:
+    """Syntax errors in every template under ``spec``, without rendering anything."""
+    problems: list[Problem] = []
+
+    def visit(value: Any, path: Path) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                visit(item, (*path, key))
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                visit(item, (*path, i))
+        elif is_template(value):
+            error = _syntax_error(value)
+            if error:
+                problems.append(positions.problem(path, error))
+
+    visit(spec, base)
+    return problems
+
+
+def render_spec(
+    spec: dict[str, Any],
+    positions: Positions,
+    context: dict[str, Any],
+) -> tuple[dict[str, Any], list[Problem]]:
+    """Render every template in ``spec`` with ``context`` (vars, device, facts)."""
+    problems: list[Problem] = []
+
+    from jinja2 import TemplateError, TemplateSyntaxError
+    from jinja2.exceptions import SecurityError, UndefinedError
+
+    from jcstate.document.sandbox import MAX_OUTPUT
+
+    def one(source: str, path: Path) -> Any:
+        try:
+            text = _compiled(source).render(context)
+        except UndefinedError as exc:
+            problems.append(positions.problem(path, f"template: undefined: {exc.message}"))
+            return source
+        except SecurityError as exc:
+            problems.append(positions.problem(path, f"template refused by the sandbox: {exc}"))
+            return source
+        except TemplateSyntaxError as exc:
+            problems.append(positions.problem(path, f"template syntax error: {exc.message}"))
+            return source
+        except (TemplateError, ArithmeticError, TypeError, ValueError, LookupError) as exc:
+            problems.append(positions.problem(path, f"template failed: {exc}"))
+            return source
+        if len(text) > MAX_OUTPUT:
+            problems.append(positions.problem(path, f"template output over {MAX_OUTPUT} chars"))
+            return source
+        return _convert(text, path, problems, positions)
+
+    rendered = _walk(spec, ("spec",), one)
+    return rendered, problems
+
+
+def _convert(text: str, path: Path, problems: list[Problem], positions: Positions) -> Any:
+    """Integer fields take a rendered digit string; all else stays the rendered string."""
+    if len(path) == 4 and (path[1], path[3]) in INTEGER_FIELDS:
+        if _INTEGER.fullmatch(text):
+            return int(text)
+        problems.append(
+            positions.problem(path, f"{path[3]} must render to an integer, got '{text[:40]}'")
+        )
+    return text
+
+
+def _walk(value: Any, path: Path, one: Callable[[str, Path], Any]) -> Any:
+    if isinstance(value, dict):
+        return {key: _walk(item, (*path, key), one) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_walk(item, (*path, i), one) for i, item in enumerate(value)]
+    if is_template(value):
+        return one(value, path)
+    return value

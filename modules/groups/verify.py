@@ -11,7 +11,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from jcstate.modules.groups import GroupSpec, parse
-
 from jcstate.resource import Check
 
 __all__ = ["checks"]

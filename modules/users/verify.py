@@ -19,7 +19,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from jcstate.modules.users.model import UserSpec, parse
-
 from jcstate.resource import Check
 from jcstate.secret import REDACTED, Secret
 

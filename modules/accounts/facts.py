@@ -1,0 +1,182 @@
+"""The current accounts of a Linux system, read once per run through the host.
+
+``/etc/passwd``, ``/etc/shadow``, ``/etc/group`` and ``/etc/gshadow`` are each read once and
+parsed in-process. Every account's ``~/.ssh/authorized_keys`` is read too (through host paths,
+never following a user-owned symlink): ``gather`` does not know which users the document
+manages, and a few dozen small reads cost less than a second pass. A read that fails (a planted
+symlink, say) is kept as an error on that user, and only becomes a plan error if the document
+manages that user's keys.
+"""
+
+from __future__ import annotations
+
+import datetime
+import stat
+from dataclasses import dataclass, field
+from typing import Any
+
+from jcstate.errors import HostError
+from jcstate.host import Host
+from jcstate.modules.accounts.files import (
+    Defaults,
+    GroupEntry,
+    ShadowEntry,
+    UserEntry,
+    days_to_date,
+    parse_defaults,
+    parse_group,
+    parse_gshadow,
+    parse_passwd,
+    parse_shadow,
+)
+
+__all__ = ["ADMIN_GROUPS", "AccountFacts", "KeyFile", "gather", "read_key_file", "today_days"]
+
+ADMIN_GROUPS = ("sudo", "wheel")  # in this order: Debian/Ubuntu first, then RHEL/Arch/SUSE
+
+
+@dataclass(frozen=True)
+class KeyFile:
+    """A user's ``~/.ssh/authorized_keys`` as found (``text`` None: no such file)."""
+
+    text: str | None = None
+    mode: int | None = None
+    uid: int | None = None
+    gid: int | None = None
+    dir_mode: int | None = None
+    dir_uid: int | None = None
+    dir_gid: int | None = None
+    home_exists: bool = True
+    error: str | None = None
+
+
+@dataclass
+class AccountFacts:
+    """Users, groups and defaults of one system, as the account files say."""
+
+    users: dict[str, UserEntry] = field(default_factory=dict)
+    shadow: dict[str, ShadowEntry] = field(default_factory=dict)
+    groups: dict[str, GroupEntry] = field(default_factory=dict)
+    gshadow: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    defaults: Defaults = field(default_factory=Defaults)
+    keys: dict[str, KeyFile] = field(default_factory=dict)  # by user name
+    console: dict[str, str] = field(default_factory=dict)  # user → terminal, local sessions only
+
+    def group_name(self, gid: int) -> str | None:
+        """The name of the group with this gid (the first, as getgrgid does)."""
+        for group in self.groups.values():
+            if group.gid == gid:
+                return group.name
+        return None
+
+    def primary_group(self, user: str) -> str | None:
+        entry = self.users.get(user)
+        return None if entry is None else self.group_name(entry.gid)
+
+    def supplementary(self, user: str) -> set[str]:
+        """Groups that list ``user`` as a member (not its primary group)."""
+        return {g.name for g in self.groups.values() if user in g.members}
+
+    def admin_group(self, extra: set[str] | frozenset[str] = frozenset()) -> str:
+        """The distribution's admin group: ``sudo`` if it exists (or is desired), else ``wheel``."""
+        for name in ADMIN_GROUPS:
+            if name in self.groups or name in extra:
+                return name
+        return ADMIN_GROUPS[-1]
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able facts for reports: no password hashes, only whether a password is locked."""
+        users = []
+        for u in self.users.values():
+            sh = self.shadow.get(u.name)
+            users.append(
+                {
+                    "name": u.name,
+                    "uid": u.uid,
+                    "gid": u.gid,
+                    "home": u.home,
+                    "shell": u.shell,
+                    "groups": sorted(self.supplementary(u.name)),
+                    "passwordLocked": bool(sh and sh.password.reveal().startswith(("!", "*"))),
+                    "expires": (
+                        None
+                        if sh is None or sh.expire is None
+                        else days_to_date(sh.expire).isoformat()
+                    ),
+                }
+            )
+        groups = [
+            {"name": g.name, "gid": g.gid, "members": list(g.members)} for g in self.groups.values()
+        ]
+        return {"users": users, "groups": groups}
+
+
+def read_key_file(host: Host, home: str) -> KeyFile:
+    """Read ``HOME/.ssh/authorized_keys`` and its directory's owner and mode, safely."""
+    ssh_dir = home.rstrip("/") + "/.ssh"
+    path = ssh_dir + "/authorized_keys"
+    try:
+        if host.lstat(home) is None:
+            return KeyFile(home_exists=False)
+        dir_st = host.lstat(ssh_dir)
+        if dir_st is not None and stat.S_ISLNK(dir_st.st_mode):
+            return KeyFile(error=f"{ssh_dir} is a symlink; jcstate does not follow links there")
+        if dir_st is not None and not stat.S_ISDIR(dir_st.st_mode):
+            return KeyFile(error=f"{ssh_dir} is not a directory")
+        text = host.read_text(path)
+        st = host.lstat(path) if text is not None else None
+    except (HostError, OSError) as exc:
+        return KeyFile(error=f"cannot read {path}: {exc}")
+    return KeyFile(
+        text=text,
+        mode=None if st is None else stat.S_IMODE(st.st_mode),
+        uid=None if st is None else st.st_uid,
+        gid=None if st is None else st.st_gid,
+        dir_mode=None if dir_st is None else stat.S_IMODE(dir_st.st_mode),
+        dir_uid=None if dir_st is None else dir_st.st_uid,
+        dir_gid=None if dir_st is None else dir_st.st_gid,
+    )
+
+
+def _console_users() -> dict[str, str]:
+    """Users with a local (console, tty or X display) session, from utmp via psutil."""
+    import psutil
+
+    out: dict[str, str] = {}
+    for session in psutil.users():
+        term = session.terminal or ""
+        local = (
+            term == "console"
+            or term.startswith(("seat", ":"))
+            or (term.startswith("tty") and term[3:].isdigit())
+        )
+        if local and session.name:
+            out.setdefault(session.name, term)
+    return out
+
+
+def gather(host: Host, *, keys: bool = True) -> AccountFacts:
+    """Read the account files once; with ``keys``, every account's authorized_keys as well."""
+    facts = AccountFacts(
+        users=parse_passwd(host.read_text("/etc/passwd")),
+        shadow=parse_shadow(host.read_text("/etc/shadow")),
+        groups=parse_group(host.read_text("/etc/group")),
+        gshadow=parse_gshadow(host.read_text("/etc/gshadow")),
+        defaults=parse_defaults(
+            host.read_text("/etc/login.defs"), host.read_text("/etc/default/useradd")
+        ),
+    )
+    if keys:
+        for user in facts.users.values():
+            if user.home.startswith("/") and user.home.rstrip("/"):
+                facts.keys[user.name] = read_key_file(host, user.home)
+    # utmp describes the running machine, not a mounted image
+    if host.root == "/":
+        facts.console = _console_users()
+    return facts
+
+
+def today_days() -> int:
+    """Today as days since 1970-01-01 (for expiry checks), in UTC like shadow-utils."""
+    now = datetime.datetime.now(datetime.UTC).date()
+    return (now - datetime.date(1970, 1, 1)).days

@@ -1,0 +1,83 @@
+"""The users model: what a ``spec.users`` entry means, independent of any OS.
+
+``None`` means "not managed" (the system's value is left alone); an empty list means "manage to
+empty" (``sshAuthorizedKeys: []`` empties the file). The password hash becomes a
+:class:`~jcstate.secret.Secret` here, at parse time, so it can never be printed later.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from jcstate.secret import Secret
+
+__all__ = ["UserSpec", "parse"]
+
+State = Literal["present", "absent", "locked"]
+
+
+@dataclass(frozen=True)
+class UserSpec:
+    """One entry of ``spec.users``."""
+
+    name: str
+    uid: int | None = None
+    full_name: str | None = None
+    shell: str | None = None
+    home: str | None = None
+    primary_group: str | None = None
+    groups: tuple[str, ...] | None = None  # additive supplementary groups
+    admin: bool | None = None
+    password_hash: Secret | None = None
+    password_ref: str | None = None  # name of a secret the SecretSource resolves (plaintext)
+    ssh_authorized_keys: tuple[str, ...] | None = None
+    expires: datetime.date | None = None
+    state: State = "present"
+    remove_home: bool = False
+    allow_lockout: bool = False
+    hidden: bool | None = None  # macOS service accounts; not managed on Linux
+
+
+def _date(value: Any) -> datetime.date | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime.datetime):
+        return value.date()
+    if isinstance(value, datetime.date):
+        return value
+    return datetime.date.fromisoformat(str(value))
+
+
+def _strings(value: Any) -> tuple[str, ...] | None:
+    return None if value is None else tuple(str(v) for v in value)
+
+
+def _one(entry: Mapping[str, Any]) -> UserSpec:
+    password = entry.get("password") or {}
+    hashed = password.get("hash")
+    return UserSpec(
+        name=str(entry["name"]),
+        uid=None if entry.get("uid") is None else int(entry["uid"]),
+        full_name=entry.get("fullName"),
+        shell=entry.get("shell"),
+        home=entry.get("home"),
+        primary_group=entry.get("primaryGroup"),
+        groups=_strings(entry.get("groups")),
+        admin=entry.get("admin"),
+        password_hash=None if hashed is None else Secret(hashed),
+        password_ref=password.get("secretRef"),
+        ssh_authorized_keys=_strings(entry.get("sshAuthorizedKeys")),
+        expires=_date(entry.get("expires")),
+        state=entry.get("state") or "present",
+        remove_home=bool(entry.get("removeHome", False)),
+        allow_lockout=bool(entry.get("allowLockout", False)),
+        hidden=entry.get("hidden"),
+    )
+
+
+def parse(section: list[Mapping[str, Any]] | None) -> list[UserSpec]:
+    """``spec.users`` (schema-validated plain data) → models, in document order."""
+    return [_one(entry) for entry in section or []]

@@ -1,0 +1,78 @@
+"""Linux users and groups backends against data fixtures: given facts and desired state, exactly
+these changes with these argv lists, in this order (see account_cases.py for the format)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from account_cases import as_expected, case_files, load, plan
+
+from jcstate.plan import Plan
+
+CASES = [(kind, path) for kind in ("users", "groups") for path in case_files(kind)]
+
+
+def _id(case: tuple[str, Path]) -> str:
+    return f"{case[0]}/{case[1].name.removesuffix('.linux.json')}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=[_id(c) for c in CASES])
+def test_fixture(case: tuple[str, Path]) -> None:
+    kind, path = case
+    data = load(path)
+    expected = data["expected"]["changes"]
+    changes = plan(data, kind)
+    got = [
+        as_expected(c, expected[i] if i < len(expected) else None) for i, c in enumerate(changes)
+    ]
+    assert got == expected, data["description"]
+
+
+def test_every_kind_has_no_change_and_root_cases() -> None:
+    for kind in ("users", "groups"):
+        names = {p.name.removesuffix(".linux.json") for p in case_files(kind)}
+        assert {"no_change", "root_prefix", "invalid_name"} <= names, kind
+        assert load(Path(case_files(kind)[0]).parent / "no_change.linux.json")["expected"] == {
+            "changes": []
+        }
+
+
+def _secrets_of(data: dict) -> set[str]:
+    found = {
+        u["password"]["hash"]
+        for u in data.get("desired", []) + (data.get("users") or [])
+        if isinstance(u.get("password"), dict) and "hash" in u["password"]
+    }
+    found |= set((data.get("secrets") or {}).get("passwords", {}).values())
+    for line in data["facts"].get("shadow", "").splitlines():
+        field = line.split(":")[1]
+        if field.lstrip("!").startswith("$"):
+            found.add(field.lstrip("!"))
+    return found
+
+
+@pytest.mark.parametrize("case", CASES, ids=[_id(c) for c in CASES])
+def test_secrets_never_shown(case: tuple[str, Path]) -> None:
+    kind, path = case
+    data = load(path)
+    secrets = _secrets_of(data)
+    changes = plan(data, kind)
+    shown = json.dumps(Plan(changes).to_dict()) + "".join(
+        f"{c!r}{[str(s) for s in c.steps]}{[repr(s) for s in c.steps]}" for c in changes
+    )
+    for secret in secrets:
+        assert secret not in shown
+        for c in changes:
+            for step in c.steps:
+                assert not any(secret in arg for arg in getattr(step, "argv", ()))
+
+
+def test_secret_case_really_carries_the_hash() -> None:
+    """The redaction test above must be able to fail: the hash is inside, only hidden."""
+    data = load(case_files("users")[0].parent / "password_change.linux.json")
+    (change,) = plan(data, "users")
+    (step,) = change.steps
+    assert step.stdin.reveal() == "bob:" + data["desired"][0]["password"]["hash"] + "\n"
+    assert "(secret)" in json.dumps(change.to_dict())

@@ -68,6 +68,7 @@ def _gather(ctx: PlanContext, errors: list[str]) -> None:
 
 def _plan(ctx: PlanContext) -> Plan:
     result = Plan()
+    ctx.warnings.clear()
     _gather(ctx, result.errors)
     for res in RESOURCES:
         if res.key not in ctx.desired:
@@ -82,6 +83,7 @@ def _plan(ctx: PlanContext) -> Plan:
             result.changes.extend(backend.plan(ctx.desired[res.key], ctx))
         except JcstateError as exc:
             result.errors.append(f"{res.key}: {exc}")
+    result.warnings.extend(ctx.warnings)
     return result
 
 

@@ -109,6 +109,44 @@ class Host:
             raise CommandFailed(argv, proc.returncode, proc.stderr)
         return result
 
+    def spawn(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        chroot: bool = False,
+    ) -> subprocess.Popen[bytes]:
+        """Start ``argv`` in a session of its own, stdout and stderr piped, stdin closed.
+
+        For commands whose caller must stream their output and end them as a whole process
+        group (``commands`` action ``run``: timeouts, capped output); everything else uses
+        :meth:`run`. On Windows the child gets a new process group instead of a session.
+        """
+        argv = tuple(str(a) for a in argv)
+        if chroot and self.root != "/":
+            argv = ("chroot", self.root, *argv)
+        run_env = {"PATH": _SAFE_PATH, "LC_ALL": "C", "LANG": "C"}
+        if env:
+            run_env.update(env)
+        log.debug("spawn %s", argv)
+        self.commands_run.append(argv)
+        group: dict[str, object] = (
+            {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}  # type: ignore[attr-defined]
+            if os.name == "nt"
+            else {"start_new_session": True}
+        )
+        try:
+            return subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=run_env,
+                **group,  # type: ignore[arg-type]
+            )
+        except FileNotFoundError as exc:
+            raise CommandFailed(argv, 127, f"{argv[0]}: command not found") from exc
+
     # -- paths --------------------------------------------------------------------------
     def real_path(self, path: str) -> str:
         """The path on the machine running jcstate (for display and for tools given --root)."""
@@ -233,6 +271,20 @@ class Host:
     def exists(self, path: str) -> bool:
         return self.lstat(path) is not None
 
+    def list_dir(self, path: str) -> list[str] | None:
+        """The names in a directory (sorted), or None when it does not exist."""
+        if not path.startswith("/"):
+            raise UnsafePath(f"{path}: not an absolute path")
+        parts = [p for p in path.split("/") if p not in ("", ".")]
+        try:
+            fd = self._walk(path, parts, create=False)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        try:
+            return sorted(os.listdir(fd))
+        finally:
+            os.close(fd)
+
     def write_file(
         self,
         path: str,
@@ -242,8 +294,13 @@ class Host:
         owner: int | str | None = None,
         group: int | str | None = None,
         make_dirs: bool = False,
+        sync_dir: bool = False,
     ) -> None:
-        """Write atomically: a temporary file in the same directory, fsync, rename over."""
+        """Write atomically: a temporary file in the same directory, fsync, rename over.
+
+        ``sync_dir=True`` also fsyncs the directory after the rename, so the new name itself
+        survives a power cut (journals that must never forget a record).
+        """
         if isinstance(data, Secret):
             data = data.reveal()
         raw = data.encode() if isinstance(data, str) else data
@@ -265,6 +322,8 @@ class Host:
                     os.fchmod(f.fileno(), mode)
                     os.fsync(f.fileno())
                 os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+                if sync_dir:
+                    os.fsync(dfd)
             except BaseException:
                 try:
                     os.unlink(tmp, dir_fd=dfd)

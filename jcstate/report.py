@@ -138,6 +138,8 @@ def render_text(report: Report, *, show_steps: bool = False, color: bool = False
             head += f"  [{result.status.upper()}]"
         lines.append(paint.action(change.action, head))
         for fc in change.fields:
+            if fc.field == "state" and change.action != "update":
+                continue  # the +/- already says it
             if change.action == "create" or fc.before is None and change.action != "update":
                 lines.append(f"    {fc.field}: {_show(fc.after)}")
             elif change.action == "remove":

@@ -31,6 +31,10 @@ class PlanContext:
     desired: dict[str, Any] = field(default_factory=dict)  # resource key → parsed model
     sources: dict[tuple[str, str], str] = field(default_factory=dict)  # (key, name) → file:line
     secrets: Any = None  # a jcstate.secrets.SecretSource, for resources that need secrets
+    warnings: list[str] = field(default_factory=list)  # plan-wide notes (a command skipped)
+    # agent only: callable(key: Secret, volume: str | None) that sends a FileVault recovery key
+    # to the server; None in standalone runs (the key then stays in its 0600 file)
+    escrow: Any = None
 
 
 class Backend(Protocol):

@@ -1,0 +1,233 @@
+"""``commands``: one-shot security commands, each run at most once per device.
+
+The model is what a policy (or the server's queue) says::
+
+    commands:
+      - id: incident-42-lock        # the device's journal keys on it: never run twice
+        action: lock                # lock | restart | shutdown | erase | run
+      - id: reboot-after-patch
+        action: restart
+        delay: 300                  # seconds of warning before acting (default 60)
+        message: Security update    # shown to logged-in users with the warning
+      - id: rotate-logs-2026-11
+        action: run
+        run: {command: "logrotate -f /etc/logrotate.conf", shell: /bin/sh, user: root,
+              timeout: 300}
+        notAfter: 2026-12-01T00:00:00Z
+
+How a command is carried out is each OS's business (``linux.py``, ``windows.py``,
+``darwin.py``); that it happens at most once is the journal's (``journal.py``) and the
+runner's (``execution.py``). Planning (``backend.py``) compares the policy's ids with the
+journal: an id the journal holds is never planned again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from jcstate.errors import PlanError
+from jcstate.resource import Resource
+
+__all__ = [
+    "ACTIONS",
+    "Command",
+    "DEFAULT_DELAY",
+    "DEFAULT_TIMEOUT",
+    "ID_PATTERN",
+    "RESOURCE",
+    "RunSpec",
+    "parse",
+    "parse_command",
+]
+
+Action = Literal["lock", "restart", "shutdown", "erase", "run"]
+ACTIONS: tuple[str, ...] = ("lock", "restart", "shutdown", "erase", "run")
+# The id names a journal file: no '/', never '.' or '..' (it starts with a letter or digit).
+ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+DEFAULT_DELAY = 60  # seconds users get to save their work before restart/shutdown
+DEFAULT_TIMEOUT = 300  # seconds before a `run` command's process group is killed
+MAX_DELAY = 86400
+_FIELDS = {"id", "action", "run", "confirm", "notAfter", "delay", "message"}
+_RUN_FIELDS = {"command", "argv", "shell", "user", "timeout"}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What action ``run`` executes: an argument vector, or a command line for a shell."""
+
+    argv: tuple[str, ...] | None = None
+    command: str | None = None
+    shell: str | None = None  # None: the OS's default shell (/bin/sh, powershell)
+    user: str | None = None  # None: the agent's own account (root / SYSTEM)
+    timeout: int = DEFAULT_TIMEOUT
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"timeout": self.timeout}
+        if self.argv is not None:
+            out["argv"] = list(self.argv)
+        if self.command is not None:
+            out["command"] = self.command
+        if self.shell is not None:
+            out["shell"] = self.shell
+        if self.user is not None:
+            out["user"] = self.user
+        return out
+
+
+@dataclass(frozen=True)
+class Command:
+    """One security command, as a policy or the server's queue gives it."""
+
+    id: str
+    action: Action
+    run: RunSpec | None = None
+    confirm: str | None = None
+    not_after: dt.datetime | None = None
+    delay: int = DEFAULT_DELAY
+    message: str | None = None
+
+    def expired(self, now: dt.datetime | None = None) -> bool:
+        """True when ``notAfter`` has passed: a device that has not run it skips it."""
+        if self.not_after is None:
+            return False
+        return (now or dt.datetime.now(dt.UTC)) > self.not_after
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plain form, as accepted by :func:`parse_command` (journal, server, agent)."""
+        out: dict[str, Any] = {"id": self.id, "action": self.action}
+        if self.run is not None:
+            out["run"] = self.run.to_dict()
+        if self.confirm is not None:
+            out["confirm"] = self.confirm
+        if self.not_after is not None:
+            out["notAfter"] = self.not_after.isoformat().replace("+00:00", "Z")
+        if self.action in ("restart", "shutdown"):
+            out["delay"] = self.delay
+        if self.message is not None:
+            out["message"] = self.message
+        return out
+
+
+def parse(section: Any) -> tuple[Command, ...]:
+    """Turn the plain ``spec.commands`` list into commands (raises PlanError).
+
+    Policy commands are checked more strictly than queued ones: an erase needs
+    ``confirm: erase`` (the server's queue checks the device id typed back instead).
+    """
+    if not isinstance(section, list):
+        raise PlanError("commands: expected a list of commands")
+    commands = [parse_command(item, where=f"commands[{i}]") for i, item in enumerate(section)]
+    seen: set[str] = set()
+    for cmd in commands:
+        if cmd.id in seen:
+            raise PlanError(f"commands: id {cmd.id} is used twice")
+        seen.add(cmd.id)
+        if cmd.action == "erase" and cmd.confirm != "erase":
+            raise PlanError(f"commands: {cmd.id}: an erase command needs 'confirm: erase'")
+    return tuple(commands)
+
+
+def parse_command(item: Any, *, where: str = "command") -> Command:
+    """One command from its plain form (a policy entry, a queued command, a journal record)."""
+    if not isinstance(item, dict):
+        raise PlanError(f"{where}: expected a mapping with 'id' and 'action'")
+    unknown = set(item) - _FIELDS
+    if unknown:
+        raise PlanError(f"{where}: unknown field(s): {', '.join(sorted(unknown))}")
+    cid = item.get("id")
+    if not isinstance(cid, str) or not ID_PATTERN.fullmatch(cid):
+        raise PlanError(
+            f"{where}: id must be letters, digits, '.', '_' or '-' (at most 128, "
+            "starting with a letter or digit)"
+        )
+    where = f"command {cid}"
+    action = item.get("action")
+    if action not in ACTIONS:
+        raise PlanError(f"{where}: action must be one of {', '.join(ACTIONS)}")
+    run = _parse_run(item.get("run"), where) if "run" in item else None
+    if action == "run" and run is None:
+        raise PlanError(f"{where}: action run needs a 'run' mapping (command or argv)")
+    if action != "run" and run is not None:
+        raise PlanError(f"{where}: 'run' is only for action run")
+    delay = item.get("delay", DEFAULT_DELAY)
+    if isinstance(delay, bool) or not isinstance(delay, int) or not 0 <= delay <= MAX_DELAY:
+        raise PlanError(f"{where}: delay must be whole seconds between 0 and {MAX_DELAY}")
+    message = item.get("message")
+    if message is not None and (not isinstance(message, str) or "\0" in message):
+        raise PlanError(f"{where}: message must be text")
+    confirm = item.get("confirm")
+    if confirm is not None and not isinstance(confirm, str):
+        raise PlanError(f"{where}: confirm must be text")
+    return Command(
+        id=cid,
+        action=action,
+        run=run,
+        confirm=confirm,
+        not_after=_parse_time(item.get("notAfter"), where),
+        delay=delay,
+        message=message,
+    )
+
+
+def _parse_run(run: Any, where: str) -> RunSpec:
+    if not isinstance(run, dict):
+        raise PlanError(f"{where}: run must be a mapping with command or argv")
+    unknown = set(run) - _RUN_FIELDS
+    if unknown:
+        raise PlanError(f"{where}: run: unknown field(s): {', '.join(sorted(unknown))}")
+    command, argv = run.get("command"), run.get("argv")
+    if (command is None) == (argv is None):
+        raise PlanError(f"{where}: run needs exactly one of command or argv")
+    if command is not None and (not isinstance(command, str) or not command.strip()):
+        raise PlanError(f"{where}: run.command must be a non-empty command line")
+    if argv is not None and (
+        not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv)
+    ):
+        raise PlanError(f"{where}: run.argv must be a non-empty list of strings")
+    if argv is not None and "shell" in run:
+        raise PlanError(f"{where}: run.shell goes with run.command, not run.argv")
+    for key in ("shell", "user"):
+        value = run.get(key)
+        if value is not None and (not isinstance(value, str) or not value or "\0" in value):
+            raise PlanError(f"{where}: run.{key} must be a non-empty string")
+    timeout = run.get("timeout", DEFAULT_TIMEOUT)
+    if isinstance(timeout, bool) or not isinstance(timeout, int) or not 1 <= timeout <= 86400:
+        raise PlanError(f"{where}: run.timeout must be whole seconds between 1 and 86400")
+    return RunSpec(
+        argv=tuple(argv) if argv is not None else None,
+        command=command,
+        shell=run.get("shell"),
+        user=run.get("user"),
+        timeout=timeout,
+    )
+
+
+def _parse_time(value: Any, where: str) -> dt.datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):  # YAML may already have made it a datetime
+        moment = value
+    elif isinstance(value, str):
+        try:
+            moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise PlanError(f"{where}: notAfter is not an RFC 3339 date-time: {value}") from exc
+    else:
+        raise PlanError(f"{where}: notAfter must be a date-time like 2026-12-01T00:00:00Z")
+    if moment.tzinfo is None:
+        raise PlanError(f"{where}: notAfter needs a time zone (for example a trailing Z)")
+    return moment
+
+
+RESOURCE = Resource(
+    key="commands",
+    parse=parse,
+    backends={
+        "linux": "jcstate.modules.commands.linux:BACKEND",
+        "darwin": "jcstate.modules.commands.darwin:BACKEND",
+        "windows": "jcstate.modules.commands.windows:BACKEND",
+    },
+)

@@ -1,0 +1,139 @@
+"""Carry out a command at most once: the journal's gate around an OS action.
+
+Both sources of commands use this one path: a policy's ``commands`` (the plan's
+:class:`~jcstate.modules.commands.backend.RunCommand` step) and the server's queue (the agent
+calls :meth:`CommandRunner.run` with the command as delivered)::
+
+    runner = CommandRunner(host)                 # journal under /var/lib/jcstate/journal
+    runner.recover()                             # at agent start: settle crashes, resume erases
+    result = runner.run({"id": "c-17", "action": "lock"})
+    for result in runner.journal.pending_results():
+        send(result.to_dict()); runner.journal.acknowledge(result.id)   # once the server has it
+
+A second ``run`` with a known id never runs anything: it returns the journaled result.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from jcstate.errors import JcstateError
+from jcstate.host import Host
+from jcstate.modules.commands import Command, parse_command
+from jcstate.modules.commands.actions import Actions
+from jcstate.modules.commands.boot import boot_time
+from jcstate.modules.commands.journal import Entry, Journal, now_text
+from jcstate.modules.commands.result import CommandResult, Outcome
+
+__all__ = ["CommandRunner", "actions_for"]
+
+log = logging.getLogger(__name__)
+
+
+def actions_for(os_name: str) -> Actions:
+    """The security commands of ``os_name`` (raises JcstateError when there are none)."""
+    from jcstate.errors import PlanError
+    from jcstate.modules.commands import RESOURCE
+
+    backend = RESOURCE.backend(os_name)
+    if backend is None:
+        raise PlanError(f"commands: not supported on {os_name}")
+    return backend.actions  # type: ignore[attr-defined,no-any-return]
+
+
+class CommandRunner:
+    """Runs commands on ``host``, each id at most once, recorded in ``journal``."""
+
+    def __init__(self, host: Host, journal: Journal | None = None, *,
+                 actions: Actions | None = None):
+        self.host = host
+        self.journal = journal or Journal(host)
+        self.actions = actions or actions_for(host.os)
+        self._settled = False
+
+    def _settle(self) -> list[Entry]:
+        """Mark what an earlier process left half-done (once per runner); erases to resume."""
+        resume = self.journal.recover(boot_time(self.host))
+        self._settled = True
+        return resume
+
+    def recover(self) -> list[CommandResult]:
+        """At start-up: settle interrupted commands and finished restarts, resume erases."""
+        results = []
+        for entry in self._settle():
+            if entry.command is None:
+                continue  # a record from before commands were kept: cannot resume
+            results.append(self.run(entry.command))
+        return results
+
+    def run(self, command: Command | dict[str, Any]) -> CommandResult:
+        """Run ``command`` unless its id is journaled; return its (possibly earlier) result."""
+        cmd = command if isinstance(command, Command) else parse_command(command)
+        if not self._settled:
+            self._settle()
+        entry = self.journal.get(cmd.id)
+        if entry is None:
+            return self._first_run(cmd)
+        if entry.state == "finished" and entry.result is not None:
+            return entry.result  # a duplicate delivery: nothing runs
+        if entry.state == "awaiting-reboot":
+            return self._result(entry, "running", "waiting for the device to restart")
+        # Settled already, so a started record here is an erase: it resumes until done.
+        log.warning("command %s: resuming %s (attempt %d)", cmd.id, cmd.action,
+                    entry.attempts + 1)
+        return self._perform(cmd, self.journal.resume(entry))
+
+    def _first_run(self, cmd: Command) -> CommandResult:
+        refusal = None
+        if cmd.expired():
+            refusal = "not run: its notAfter time has passed"
+        elif cmd.action == "erase" and not cmd.confirm:
+            refusal = "not run: erase needs a confirmation"
+        else:
+            refusal = self.actions.unsupported(cmd)
+        entry = self.journal.start(cmd.id, cmd.action, boot_time=boot_time(self.host),
+                                   command=cmd.to_dict())
+        if refusal:
+            return self._finish(entry, Outcome(False, refusal))
+        return self._perform(cmd, entry)
+
+    def _perform(self, cmd: Command, entry: Entry) -> CommandResult:
+        log.info("command %s: %s", cmd.id, cmd.action)
+
+        def checkpoint(note: str) -> None:
+            self.journal.await_reboot(cmd.id, note)
+
+        try:
+            outcome = self.actions.perform(self.host, cmd, checkpoint)
+        except (JcstateError, OSError) as exc:
+            outcome = Outcome(False, str(exc), stderr=getattr(exc, "stderr", "") or "")
+        if outcome.ok and outcome.awaiting_reboot:
+            self.journal.await_reboot(cmd.id, outcome.message)  # kept for the final report
+            log.info("command %s: %s", cmd.id, outcome.message)
+            return self._result(entry, "running", outcome.message)
+        return self._finish(entry, outcome)
+
+    def _finish(self, entry: Entry, outcome: Outcome) -> CommandResult:
+        result = CommandResult(
+            id=entry.id,
+            action=entry.action,
+            status="succeeded" if outcome.ok else "failed",
+            message=outcome.message,
+            exit_code=outcome.exit_code,
+            stdout=outcome.stdout,
+            stderr=outcome.stderr,
+            truncated=outcome.truncated,
+            timed_out=outcome.timed_out,
+            duration=outcome.duration,
+            started_at=entry.started_at,
+            finished_at=now_text(),
+        )
+        self.journal.finish(entry.id, result)
+        log.info("command %s %s: %s", entry.id, result.status, result.message)
+        return result
+
+    @staticmethod
+    def _result(entry: Entry, status: Any, message: str) -> CommandResult:
+        return CommandResult(entry.id, entry.action, status, message,
+                             started_at=entry.started_at)

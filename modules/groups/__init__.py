@@ -45,6 +45,10 @@ def parse(section: list[Mapping[str, Any]] | None) -> list[GroupSpec]:
 RESOURCE = Resource(
     key="groups",
     parse=parse,
-    backends={"linux": "jcstate.modules.groups.linux:BACKEND"},
+    backends={
+        "linux": "jcstate.modules.groups.linux:BACKEND",
+        "darwin": "jcstate.modules.groups.darwin:BACKEND",
+        "windows": "jcstate.modules.groups.windows:BACKEND",
+    },
     checks="jcstate.modules.groups.verify:checks",
 )

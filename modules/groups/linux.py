@@ -129,6 +129,8 @@ def _plan_group(
 
 
 def _gid_taken(spec: GroupSpec, facts: AccountFacts, desired: list[GroupSpec]) -> str | None:
+    if spec.gid is None:  # groupadd picks a free one; two such groups never collide
+        return None
     # a gid freed in the same run is still taken when groupadd runs (removals go last)
     for other in facts.groups.values():
         if other.name != spec.name and other.gid == spec.gid:

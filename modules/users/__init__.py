@@ -10,6 +10,10 @@ __all__ = ["RESOURCE", "UserSpec", "parse"]
 RESOURCE = Resource(
     key="users",
     parse=parse,
-    backends={"linux": "jcstate.modules.users.linux:BACKEND"},
+    backends={
+        "linux": "jcstate.modules.users.linux:BACKEND",
+        "darwin": "jcstate.modules.users.darwin:BACKEND",
+        "windows": "jcstate.modules.users.windows:BACKEND",
+    },
     checks="jcstate.modules.users.verify:checks",
 )

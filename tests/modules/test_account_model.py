@@ -66,4 +66,6 @@ def test_resources_point_at_their_backends() -> None:
     assert USERS_RESOURCE.key == "users" and GROUPS_RESOURCE.key == "groups"
     assert USERS_RESOURCE.backend("linux").os == "linux"
     assert GROUPS_RESOURCE.backend("linux").supports >= {"gid", "members"}
-    assert USERS_RESOURCE.backend("darwin") is None
+    assert USERS_RESOURCE.backend("darwin").os == "darwin"
+    assert GROUPS_RESOURCE.backend("windows").os == "windows"
+    assert USERS_RESOURCE.backend("plan9") is None

@@ -26,6 +26,8 @@ def register(sub: Any) -> None:
         p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
                        help="a device label for policy selectors (repeatable)")
         p.add_argument("--hostname", help="hostname to match selectors against")
+        p.add_argument("--device-id", help="device id to match selector.devices against "
+                       "(default: /etc/machine-id)")
         p.add_argument("--show-commands", action="store_true",
                        help="print the exact commands each change runs")
         if name == "apply":
@@ -62,6 +64,8 @@ def _run(args: argparse.Namespace) -> int:
     device = Device.local(host)
     if args.hostname:
         device.hostname = args.hostname
+    if args.device_id:
+        device.id = args.device_id
     device.labels.update(_labels(args.label))
     secrets = FileSecrets(args.secrets) if args.secrets else None
     try:

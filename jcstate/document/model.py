@@ -39,7 +39,16 @@ class Device:
             hostname = (host.read_text("/etc/hostname") or "").strip() or "localhost"
         release = host.os_release()
         version = release.get("VERSION_ID") or release.get("VERSION", "")
-        return cls(hostname=hostname, os=host.os, osVersion=version, arch=platform.machine())
+        # Standalone, a device is known by its machine id (the agent uses its enrolled id):
+        # this is what `selector.devices` names for `jcstate apply` on the machine itself.
+        machine_id = (host.read_text("/etc/machine-id") or "").strip()
+        return cls(
+            hostname=hostname,
+            os=host.os,
+            id=machine_id,
+            osVersion=version,
+            arch=platform.machine(),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The ``device`` object templates see."""

@@ -155,6 +155,7 @@ class Change:
     skipped_fields: list[str] = field(default_factory=list)
     error: str | None = None
     source: str | None = None  # file:line of the policy entry that asked for it
+    summary: str | None = None  # a word the report puts after the name: "(lock)" for a command
 
     @property
     def key(self) -> tuple[str, str]:
@@ -176,6 +177,8 @@ class Change:
             out["error"] = self.error
         if self.source:
             out["source"] = self.source
+        if self.summary:
+            out["summary"] = self.summary
         return out
 
 

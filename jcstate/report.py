@@ -7,9 +7,11 @@ The text form::
     ~ users bob
         shell: /bin/sh → /bin/zsh
     - users mallory
+    > command incident-42-lock (lock)
+        action: lock
     ! users root: refused: would remove the last admin account …
 
-    Plan: 1 to create, 1 to change, 1 to remove, 1 refused.
+    Plan: 1 to create, 1 to change, 1 to remove, 1 to run, 1 refused.
 """
 
 from __future__ import annotations
@@ -130,10 +132,11 @@ def render_text(report: Report, *, show_steps: bool = False, color: bool = False
     for change in report.plan.ordered():
         kind = _SINGULAR.get(change.kind, change.kind)
         result = by_change.get(id(change))
+        name = f"{change.name} ({change.summary})" if change.summary else change.name
         if change.error:
-            lines.append(paint.red(f"! {kind} {change.name}: refused: {change.error}"))
+            lines.append(paint.red(f"! {kind} {name}: refused: {change.error}"))
             continue
-        head = f"{_SYMBOL[change.action]} {kind} {change.name}"
+        head = f"{_SYMBOL[change.action]} {kind} {name}"
         if result is not None and result.status != "ok":
             head += f"  [{result.status.upper()}]"
         lines.append(paint.action(change.action, head))

@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from jcstate.document.oneline import one_line, quote
 from jcstate.errors import Problem
 
 __all__ = [
@@ -78,8 +79,9 @@ class Positions:
         return self.values.get((), (1, 1))
 
     def problem(self, path: Sequence[str | int], message: str, *, key: bool = False) -> Problem:
+        """A problem at ``path``; the message is made one line (it may quote user text)."""
         line, column = self.of(path, key=key)
-        return Problem(self.file, line, column, message)
+        return Problem(self.file, line, column, one_line(message))
 
     def where(self, path: Sequence[str | int]) -> str:
         """``file:line`` of a value, the short form used in messages and Document.sources."""
@@ -153,15 +155,15 @@ def load_text(text: str, file: str) -> tuple[list[Loaded], list[Problem]]:
     try:
         return _compose(text, file), []
     except _Refused as exc:
-        return [], [Problem(file, exc.line, exc.column, exc.message)]
+        return [], [Problem(file, exc.line, exc.column, one_line(exc.message))]
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         detail = exc.problem or exc.context or "invalid YAML"
-        return [], [Problem(file, line, column, f"YAML syntax error: {detail}")]
+        return [], [Problem(file, line, column, one_line(f"YAML syntax error: {detail}"))]
     except yaml.YAMLError as exc:  # reader errors (control characters) carry a position too
         line, column = _reader_position(exc, text)
-        return [], [Problem(file, line, column, f"YAML error: {_reader_message(exc)}")]
+        return [], [Problem(file, line, column, one_line(f"YAML error: {_reader_message(exc)}"))]
 
 
 def _reader_position(exc: yaml.YAMLError, text: str) -> tuple[int, int]:
@@ -255,7 +257,9 @@ class _Walk:
             here = (*path, key)
             if key in out:
                 first = keys[here][0]
-                raise _Refused(key_mark, f"duplicate key '{key}' (first given at line {first})")
+                raise _Refused(
+                    key_mark, f"duplicate key {quote(key)} (first given at line {first})"
+                )
             keys[here] = (key_mark.line + 1, key_mark.column + 1)
             out[key] = self.value(value_node, here, depth + 1)
         for merge_node in merges:

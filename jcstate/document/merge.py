@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from jcstate.document.model import Policy
+from jcstate.document.oneline import quote
 from jcstate.errors import Problem
 
 __all__ = [
@@ -258,7 +259,7 @@ def conflict_problem(
 
 def _show(value: Any) -> str:
     if isinstance(value, str):
-        return f"'{value}'"
+        return quote(value)
     if isinstance(value, bool):
         return str(value).lower()
     if value is None:

@@ -18,6 +18,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from jcstate.document.loader import Path, Positions
+from jcstate.document.oneline import quote
 from jcstate.errors import Problem
 
 if TYPE_CHECKING:
@@ -133,7 +134,7 @@ def _convert(text: str, path: Path, problems: list[Problem], positions: Position
         if _INTEGER.fullmatch(text):
             return int(text)
         problems.append(
-            positions.problem(path, f"{path[3]} must render to an integer, got '{text[:40]}'")
+            positions.problem(path, f"{path[3]} must render to an integer, got {quote(text[:40])}")
         )
     return text
 

@@ -16,6 +16,7 @@ from jcstate.document.loader import discover, load_file
 from jcstate.document.merge import merge
 from jcstate.document.model import Device, Document, Policy
 from jcstate.document.names import name_problem
+from jcstate.document.oneline import quote
 from jcstate.document.render import is_template, render_spec
 from jcstate.document.rules import check_rules
 from jcstate.document.schema import check_schema
@@ -137,7 +138,7 @@ def _rendered_names(policy: Policy, spec: dict[str, Any], os_name: str) -> list[
                 if why:
                     problems.append(
                         policy.positions.problem(
-                            ("spec", kind, i, "name"), f"rendered name '{entry['name']}' {why}"
+                            ("spec", kind, i, "name"), f"rendered name {quote(entry['name'])} {why}"
                         )
                     )
     return problems
@@ -158,8 +159,8 @@ def _rendered_ids(parts: list[tuple[Policy, dict[str, Any]]]) -> list[Problem]:
                     problems.append(
                         policy.positions.problem(
                             path,
-                            f"{id_field} {number} of '{name}' is already used by "
-                            f"'{owners[number][0]}' ({owners[number][1]}) on this device",
+                            f"{id_field} {number} of {quote(name)} is already used by "
+                            f"{quote(owners[number][0])} ({owners[number][1]}) on this device",
                         )
                     )
                 owners.setdefault(number, (name, policy.positions.where(path)))

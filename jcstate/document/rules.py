@@ -27,6 +27,7 @@ from jcstate.document.merge import (
 )
 from jcstate.document.model import Policy
 from jcstate.document.names import name_problem
+from jcstate.document.oneline import quote
 from jcstate.document.render import is_template, template_problems
 from jcstate.errors import Problem
 
@@ -60,7 +61,8 @@ def duplicate_policy_names(policies: list[Policy]) -> list[Problem]:
             problems.append(
                 policy.positions.problem(
                     ("metadata", "name"),
-                    f"policy name '{policy.name}' is already used at {first[policy.name].where}",
+                    f"policy name {quote(policy.name)} is already used at "
+                    f"{first[policy.name].where}",
                 )
             )
         else:
@@ -84,7 +86,7 @@ def duplicate_entries(policies: list[Policy]) -> list[Problem]:
                     problems.append(
                         policy.positions.problem(
                             ("spec", kind, i, key),
-                            f"{word} '{name}' is declared twice in this policy "
+                            f"{word} {quote(name)} is declared twice in this policy "
                             f"(first at line {line})",
                         )
                     )
@@ -113,8 +115,9 @@ def duplicate_ids(policies: list[Policy]) -> list[Problem]:
                     problems.append(
                         policy.positions.problem(
                             ("spec", kind, i, field),
-                            f"{field} {number} of {kind[:-1]} '{name}' is already used by "
-                            f"'{clash[2]}' ({there}) in a policy that can match the same device",
+                            f"{field} {number} of {kind[:-1]} {quote(name)} is already used by "
+                            f"{quote(clash[2])} ({there}) in a policy that can match the same "
+                            "device",
                         )
                     )
     return problems
@@ -141,8 +144,8 @@ def groups_against_members(policies: list[Policy]) -> list[Problem]:
                         problems.append(
                             policy.positions.problem(
                                 ("spec", "users", i, "groups", k),
-                                f"user '{name}' is put in group '{group}', but that group's "
-                                f"authoritative members ({there}) omit '{name}'; "
+                                f"user {quote(name)} is put in group {quote(group)}, but that "
+                                f"group's authoritative members ({there}) omit {quote(name)}; "
                                 "add the user there or drop the group here",
                             )
                         )
@@ -169,8 +172,8 @@ def mfa_users_present(policies: list[Policy]) -> list[Problem]:
                 problems.append(
                     policy.positions.problem(
                         ("spec", kind, "users", k),
-                        f"{kind}.users lists '{name}', but no policy for these devices makes that "
-                        "user present; declare it under users",
+                        f"{kind}.users lists {quote(name)}, but no policy for these devices "
+                        "makes that user present; declare it under users",
                     )
                 )
     return problems
@@ -207,7 +210,7 @@ def names_per_os(policies: list[Policy]) -> list[Problem]:
             reasons = [f"on {os}: {why}" for os in oses if (why := _name_problem(os, name))]
             if reasons:
                 problems.append(
-                    policy.positions.problem(path, f"name '{name}' " + "; ".join(reasons))
+                    policy.positions.problem(path, f"name {quote(name)} " + "; ".join(reasons))
                 )
     return problems
 

@@ -18,6 +18,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from jcstate.document.loader import Loaded, Path
+from jcstate.document.oneline import quote
 from jcstate.document.precheck import Check, Unsupported, compile_schema
 from jcstate.errors import Problem
 
@@ -170,7 +171,7 @@ def _problems(error: ValidationError, doc: Loaded) -> list[Problem]:
         for key in error.instance:
             if key in known:
                 continue
-            message = f"unknown field '{key}' in {where}"
+            message = f"unknown field {quote(key)} in {where}"
             close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
             if close:
                 message += f"; did you mean '{close[0]}'?"
@@ -179,7 +180,7 @@ def _problems(error: ValidationError, doc: Loaded) -> list[Problem]:
             out.append(pos.problem((*path, key), message, key=True))
         return out
     if "propertyNames" in error.schema_path and isinstance(error.instance, str):
-        message = f"'{error.instance}' is not allowed as a key in {where}"
+        message = f"{quote(error.instance)} is not allowed as a key in {where}"
         if schema.get("pattern"):
             message += f"; keys must match {schema['pattern']}"
         return [pos.problem((*path, error.instance), message, key=True)]
@@ -234,7 +235,38 @@ def _message(error: ValidationError, schema: dict[str, Any]) -> str:
         fields = [b["required"][0] for b in value if isinstance(b, dict) and "required" in b]
         if len(fields) == len(value) and fields:
             return "set exactly one of " + " or ".join(f"'{f}'" for f in fields)
+        return _alternatives(value, instance) or error.message
     return error.message
+
+
+def _alternatives(branches: list[Any], instance: Any) -> str | None:
+    """``'Never' is not a valid date (YYYY-MM-DD) or 'never'; did you mean 'never'?``.
+
+    None when a branch is not simple enough to put in words (jsonschema's message then).
+    """
+    wanted: list[str] = []
+    words: list[str] = []  # constants a near miss may be a typo of
+    for branch in branches:
+        if not isinstance(branch, dict):
+            return None
+        if "const" in branch:
+            wanted.append(quote(branch["const"]))
+            words.append(str(branch["const"]))
+        elif "format" in branch:
+            wanted.append(_FORMAT_WORDS.get(branch["format"], f"a {branch['format']}"))
+        elif isinstance(branch.get("type"), str):
+            wanted.append(_TYPE_WORDS.get(branch["type"], branch["type"]))
+        else:
+            return None
+    text = f"{_show(instance)} is not {' or '.join(wanted)}"
+    close = difflib.get_close_matches(str(instance), words, n=1)
+    return text + (f"; did you mean '{close[0]}'?" if close else "")
+
+
+_FORMAT_WORDS = {
+    "date": "a valid date (YYYY-MM-DD)",
+    "date-time": "a valid date-time (RFC 3339, e.g. 2026-12-01T00:00:00Z)",
+}
 
 
 _TYPE_WORDS = {
@@ -254,7 +286,7 @@ def _show(value: Any) -> str:
     if isinstance(value, bool):
         return f"boolean {str(value).lower()}"
     if isinstance(value, str):
-        return f"'{value}'" if len(value) <= 60 else f"'{value[:57]}...'"
+        return quote(value) if len(value) <= 60 else quote(value[:57] + "...")
     if isinstance(value, (int, float)):
         return f"number {value}"
     if isinstance(value, list):

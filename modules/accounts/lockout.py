@@ -25,6 +25,7 @@ from typing import Any
 
 from jcstate.modules.accounts.facts import AccountFacts, KeyFile
 from jcstate.modules.accounts.files import date_to_days
+from jcstate.modules.users.model import NEVER
 
 __all__ = ["Account", "admins_after", "admins_now", "lockout_losses"]
 
@@ -120,7 +121,9 @@ def _project(
             password = password.lstrip("!")  # state: present unlocks
         if spec.ssh_authorized_keys is not None:
             has_keys = any(k.strip() for k in spec.ssh_authorized_keys)
-        if spec.expires is not None:
+        if spec.expires is NEVER:
+            expire = None
+        elif spec.expires is not None:
             expire = date_to_days(spec.expires)
         elif spec.state == "present" and expire == 1:
             expire = None  # the lock's expiry is lifted on unlock

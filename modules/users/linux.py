@@ -10,6 +10,11 @@ supplementary ``groups`` and ``admin`` of an existing user 30, as a separate cha
 ``state: locked`` locks the password (``usermod -L``) and expires the account
 (``usermod -e 1``), because sshd with PAM still accepts keys for a ``!`` password; going back
 to ``present`` unlocks and lifts that expiry (or sets ``expires`` when given).
+
+``expires: never`` empties the shadow expiry field with ``usermod -e ""`` (usermod(8): "An input
+of -1 or an empty string will blank the account expiration field in the shadow password file");
+a new user gets ``useradd -e ""``, which also overrides an ``EXPIRE=`` default in
+/etc/default/useradd.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from jcstate.modules.accounts.lockout import lockout_losses
 from jcstate.modules.accounts.shadow import bad_field, bad_name, command
 from jcstate.modules.users import password
 from jcstate.modules.users.authorized_keys import plan_keys
-from jcstate.modules.users.model import UserSpec
+from jcstate.modules.users.model import NEVER, UserSpec, expiry_text
 from jcstate.plan import Change, FieldChange, Run, Step
 from jcstate.resource import PlanContext
 from jcstate.secret import Secret
@@ -278,12 +283,14 @@ def _lock_options(
     else:
         if after.startswith("!") and _real_hash(after):
             options.append("-U")
-        target = None if spec.expires is None else date_to_days(spec.expires)
-        if target is not None and target != expire:
-            options += ["-e", spec.expires.isoformat()]  # type: ignore[union-attr]
-            fields.append(FieldChange("expires", _iso(expire), spec.expires.isoformat()))  # type: ignore[union-attr]
-        elif target is None and expire == LOCK_EXPIRE:
-            options += ["-e", ""]  # lift the expiry that locking set
+        if spec.expires is None or spec.expires is NEVER:
+            if expire is not None and (spec.expires is NEVER or expire == LOCK_EXPIRE):
+                options += ["-e", ""]  # no expiry; also lifts the one that locking set
+                if expire != LOCK_EXPIRE:  # the lock's expiry is reported as the state
+                    fields.append(FieldChange("expires", _iso(expire), expiry_text(NEVER)))
+        elif date_to_days(spec.expires) != expire:
+            options += ["-e", spec.expires.isoformat()]
+            fields.append(FieldChange("expires", _iso(expire), spec.expires.isoformat()))
     return options
 
 
@@ -343,8 +350,8 @@ def _create(spec: UserSpec, env: _Env) -> Change:
     if spec.state == "locked":
         options += ["-e", str(LOCK_EXPIRE)]
     elif spec.expires is not None:
-        fields.append(FieldChange("expires", None, spec.expires.isoformat()))
-        options += ["-e", spec.expires.isoformat()]
+        fields.append(FieldChange("expires", None, expiry_text(spec.expires)))
+        options += ["-e", "" if spec.expires is NEVER else spec.expires.isoformat()]
     options.append("-m")
     steps: list[Step] = [Run(command("useradd", env.root, options, [spec.name]))]
     pw = _password(spec, None, env)

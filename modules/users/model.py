@@ -1,22 +1,34 @@
 """The users model: what a ``spec.users`` entry means, independent of any OS.
 
 ``None`` means "not managed" (the system's value is left alone); an empty list means "manage to
-empty" (``sshAuthorizedKeys: []`` empties the file). The password hash becomes a
-:class:`~jcstate.secret.Secret` here, at parse time, so it can never be printed later.
+empty" (``sshAuthorizedKeys: []`` empties the file). In the same way ``expires: never`` is
+:data:`NEVER`, "manage to no expiry", distinct from an omitted ``expires`` (None). The password
+hash becomes a :class:`~jcstate.secret.Secret` here, at parse time, so it can never be printed
+later.
 """
 
 from __future__ import annotations
 
 import datetime
+import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from jcstate.secret import Secret
 
-__all__ = ["UserSpec", "parse"]
+__all__ = ["NEVER", "Expiry", "UserSpec", "expiry_text", "parse"]
 
 State = Literal["present", "absent", "locked"]
+
+
+class Expiry(enum.Enum):
+    """An expiry that is not a date. One member: an enum keeps ``is NEVER`` checks typed."""
+
+    NEVER = "never"
+
+
+NEVER: Final = Expiry.NEVER  # ``expires: never``: the account must not expire (clears an expiry)
 
 
 @dataclass(frozen=True)
@@ -34,16 +46,18 @@ class UserSpec:
     password_hash: Secret | None = None
     password_ref: str | None = None  # name of a secret the SecretSource resolves (plaintext)
     ssh_authorized_keys: tuple[str, ...] | None = None
-    expires: datetime.date | None = None
+    expires: datetime.date | Expiry | None = None  # None: not managed; NEVER: no expiry
     state: State = "present"
     remove_home: bool = False
     allow_lockout: bool = False
     hidden: bool | None = None  # macOS service accounts; not managed on Linux
 
 
-def _date(value: Any) -> datetime.date | None:
+def _expiry(value: Any) -> datetime.date | Expiry | None:
     if value is None:
         return None
+    if value == NEVER.value:
+        return NEVER
     if isinstance(value, datetime.datetime):
         return value.date()
     if isinstance(value, datetime.date):
@@ -70,12 +84,19 @@ def _one(entry: Mapping[str, Any]) -> UserSpec:
         password_hash=None if hashed is None else Secret(hashed),
         password_ref=password.get("secretRef"),
         ssh_authorized_keys=_strings(entry.get("sshAuthorizedKeys")),
-        expires=_date(entry.get("expires")),
+        expires=_expiry(entry.get("expires")),
         state=entry.get("state") or "present",
         remove_home=bool(entry.get("removeHome", False)),
         allow_lockout=bool(entry.get("allowLockout", False)),
         hidden=entry.get("hidden"),
     )
+
+
+def expiry_text(value: datetime.date | Expiry | None) -> str | None:
+    """How plans and checks show an expiry: ``2027-06-30``, ``never``, or None (none set)."""
+    if value is None:
+        return None
+    return value.value if isinstance(value, Expiry) else value.isoformat()
 
 
 def parse(section: list[Mapping[str, Any]] | None) -> list[UserSpec]:

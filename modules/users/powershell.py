@@ -32,6 +32,9 @@ POWERSHELL = ("powershell.exe", "-NoProfile", "-NonInteractive", "-EncodedComman
 
 _DATA = "$ErrorActionPreference = 'Stop'\n$d = [Console]::In.ReadLine() | ConvertFrom-Json\n"
 _PASSWORD = "$p = [Console]::In.ReadLine() | ConvertTo-SecureString -AsPlainText -Force\n"
+# ``expires: never`` sends neverExpires: -AccountExpires cannot take $null, and the cmdlets
+# refuse -AccountExpires together with -AccountNeverExpires (InvalidParametersException), so the
+# data carries one of the two, never both.
 _EXPIRY = (
     "if ($null -ne $d.expires) {"
     " $a.AccountExpires = [datetime]::ParseExact($d.expires, 'yyyy-MM-dd', $null) }\n"

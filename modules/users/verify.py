@@ -18,7 +18,7 @@ import datetime
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from jcstate.modules.users.model import UserSpec, parse
+from jcstate.modules.users.model import UserSpec, expiry_text, parse
 from jcstate.resource import Check
 from jcstate.secret import REDACTED, Secret
 
@@ -144,7 +144,7 @@ def _present(user: UserSpec, os_name: str) -> list[Check]:
                 lambda host: _expect("primary group", primary, _account(host, name).group),
             )
         )
-    if user.expires is not None:
+    if user.expires is not None and user.state != "locked":  # locking sets its own expiry
         out.append(_expiry_check(user))
     if user.state == "locked":
         out.append(_locked_check(user))
@@ -173,15 +173,18 @@ def _admin_check(user: UserSpec, os_name: str) -> Check:
 
 
 def _expiry_check(user: UserSpec) -> Check:
-    name, expires = user.name, user.expires
-    assert expires is not None
+    """A date is that day; ``never`` is no expiry at all (testinfra's expiration_date None)."""
+    name = user.name
+    shown = expiry_text(user.expires)
+    wanted = None if shown == "never" else shown  # never: no expiration date at all
 
     def run(host: Any) -> None:
         stamp = _account(host, name).expiration_date
         actual = stamp.date() if isinstance(stamp, datetime.datetime) else stamp
-        _expect("expires", expires.isoformat(), None if actual is None else actual.isoformat())
+        _expect("expires", wanted, None if actual is None else actual.isoformat())
 
-    return _check(user, f"account expires on {expires.isoformat()}", run)
+    what = "never expires" if wanted is None else f"expires on {wanted}"
+    return _check(user, f"account {what}", run)
 
 
 def _shadow_password(host: Any, name: str) -> str:

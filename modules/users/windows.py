@@ -6,7 +6,9 @@ stdin. Cmdlets (Microsoft.PowerShell.LocalAccounts, learn.microsoft.com):
 
 * create: ``New-LocalUser -Name -Password <SecureString> [-FullName] [-AccountExpires |
   -AccountNeverExpires] [-Disabled]``;
-* change: ``Set-LocalUser -Name [-FullName] [-AccountExpires | -AccountNeverExpires]``;
+* change: ``Set-LocalUser -Name [-FullName] [-AccountExpires | -AccountNeverExpires]``
+  (``expires: never`` is ``-AccountNeverExpires``: ``-AccountExpires`` takes no null, and the
+  cmdlets refuse the two together);
   ``state: locked`` is ``Disable-LocalUser``, back to present ``Enable-LocalUser``;
 * remove: ``Remove-LocalUser -Name`` (the profile folder stays: ``removeHome`` is skipped);
 * admin: ``Add-/Remove-LocalGroupMember`` on the group found with ``Get-LocalGroup -SID
@@ -27,7 +29,7 @@ from jcstate.document.names import name_problem
 from jcstate.host import Host
 from jcstate.modules.users import winfacts
 from jcstate.modules.users.admins import losses
-from jcstate.modules.users.model import UserSpec
+from jcstate.modules.users.model import NEVER, UserSpec, expiry_text
 from jcstate.modules.users.powershell import script_run
 from jcstate.modules.users.skipped import skipped
 from jcstate.modules.users.winfacts import ADMINISTRATORS_SID, WindowsFacts, WinUser, key
@@ -185,10 +187,11 @@ def _create(spec: UserSpec, env: _Env) -> Change:
         fields.append(FieldChange("fullName", None, spec.full_name))
         data["fullName"] = spec.full_name
     if spec.expires is not None:
-        fields.append(FieldChange("expires", None, spec.expires.isoformat()))
-        data["expires"] = spec.expires.isoformat()
-    else:
+        fields.append(FieldChange("expires", None, expiry_text(spec.expires)))
+    if spec.expires is None or spec.expires is NEVER:
         data["neverExpires"] = True
+    else:
+        data["expires"] = spec.expires.isoformat()
     if spec.state == "locked":
         data["disabled"] = True
     plain, problem = _password(spec, env)
@@ -228,15 +231,15 @@ def _update(spec: UserSpec, current: WinUser) -> Change | None:
     if spec.full_name is not None and spec.full_name != current.full_name:
         fields.append(FieldChange("fullName", current.full_name, spec.full_name))
         data["fullName"] = spec.full_name
-    if spec.expires is not None and spec.expires != current.expires:
+    wanted = None if spec.expires is NEVER else spec.expires  # the fact has None for "never"
+    if spec.expires is not None and wanted != current.expires:
         fields.append(
-            FieldChange(
-                "expires",
-                current.expires.isoformat() if current.expires else None,
-                spec.expires.isoformat(),
-            )
+            FieldChange("expires", expiry_text(current.expires), expiry_text(spec.expires))
         )
-        data["expires"] = spec.expires.isoformat()
+        if wanted is None:
+            data["neverExpires"] = True
+        else:
+            data["expires"] = wanted.isoformat()
     if len(data) > 1:
         steps.append(script_run("Set-LocalUser", data))
     want_enabled = spec.state != "locked"

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import testhost as th
 import yaml
-from harness import CliResult, apply_policy, jcstate_argv, plan_policy
+from harness import CliResult, apply_policy, jcstate_argv, plan_policy, verify_policy
 
 # sha512crypt-shaped hashes that no login needs: compared as strings, never to be printed.
 HASH1 = "$6$e2eSaltOne$" + "A1b2C3d4E5f6" * 7 + "Gh"
@@ -417,11 +417,6 @@ def test_expiry_set_change_and_left_alone(testhost: th.TestHost, testinfra_host)
     assert infra.user("frank").expiration_date == day("2030-01-01")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="contract gap: a policy cannot clear an expiry (expires is a date; omitted means "
-    "not managed) — see the report for issue 2 item 7",
-)
 def test_expiry_cleared(testhost: th.TestHost, testinfra_host) -> None:
     applied(testhost, document(users=[{"name": "frank", "expires": "2027-06-30"}]))
     # Puppet writes `expiry => absent`, Ansible `expires: -1`; here the natural spelling.
@@ -429,6 +424,25 @@ def test_expiry_cleared(testhost: th.TestHost, testinfra_host) -> None:
     applied(testhost, policy)
     assert testinfra_host.user("frank").expiration_date is None
     assert_converged(testhost, policy)
+
+
+def test_expiry_never_on_create_and_after_a_lock(testhost: th.TestHost, testinfra_host) -> None:
+    """useradd -e "" beats an EXPIRE= default; locked → present with never leaves no expiry."""
+    testhost.run(["useradd", "-D", "-e", "2031-01-01"])  # inside the host: its own defaults
+    policy = document(users=[{"name": "grace", "expires": "never"}])
+    applied(testhost, policy)
+    assert testinfra_host.user("grace").expiration_date is None
+    assert_converged(testhost, policy)
+
+    applied(testhost, document(users=[{"name": "grace", "state": "locked"}]))
+    assert testinfra_host.user("grace").expiration_date == day("1970-01-02")
+    applied(testhost, policy)  # back to present (the default state), expires: never
+    assert testinfra_host.user("grace").expiration_date is None
+    assert_converged(testhost, policy)
+    verified = verify_policy(testhost, policy)
+    assert verified.returncode == 0, _explain(verified)
+    checks = {c["check"]: c["status"] for c in verified.report["checks"]}
+    assert checks.get("account never expires") == "pass", checks
 
 
 # -- 7. password ------------------------------------------------------------------------------

@@ -11,7 +11,9 @@ Microsoft.PowerShell.LocalAccounts):
 
 * New-LocalUser fails if the name exists (UserExistsException) or is longer than 20 characters
   (InvalidNameException); Set-/Enable-/Disable-/Remove-LocalUser fail on a missing user
-  (UserNotFoundException). Names compare case-insensitively.
+  (UserNotFoundException). Names compare case-insensitively. ``-AccountNeverExpires`` clears an
+  expiry (``-AccountExpires`` takes no null); giving both fails (InvalidParametersException, as
+  the cmdlets' BeginProcessing does in PowerShell's LocalAccounts source).
 * Add-LocalGroupMember fails when a member is already in the group (MemberExistsException),
   Remove-LocalGroupMember when it is not (MemberNotFoundException): jcstate's member scripts
   compare SIDs first (``$have``) and only call the cmdlet when needed, which the model mirrors;
@@ -64,6 +66,15 @@ class _Fail(Exception):
 
 def _key(name: str) -> str:
     return name.casefold()
+
+
+def _expiry_parameters(d: dict[str, Any]) -> None:
+    """New-/Set-LocalUser refuse -AccountExpires together with -AccountNeverExpires."""
+    if d.get("expires") is not None and d.get("neverExpires"):
+        raise _Fail(
+            "AccountExpires and AccountNeverExpires cannot be used together. "
+            "(InvalidParametersException)"
+        )
 
 
 class WindowsModel(MemoryFiles, Host):
@@ -178,6 +189,7 @@ class WindowsModel(MemoryFiles, Host):
         raise ModelError(f"script {name} is not modelled")
 
     def _new_user(self, d: dict[str, Any], password: str) -> str:
+        _expiry_parameters(d)  # checked before anything is made, as BeginProcessing does
         if len(d["name"]) > 20:
             raise _Fail(f"The name {d['name']} is not valid. (InvalidNameException)")
         if _key(d["name"]) in self.users:
@@ -189,6 +201,7 @@ class WindowsModel(MemoryFiles, Host):
         return ""
 
     def _set(self, user: WinUser, d: dict[str, Any]) -> None:
+        _expiry_parameters(d)
         if d.get("fullName") is not None:
             user.full_name = d["fullName"]
         if d.get("expires") is not None:

@@ -11,7 +11,8 @@ from jcstate.modules.commands.backend import PHASE, RunCommand
 from jcstate.modules.commands.darwin import BACKEND as DARWIN
 from jcstate.modules.commands.journal import Journal
 from jcstate.modules.commands.linux import BACKEND as LINUX
-from jcstate.plan import Change
+from jcstate.plan import Change, Plan
+from jcstate.report import Report, Result, render_text
 from jcstate.resource import PlanContext
 
 LOCK_AND_RUN = [
@@ -87,3 +88,28 @@ def test_interrupted_command_is_not_planned_but_a_started_erase_is(tmp_path: Pat
     assert changes[0].fields[-1].after == "attempt 2: erase was interrupted"
     assert warnings == [
         "command lock-1: interrupted earlier (started, never finished); it is not run again"]
+
+
+def test_report_head_names_the_action_and_results_still_map(tmp_path: Path) -> None:
+    """``> command incident-42-lock (lock)``: the action in the head, from Change.summary."""
+    host = RecordingHost(str(tmp_path), "linux")
+    changes, _ = _plan(LINUX, host, LOCK_AND_RUN)
+    assert [c.summary for c in changes] == ["lock", "run"]
+    assert changes[0].to_dict()["summary"] == "lock"
+    planned = render_text(Report(Plan(changes))).splitlines()
+    assert "> command incident-42-lock (lock)" in planned
+    assert "> command rotate-logs (run)" in planned
+
+    # Applied: each result is still found by its change (a failed one is marked on its head).
+    results = [Result(changes[0], "ok"), Result(changes[1], "failed", message="exit 1")]
+    applied = render_text(Report(Plan(changes), results=results, applied=True)).splitlines()
+    assert "> command incident-42-lock (lock)" in applied
+    assert "> command rotate-logs (run)  [FAILED]" in applied
+    assert "    exit 1" in applied
+
+
+def test_refused_command_names_its_action_too(tmp_path: Path) -> None:
+    host = RecordingHost(str(tmp_path), "darwin")
+    changes, _ = _plan(DARWIN, host, [{"id": "l", "action": "lock"}])
+    text = render_text(Report(Plan(changes)))
+    assert text.startswith("! command l (lock): refused: "), text

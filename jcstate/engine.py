@@ -13,14 +13,16 @@ from __future__ import annotations
 import logging
 import platform
 import time
+from itertools import groupby
 from typing import Any
 
 from jcstate.errors import JcstateError
 from jcstate.host import Host
-from jcstate.plan import Change, Plan
+from jcstate.plan import Change, Plan, Run, Step
 from jcstate.registry import RESOURCES
 from jcstate.report import Report, Result
 from jcstate.resource import PlanContext
+from jcstate.secret import Secret
 from jcstate.secrets import NoSecrets, SecretSource
 
 __all__ = ["apply", "context", "device_facts", "plan"]
@@ -56,6 +58,11 @@ def _as_dict(device: Any) -> dict[str, Any]:
 
 def _gather(ctx: PlanContext, errors: list[str]) -> None:
     ctx.facts.clear()
+    with ctx.host.facts_round():
+        _gather_round(ctx, errors)
+
+
+def _gather_round(ctx: PlanContext, errors: list[str]) -> None:
     for res in RESOURCES:
         backend = res.backend(ctx.host.os)
         if backend is None:
@@ -109,8 +116,12 @@ def apply(
         return Report(plan=first, results=[], applied=False)
     started = time.monotonic()
     results = execute(first, host)
-    second = _plan(ctx)
-    _mark_unconverged(results, second)
+    if any(r.status == "ok" for r in results):
+        # apply, then read again: what still differs did not converge
+        second = _plan(ctx)
+        _mark_unconverged(results, second)
+    else:
+        second = first  # nothing ran: the system is as it was planned
     return Report(
         plan=first,
         results=results,
@@ -121,41 +132,97 @@ def apply(
 
 
 def execute(the_plan: Plan, host: Host) -> list[Result]:
-    """Run the plan's changes in order; a failed change's dependents are skipped, others go on."""
+    """Run the plan's changes in order; a failed change's dependents are skipped, others go on.
+
+    Changes run phase by phase. Within a phase, batch steps (``Run(batch=True)``, such as
+    ``chpasswd``) are collected and run together at the end of the phase, before anything of a
+    later phase, so a dependent never runs before the batch it depends on.
+    """
     results: list[Result] = []
     failed: set[tuple[str, str]] = set()
-    for change in the_plan.ordered():
-        if change.error:
-            results.append(Result(change, "refused", change.error))
-            failed.add(change.key)
-            continue
-        blocker = next((r for r in [change.key, *change.requires] if r in failed), None)
-        if blocker is not None:
-            results.append(
-                Result(change, "skipped", f"skipped: depends on {blocker[0]}/{blocker[1]}, which failed")
-            )
-            failed.add(change.key)
-            continue
-        results.append(_execute_change(change, host))
-        if results[-1].status != "ok":
-            failed.add(change.key)
+    for _, group in groupby(the_plan.ordered(), key=lambda c: (c.action == "remove", c.phase)):
+        batches: dict[tuple[tuple[str, ...], bool], list[tuple[Result, Run]]] = {}
+        for change in group:
+            if change.error:
+                results.append(Result(change, "refused", change.error))
+                failed.add(change.key)
+                continue
+            blocker = next((r for r in [change.key, *change.requires] if r in failed), None)
+            if blocker is not None:
+                results.append(
+                    Result(
+                        change,
+                        "skipped",
+                        f"skipped: depends on {blocker[0]}/{blocker[1]}, which failed",
+                    )
+                )
+                failed.add(change.key)
+                continue
+            result, deferred = _execute_change(change, host)
+            results.append(result)
+            if result.status != "ok":
+                failed.add(change.key)
+                continue
+            for step in deferred:
+                batches.setdefault((step.argv, step.chroot), []).append((result, step))
+        for items in batches.values():
+            _run_batch(items, host, failed)
     return results
 
 
-def _execute_change(change: Change, host: Host) -> Result:
+def _execute_change(change: Change, host: Host) -> tuple[Result, list[Run]]:
+    """Run a change's steps, except batch steps, which are returned for the end of the phase."""
     start = time.monotonic()
+    deferred: list[Run] = []
     for step in change.steps:
-        try:
-            step.execute(host)
-        except JcstateError as exc:
-            stderr = getattr(exc, "stderr", "") or ""
-            log.warning("%s %s failed: %s", change.kind, change.name, exc)
-            return Result(change, "failed", f"{step}: {exc}", stderr=stderr,
-                          duration=time.monotonic() - start)
-        except OSError as exc:
-            return Result(change, "failed", f"{step}: {exc.strerror or exc}",
-                          duration=time.monotonic() - start)
-    return Result(change, "ok", "", duration=time.monotonic() - start)
+        if isinstance(step, Run) and step.batch:
+            deferred.append(step)
+            continue
+        failure = _try(step, host)
+        if failure is not None:
+            log.warning("%s %s failed: %s", change.kind, change.name, failure[0])
+            return (
+                Result(change, "failed", failure[0], stderr=failure[1],
+                       duration=time.monotonic() - start),
+                [],
+            )
+    return Result(change, "ok", "", duration=time.monotonic() - start), deferred
+
+
+def _try(step: Step, host: Host) -> tuple[str, str] | None:
+    """Execute one step; on failure, (message, stderr)."""
+    try:
+        step.execute(host)
+    except JcstateError as exc:
+        return f"{step}: {exc}", getattr(exc, "stderr", "") or ""
+    except OSError as exc:
+        return f"{step}: {exc.strerror or exc}", ""
+    return None
+
+
+def _run_batch(items: list[tuple[Result, Run]], host: Host, failed: set[tuple[str, str]]) -> None:
+    """One process for all the batch's stdins; when it fails, each alone to find the culprit."""
+    if len(items) > 1:
+        first = items[0][1]
+        merged = Run(
+            first.argv,
+            stdin=Secret("".join(_reveal(step.stdin) for _, step in items)),
+            chroot=first.chroot,
+        )
+        if _try(merged, host) is None:
+            return
+    for result, step in items:
+        failure = _try(step, host)
+        if failure is not None:
+            result.status = "failed"
+            result.message, result.stderr = failure
+            failed.add(result.change.key)
+
+
+def _reveal(value: str | Secret | None) -> str:
+    if value is None:
+        return ""
+    return value.reveal() if isinstance(value, Secret) else value
 
 
 def _mark_unconverged(results: list[Result], second: Plan) -> None:
@@ -180,19 +247,26 @@ def device_facts(host: Host) -> dict[str, Any]:
         "arch": platform.machine(),
         "bootTime": _boot_time(host),
     }
-    for res in RESOURCES:
-        backend = res.backend(host.os)
-        if backend is None:
-            continue
-        try:
-            gathered = backend.gather(host)
-        except JcstateError as exc:
-            facts[res.key] = {"error": str(exc)}
-            continue
-        summary = getattr(gathered, "summary", None)
-        if callable(summary):
-            facts[res.key] = summary()
+    with host.facts_round():
+        seen: set[int] = set()
+        for res in RESOURCES:
+            _summarise(res, host, facts, seen)
     return facts
+
+
+def _summarise(res: Any, host: Host, facts: dict[str, Any], seen: set[int]) -> None:
+    backend = res.backend(host.os)
+    if backend is None:
+        return
+    try:
+        gathered = backend.gather(host)
+    except JcstateError as exc:
+        facts[res.key] = {"error": str(exc)}
+        return
+    summary = getattr(gathered, "summary", None)
+    if callable(summary) and id(gathered) not in seen:  # users and groups share account facts
+        seen.add(id(gathered))
+        facts[res.key] = summary()
 
 
 def _hostname(host: Host) -> str:

@@ -23,9 +23,10 @@ import platform
 import stat
 import subprocess
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from jcstate.errors import CommandFailed, HostError, UnsafePath
 from jcstate.secret import Secret
@@ -62,6 +63,28 @@ class Host:
         self.root = os.path.abspath(root)
         self.os = os_name or _system_os()
         self.commands_run: list[tuple[str, ...]] = []
+        self._round: dict[Any, Any] | None = None
+
+    # -- facts rounds ---------------------------------------------------------------------
+    @contextmanager
+    def facts_round(self) -> Iterator[None]:
+        """While open, :meth:`remember` reads each thing once (several resources share facts).
+
+        The engine opens one round per gathering; after an apply a new round reads afresh.
+        """
+        outer, self._round = self._round, {}
+        try:
+            yield
+        finally:
+            self._round = outer
+
+    def remember(self, key: Any, compute: Callable[[], Any]) -> Any:
+        """``compute()``, or within a facts round, what it gave the first time for ``key``."""
+        if self._round is None:
+            return compute()
+        if key not in self._round:
+            self._round[key] = compute()
+        return self._round[key]
 
     # -- commands -----------------------------------------------------------------------
     def run(

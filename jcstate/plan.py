@@ -35,11 +35,19 @@ Action = Literal["create", "update", "remove", "run"]
 
 @dataclass(frozen=True)
 class Run:
-    """Run an argument vector (never a shell string). ``stdin`` may carry a Secret."""
+    """Run an argument vector (never a shell string). ``stdin`` may carry a Secret.
+
+    ``batch=True`` lets the engine merge this run with the other batch runs of the same argv in
+    the same phase into one process whose stdin is all of theirs, one after the other. Only for
+    tools that read independent lines and apply them all or nothing (``chpasswd``): a hundred
+    users then cost one process instead of a hundred. The run may happen after the change's
+    later steps; if the merged run fails, each is run alone to find the one at fault.
+    """
 
     argv: tuple[str, ...]
     stdin: str | Secret | None = None
     chroot: bool = False
+    batch: bool = False
 
     def execute(self, host: Host) -> None:
         host.run(self.argv, stdin=self.stdin, chroot=self.chroot)

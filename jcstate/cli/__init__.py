@@ -29,7 +29,25 @@ COMMAND_MODULES = [
 ]
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Commands run often on devices import only the module that defines them (an agent or an
+# apply should not pay for the server's imports); anything else imports every module.
+_FAST_PATH = {
+    "validate": ["validate"],
+    "plan": ["local"],
+    "apply": ["local"],
+    "verify": ["verify"],
+    "agent": ["agent"],
+}
+
+
+def _modules_for(argv: Sequence[str] | None) -> list[str]:
+    words = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")]
+    if words and words[0] in _FAST_PATH and not {"-h", "--help"} & set(argv or sys.argv):
+        return _FAST_PATH[words[0]]
+    return COMMAND_MODULES
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jcstate",
         description="Declarative device management: users, groups, SSH MFA, FileVault, commands.",
@@ -38,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in COMMAND_MODULES:
+    for name in _modules_for(argv) if argv is not None else COMMAND_MODULES:
         try:
             module = importlib.import_module(f"jcstate.cli.{name}")
         except ModuleNotFoundError as exc:
@@ -50,8 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(words)
+    args = parser.parse_args(words)
     logging.basicConfig(
         level=logging.WARNING - 10 * min(args.verbose, 2),
         format="%(levelname)s %(name)s: %(message)s",

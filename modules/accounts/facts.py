@@ -1,17 +1,19 @@
 """The current accounts of a Linux system, read once per run through the host.
 
-``/etc/passwd``, ``/etc/shadow``, ``/etc/group`` and ``/etc/gshadow`` are each read once and
-parsed in-process. Every account's ``~/.ssh/authorized_keys`` is read too (through host paths,
-never following a user-owned symlink): ``gather`` does not know which users the document
-manages, and a few dozen small reads cost less than a second pass. A read that fails (a planted
-symlink, say) is kept as an error on that user, and only becomes a plan error if the document
-manages that user's keys.
+``/etc/passwd``, ``/etc/shadow``, ``/etc/group`` and ``/etc/gshadow`` are each read once per
+facts round and parsed in-process; the users, groups and ssh_mfa backends share the result
+(:meth:`Host.remember`). A user's ``~/.ssh/authorized_keys`` is read on first use only (through
+host paths, never following a user-owned symlink): most runs look at a handful of accounts'
+keys, and three safe path walks for every passwd entry cost more than the whole plan. A read
+that fails (a planted symlink, say) is kept as an error on that user, and only becomes a plan
+error if the document manages that user's keys.
 """
 
 from __future__ import annotations
 
 import datetime
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +32,15 @@ from jcstate.modules.accounts.files import (
     parse_shadow,
 )
 
-__all__ = ["ADMIN_GROUPS", "AccountFacts", "KeyFile", "gather", "read_key_file", "today_days"]
+__all__ = [
+    "ADMIN_GROUPS",
+    "AccountFacts",
+    "KeyFile",
+    "KeyFiles",
+    "gather",
+    "read_key_file",
+    "today_days",
+]
 
 ADMIN_GROUPS = ("sudo", "wheel")  # in this order: Debian/Ubuntu first, then RHEL/Arch/SUSE
 
@@ -59,7 +69,7 @@ class AccountFacts:
     groups: dict[str, GroupEntry] = field(default_factory=dict)
     gshadow: dict[str, tuple[str, ...]] = field(default_factory=dict)
     defaults: Defaults = field(default_factory=Defaults)
-    keys: dict[str, KeyFile] = field(default_factory=dict)  # by user name
+    keys: Mapping[str, KeyFile] = field(default_factory=dict)  # by user name; KeyFiles: lazy
     console: dict[str, str] = field(default_factory=dict)  # user → terminal, local sessions only
 
     def group_name(self, gid: int) -> str | None:
@@ -155,8 +165,35 @@ def _console_users() -> dict[str, str]:
     return out
 
 
+class KeyFiles(Mapping[str, KeyFile]):
+    """Every account's authorized_keys, each read the first time it is asked for."""
+
+    def __init__(self, host: Host, users: Mapping[str, UserEntry]):
+        self._host = host
+        self._homes = {
+            u.name: u.home for u in users.values() if u.home.startswith("/") and u.home.rstrip("/")
+        }
+        self._read: dict[str, KeyFile] = {}
+
+    def __getitem__(self, name: str) -> KeyFile:
+        if name not in self._read:
+            self._read[name] = read_key_file(self._host, self._homes[name])
+        return self._read[name]
+
+    def __iter__(self) -> Any:
+        return iter(self._homes)
+
+    def __len__(self) -> int:
+        return len(self._homes)
+
+
 def gather(host: Host, *, keys: bool = True) -> AccountFacts:
-    """Read the account files once; with ``keys``, every account's authorized_keys as well."""
+    """The account files, parsed once per facts round (``keys`` is kept for callers; keys are
+    always available, read lazily)."""
+    return host.remember(("accounts.facts",), lambda: _gather(host))  # type: ignore[no-any-return]
+
+
+def _gather(host: Host) -> AccountFacts:
     facts = AccountFacts(
         users=parse_passwd(host.read_text("/etc/passwd")),
         shadow=parse_shadow(host.read_text("/etc/shadow")),
@@ -166,10 +203,7 @@ def gather(host: Host, *, keys: bool = True) -> AccountFacts:
             host.read_text("/etc/login.defs"), host.read_text("/etc/default/useradd")
         ),
     )
-    if keys:
-        for user in facts.users.values():
-            if user.home.startswith("/") and user.home.rstrip("/"):
-                facts.keys[user.name] = read_key_file(host, user.home)
+    facts.keys = KeyFiles(host, facts.users)
     # utmp describes the running machine, not a mounted image
     if host.root == "/":
         facts.console = _console_users()

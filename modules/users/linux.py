@@ -239,6 +239,7 @@ def _password(spec: UserSpec, shadow_field: str | None, env: _Env) -> _Password:
         step = Run(
             command("chpasswd", env.root, ["-e"]),
             stdin=password.stdin_line(spec.name, spec.password_hash),
+            batch=True,  # chpasswd applies its lines all or nothing: one process for all users
         )
         return _Password(
             [FieldChange("password", before, spec.password_hash)],
@@ -255,7 +256,9 @@ def _password(spec: UserSpec, shadow_field: str | None, env: _Env) -> _Password:
             password.matches(plain, have) or not password.can_verify()
         ):
             return _Password([], [], have)
-        step = Run(command("chpasswd", env.root), stdin=password.stdin_line(spec.name, plain))
+        step = Run(
+            command("chpasswd", env.root), stdin=password.stdin_line(spec.name, plain), batch=True
+        )
         # the resulting hash is unknown until chpasswd runs; any unlocked one will do here
         return _Password([FieldChange("password", before, Secret("(new)"))], [step], "$set")
     return _Password([], [], have)

@@ -150,3 +150,48 @@ def test_text_report_is_terraform_like(kv: Host) -> None:
     assert "+ kv new" in text and "~ kv chg" in text and "- kv old" in text
     assert "value: before → after" in text
     assert text.splitlines()[-1] == "Plan: 1 to create, 1 to change, 1 to remove."
+
+
+def _batch_plan(tmp: Path, values: list[str], phase_after: bool = False) -> Plan:
+    """Changes whose batch step appends stdin to a log unless it contains 'bad' (all or nothing)."""
+    script = (
+        f'input=$(cat); echo run >> {tmp}/runs; case "$input" in *bad*) exit 1;; esac; '
+        f'printf "%s\\n" "$input" >> {tmp}/log'
+    )
+    changes = [
+        Change("kv", v, "create", 20, steps=[Run(("sh", "-c", script), stdin=Secret(f"{v}\n"),
+                                                 batch=True)])
+        for v in values
+    ]
+    if phase_after:
+        changes.append(Change("kv", "after", "create", 30, requires=[("kv", values[-1])],
+                              steps=[Run(("sh", "-c", f"echo after >> {tmp}/log"))]))
+    return Plan(changes=changes)
+
+
+def test_batch_steps_of_a_phase_run_as_one_process(kv: Host, tmp_path: Path) -> None:
+    results = engine.execute(_batch_plan(tmp_path, ["a", "b", "c"], phase_after=True), kv)
+    assert [r.status for r in results] == ["ok"] * 4
+    assert (tmp_path / "runs").read_text().count("run") == 1
+    # the batch ran before the next phase, whose change depends on it
+    assert (tmp_path / "log").read_text().split() == ["a", "b", "c", "after"]
+
+
+def test_failed_batch_is_retried_one_by_one_to_find_the_culprit(kv: Host, tmp_path: Path) -> None:
+    results = engine.execute(_batch_plan(tmp_path, ["a", "bad", "c"], phase_after=True), kv)
+    status = {r.change.name: r.status for r in results}
+    assert status == {"a": "ok", "bad": "failed", "c": "ok", "after": "ok"}
+    assert (tmp_path / "log").read_text().split() == ["a", "c", "after"]
+    assert (tmp_path / "runs").read_text().count("run") == 4  # merged once, then 3 alone
+    failing = engine.execute(_batch_plan(tmp_path, ["x", "bad"], phase_after=True), kv)
+    assert {r.change.name: r.status for r in failing}["after"] == "skipped"
+
+
+def test_nothing_ran_means_no_second_read(kv: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    doc = Doc({"kv": [{"name": "a", "value": "1"}]})
+    engine.apply(doc, kv)
+    calls = []
+    real = engine._plan
+    monkeypatch.setattr(engine, "_plan", lambda ctx: calls.append(1) or real(ctx))
+    report = engine.apply(doc, kv)
+    assert report.ok and report.results == [] and calls == [1]

@@ -1,0 +1,242 @@
+"""The contenders of the accounts benchmark: the shell floor, jcstate (two ways) and Ansible.
+
+Each contender says, per scenario (``first``, ``noop``, ``drift``), which command to time and
+whether the output of that command shows it did what the scenario needs (a jcstate no-op that
+reports changes, or an Ansible run with ``failed=1``, is a broken measurement, not a fast one).
+What the command left in the account files is checked separately, for every contender alike
+(:mod:`accounts_check`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from accounts_workload import DRIFT_DELETED, FLOOR_READ, Workload
+
+__all__ = [
+    "Ansible",
+    "Contender",
+    "Floor",
+    "JcstateInside",
+    "JcstateRoot",
+    "Output",
+]
+
+VENV_PYTHON = str(Path(sys.prefix, "bin", "python"))  # the project's venv; bound into hosts
+JCSTATE = str(Path(sys.prefix, "bin", "jcstate"))
+POLICY = "/tmp/bench-accounts.yaml"  # paths inside the host
+HASHES = "/tmp/bench-accounts.hashes"
+DRIFT_HASHES = "/tmp/bench-accounts-drift.hashes"
+PLAYBOOK = "/tmp/bench-accounts-playbook.yml"
+
+
+@dataclass(frozen=True)
+class Output:
+    """What a timed command printed, and its exit code."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def tail(self, lines: int = 15) -> str:
+        return "\n".join((self.stdout + self.stderr).strip().splitlines()[-lines:])
+
+
+class Contender(Protocol):
+    name: str
+    inside: bool  # timed inside the host (nsenter) rather than from outside it
+
+    def setup(self, host: Any, workload: Workload) -> None: ...
+
+    def argv(self, scenario: str) -> list[str]: ...
+
+    def env(self) -> dict[str, str]: ...
+
+    def confirm(self, scenario: str, out: Output) -> list[str]: ...
+
+
+def _exited_zero(out: Output) -> list[str]:
+    return [] if out.returncode == 0 else [f"exited {out.returncode}: {out.tail()}"]
+
+
+@dataclass
+class Floor:
+    """shadow-utils in a shell loop, one chpasswd -e for all hashes; a bare Python read (no-op)."""
+
+    name: str = "floor"
+    inside: bool = True
+
+    def setup(self, host: Any, workload: Workload) -> None:
+        host.path(HASHES).write_text(workload.floor_hashes())
+        host.path(HASHES).chmod(0o600)
+        gone = workload.user(DRIFT_DELETED)
+        host.path(DRIFT_HASHES).write_text(workload.floor_hashes([gone]))
+        host.path(DRIFT_HASHES).chmod(0o600)
+        host.path("/tmp/bench-floor-first.sh").write_text(workload.floor_first(HASHES))
+        host.path("/tmp/bench-floor-drift.sh").write_text(
+            workload.floor_drift(VENV_PYTHON, DRIFT_HASHES)
+        )
+
+    def argv(self, scenario: str) -> list[str]:
+        if scenario == "noop":
+            return [VENV_PYTHON, "-c", FLOOR_READ]
+        return ["/bin/sh", f"/tmp/bench-floor-{scenario}.sh"]
+
+    def env(self) -> dict[str, str]:
+        return {}
+
+    def confirm(self, scenario: str, out: Output) -> list[str]:
+        return _exited_zero(out)
+
+
+@dataclass
+class JcstateInside:
+    """``jcstate apply`` run inside the host, as on a device (the project's venv bound in)."""
+
+    name: str = "jcstate"
+    inside: bool = True
+    policy: str = POLICY
+    accounts: int = 0  # groups + users: what the first apply must create
+
+    def setup(self, host: Any, workload: Workload) -> None:
+        host.path(POLICY).write_text(workload.policy())
+        self.accounts = workload.n_groups + workload.n_users
+        # Inside the host the source tree is bound read-only, so a module edited since its
+        # .pyc was written would be compiled on every run; an installed agent has its .pyc
+        # files. A read-only plan from outside writes them (and changes nothing in the host).
+        subprocess.run(
+            [JCSTATE, "plan", "--root", str(host.root), str(host.path(POLICY))],
+            capture_output=True,
+            check=False,
+        )
+
+    def argv(self, scenario: str) -> list[str]:
+        return [JCSTATE, "apply", self.policy, "--output", "json"]
+
+    def env(self) -> dict[str, str]:
+        return {}
+
+    def confirm(self, scenario: str, out: Output) -> list[str]:
+        problems = _exited_zero(out)
+        try:
+            report = json.loads(out.stdout)
+        except json.JSONDecodeError:
+            return problems + [f"no JSON report: {out.tail()}"]
+        counts = report.get("counts", {})
+        done = {k: counts.get(k, 0) for k in ("create", "update", "remove", "refused")}
+        want = {
+            "create": self.accounts if scenario == "first" else 0,
+            "update": 0,
+            "remove": 0,
+            "refused": 0,
+        }
+        if scenario == "drift":  # one user re-created, one user's shell changed back
+            want.update(create=1, update=1)
+        if done != want:
+            problems.append(f"planned {done}, expected {want}")
+        if scenario == "noop" and report.get("results"):
+            problems.append(f"the no-op ran {len(report['results'])} change(s)")
+        if not report.get("ok"):
+            problems.append(f"report not ok: {report.get('errors')}")
+        return problems
+
+
+@dataclass
+class JcstateRoot(JcstateInside):
+    """``jcstate apply --root ROOT`` from outside the host (how the end-to-end tests drive it)."""
+
+    name: str = "jcstate --root"
+    inside: bool = False
+    root: str = ""
+
+    def setup(self, host: Any, workload: Workload) -> None:
+        super().setup(host, workload)
+        self.root = str(host.root)
+        self.policy = str(host.path(POLICY))
+
+    def argv(self, scenario: str) -> list[str]:
+        return [JCSTATE, "apply", "--root", self.root, self.policy, "--output", "json"]
+
+
+@dataclass
+class Ansible:
+    """ansible-playbook -c local inside the host, from its own venv bound in read-only."""
+
+    venv: str
+    name: str = "ansible"
+    inside: bool = True
+    bound: list[str] = field(default_factory=list)
+
+    def setup(self, host: Any, workload: Workload) -> None:
+        bind_readonly(host, self.venv)
+        host.path("/tmp/ansible-home/tmp").mkdir(parents=True, exist_ok=True)
+        host.path(PLAYBOOK).write_text(workload.playbook())
+
+    def argv(self, scenario: str) -> list[str]:
+        return [
+            f"{self.venv}/bin/ansible-playbook",
+            "-c",
+            "local",
+            "-i",
+            "localhost,",
+            "-e",
+            f"ansible_python_interpreter={self.venv}/bin/python",
+            PLAYBOOK,
+        ]
+
+    def env(self) -> dict[str, str]:
+        # A writable home and temp dirs inside the host; nothing that reaches for the network.
+        return {
+            "HOME": "/tmp/ansible-home",
+            "LC_ALL": "C.UTF-8",  # ansible-core refuses to run under a non-UTF-8 locale
+            "LANG": "C.UTF-8",
+            "ANSIBLE_LOCAL_TEMP": "/tmp/ansible-home/tmp",
+            "ANSIBLE_REMOTE_TEMP": "/tmp/ansible-home/tmp",
+            "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_RETRY_FILES_ENABLED": "0",
+            "ANSIBLE_GALAXY_DISABLE_GPG_VERIFY": "1",
+            "ANSIBLE_COLLECTIONS_PATH": "/tmp/ansible-home/collections",
+            "ANSIBLE_HOST_KEY_CHECKING": "0",
+            "ANSIBLE_PIPELINING": "1",  # the usual tuning; fewer temp files per task item
+        }
+
+    def confirm(self, scenario: str, out: Output) -> list[str]:
+        problems = _exited_zero(out)
+        recap = re.search(r"localhost\s*:\s*ok=(\d+)\s+changed=(\d+).*?failed=(\d+)", out.stdout)
+        if recap is None:
+            return problems + [f"no PLAY RECAP: {out.tail()}"]
+        changed, failed = int(recap.group(2)), int(recap.group(3))
+        want = {"first": 2, "noop": 0, "drift": 1}[scenario]  # tasks that report a change
+        if changed != want or failed:
+            problems.append(f"changed={changed} failed={failed}, expected changed={want}")
+        return problems
+
+
+def bind_readonly(host: Any, src: str) -> None:
+    """Bind ``src`` read-only at the same path inside the host's mount namespace only."""
+    host.path(src).mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [
+            "nsenter",
+            "--target",
+            str(host.pid),
+            "--mount",
+            "--",
+            "mount",
+            "--bind",
+            "-o",
+            "ro",
+            src,
+            str(host.path(src)),
+        ],
+        check=True,
+        capture_output=True,
+        env={"PATH": os.defpath + ":/usr/sbin:/sbin"},
+    )

@@ -99,12 +99,18 @@ def render_spec(
     """Render every template in ``spec`` with ``context`` (vars, device, facts)."""
     problems: list[Problem] = []
 
-    from jinja2 import TemplateError, TemplateSyntaxError
-    from jinja2.exceptions import SecurityError, UndefinedError
-
-    from jcstate.document.sandbox import MAX_OUTPUT
-
     def one(source: str, path: Path) -> Any:
+        fast = _fast_render(source, context)
+        if fast is not None:
+            return _convert(fast, path, problems, positions)
+        return jinja(source, path)
+
+    def jinja(source: str, path: Path) -> Any:
+        from jinja2 import TemplateError, TemplateSyntaxError
+        from jinja2.exceptions import SecurityError, UndefinedError
+
+        from jcstate.document.sandbox import MAX_OUTPUT
+
         try:
             text = _compiled(source).render(context)
         except UndefinedError as exc:
@@ -126,6 +132,44 @@ def render_spec(
 
     rendered = _walk(spec, ("spec",), one)
     return rendered, problems
+
+
+_SUBSTITUTION = re.compile(r"\{\{ *(" + _NAME + r") *\}\}")
+_MISSING = object()
+
+
+def _fast_render(source: str, context: dict[str, Any]) -> str | None:
+    """Render ``text {{ vars.x }} text`` without Jinja2 (and without importing it).
+
+    Only plain dict lookups that end on a string or an integer are done here, which Jinja2
+    would render the same way (``str(value)``); anything else (a missing name, a name that is
+    also a dict method, any other type) returns None and goes through the sandbox, which
+    gives the same result or the proper error.
+    """
+    if not _SIMPLE.fullmatch(source):
+        return None
+    out: list[str] = []
+    pos = 0
+    for match in _SUBSTITUTION.finditer(source):
+        value = _lookup(context, match.group(1))
+        if value is _MISSING:
+            return None
+        out.append(source[pos : match.start()])
+        out.append(str(value))
+        pos = match.end()
+    out.append(source[pos:])
+    return "".join(out)
+
+
+def _lookup(context: dict[str, Any], dotted: str) -> Any:
+    value: Any = context
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or hasattr(dict, part) or part not in value:
+            return _MISSING
+        value = value[part]
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return _MISSING
+    return value
 
 
 def _convert(text: str, path: Path, problems: list[Problem], positions: Positions) -> Any:

@@ -1,0 +1,91 @@
+"""``jcstate agent install``: version.txt in the install directory and a systemd unit, enabled.
+
+Files are written through a :class:`~jcstate.host.Host`, so ``--root DIR`` installs into a
+system image (``systemctl --root`` then enables the unit there without a running systemd).
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from jcstate import __version__
+from jcstate.host import Host
+
+__all__ = ["UNIT_NAME", "InstallPlan", "install", "unit_text"]
+
+UNIT_NAME = "jcstate-agent.service"
+
+
+@dataclass(frozen=True)
+class InstallPlan:
+    server: str
+    connect_key: str
+    ca_file: str | None = None
+    state_dir: str = "/var/lib/jcstate"
+    log_file: str = "/var/log/jcstate.log"
+    install_dir: str = "/opt/jcstate"
+    python: str = sys.executable
+
+    def argv(self) -> list[str]:
+        argv = [
+            self.python,
+            "-m",
+            "jcstate.agent",  # the agent alone: a smaller resident process than `jcstate agent`
+            "--server",
+            self.server,
+            "--connect-key",
+            self.connect_key,
+            "--state-dir",
+            self.state_dir,
+            "--log-file",
+            self.log_file,
+            "--install-dir",
+            self.install_dir,
+        ]
+        if self.ca_file:
+            argv += ["--ca-file", self.ca_file]
+        return argv
+
+
+def unit_text(plan: InstallPlan) -> str:
+    # the connect key is not a secret (it only admits a device), so it may sit in the unit
+    exec_start = " ".join(shlex.quote(a) for a in plan.argv())
+    return f"""[Unit]
+Description=jcstate agent (declarative device management)
+Wants=network-online.target
+After=network-online.target
+
+[Service]
+Type=simple
+ExecStart={exec_start}
+Restart=always
+RestartSec=5
+# a killed agent loses nothing: reports wait in {plan.state_dir}/outbox until acknowledged
+KillMode=process
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def install(plan: InstallPlan, host: Host, *, enable: bool = True) -> list[str]:
+    """Write version.txt and the unit; enable and start it. Returns what was done."""
+    done = []
+    host.write_file(f"{plan.install_dir}/version.txt", __version__ + "\n", make_dirs=True)
+    done.append(f"wrote {plan.install_dir}/version.txt ({__version__})")
+    unit_path = f"/etc/systemd/system/{UNIT_NAME}"
+    host.write_file(unit_path, unit_text(plan), mode=0o644, make_dirs=True)
+    done.append(f"wrote {unit_path}")
+    if enable:
+        argv: Sequence[str]
+        if host.root == "/":
+            argv = ["systemctl", "enable", "--now", UNIT_NAME]
+            host.run(["systemctl", "daemon-reload"])
+        else:
+            argv = ["systemctl", f"--root={host.root}", "enable", UNIT_NAME]
+        host.run(argv)
+        done.append("ran " + " ".join(argv))
+    return done

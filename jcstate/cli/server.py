@@ -1,0 +1,529 @@
+"""``jcstate server`` and the admin commands that talk to it.
+
+server [--data DIR] [--database URL] [--listen HOST:PORT] [--tls-cert F --tls-key F]
+server make-cert --out DIR [--name HOST ...]
+push REPO... [--dry-run] [-m MESSAGE]
+devices | device show|approve|revoke REF | device labels REF KEY=VALUE...
+token create --role ROLE | token list | token revoke ID
+connect-key create|list|revoke | audit | totp enroll USER | password set REF
+
+Admin commands find the server and token in ``--server URL --token T`` or ``JCSTATE_SERVER`` /
+``JCSTATE_TOKEN`` (``--ca-file`` / ``JCSTATE_CA_FILE`` for a private CA). Listings take
+``--output json``. Heavy imports (the web framework) happen inside the handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import getpass
+import ipaddress
+import json
+import os
+import sys
+from typing import Any
+
+from jcstate.errors import JcstateError
+
+__all__ = ["register"]
+
+
+# -- server ----------------------------------------------------------------------------------
+def _default_data_dir() -> str:
+    if os.geteuid() == 0:
+        return "/var/lib/jcstate-server"
+    return os.path.join(os.path.expanduser("~"), ".local", "share", "jcstate-server")
+
+
+def _split_listen(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        return host, int(port)
+    except ValueError:
+        raise JcstateError(f"--listen {listen}: expected HOST:PORT") from None
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _raise_open_files_limit() -> None:
+    """Each held long-poll is a socket: let one process hold tens of thousands."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def run_server(args: argparse.Namespace) -> int:
+    from jcstate.server.bootstrap import bootstrap, prepare_data_dir, secret_key
+
+    os.umask(0o077)  # the database holds token hashes and sealed secrets
+
+    host, port = _split_listen(args.listen)
+    tls = bool(args.tls_cert and args.tls_key)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise JcstateError("give both --tls-cert and --tls-key")
+    if not tls and not _is_loopback(host):
+        raise JcstateError(
+            f"refusing plain HTTP on {host}: devices would send credentials in clear text; "
+            "give --tls-cert/--tls-key (jcstate server make-cert creates a test pair)"
+        )
+    data_dir = args.data
+    if data_dir is None and args.database is None:
+        data_dir = _default_data_dir()
+    if data_dir is not None:
+        data_dir = prepare_data_dir(data_dir)
+    from jcstate.server import db
+
+    database = args.database or db.sqlite_url(data_dir)
+    key = secret_key(data_dir, args.secret_key_file)
+    first = bootstrap(database, data_dir)
+    if first is not None:
+        where = f" (also in {data_dir}/admin-token and {data_dir}/connect-key)" if data_dir else ""
+        print(f"First start: created an administrator token and a connect key{where}.")
+        print(f"admin token: {first.admin_token}")
+        print(f"connect key: {first.connect_key}")
+        print("The token is shown only once; keep it like a password.", flush=True)
+
+    import uvicorn
+
+    from jcstate.server.app import Settings, create_app
+
+    _raise_open_files_limit()
+    app = create_app(Settings(database=database, secret_key=key, max_wait=args.max_wait))
+    scheme = "https" if tls else "http"
+    print(f"jcstate server listening on {scheme}://{host}:{port}", flush=True)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        ssl_certfile=args.tls_cert,
+        ssl_keyfile=args.tls_key,
+        log_level=args.log_level,
+        timeout_keep_alive=90,  # agents reuse their connection between long polls
+        timeout_graceful_shutdown=5,  # held long polls would otherwise delay a stop by 60 s
+        backlog=16384,
+        access_log=args.access_log,
+    )
+    return 0
+
+
+def make_cert(args: argparse.Namespace) -> int:
+    from jcstate.server.certs import make_cert as make
+
+    paths = make(args.out, args.name or ["localhost", "127.0.0.1"])
+    print(f"CA (give to agents as --ca-file): {paths['ca']}")
+    print(f"server certificate: --tls-cert {paths['cert']} --tls-key {paths['key']}")
+    return 0
+
+
+# -- admin commands --------------------------------------------------------------------------
+def _client(args: argparse.Namespace) -> Any:
+    from jcstate.server.api_client import AdminClient
+
+    server = args.server or os.environ.get("JCSTATE_SERVER")
+    token = args.token or os.environ.get("JCSTATE_TOKEN")
+    if not server or not token:
+        raise JcstateError("give --server URL and --token T (or JCSTATE_SERVER / JCSTATE_TOKEN)")
+    return AdminClient(server, token, ca_file=args.ca_file or os.environ.get("JCSTATE_CA_FILE"))
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "never"
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _print(
+    args: argparse.Namespace, data: Any, columns: list[tuple[str, str]] | None = None
+) -> None:
+    if getattr(args, "output", "text") == "json" or columns is None:
+        print(json.dumps(data, indent=2, sort_keys=True, default=str))
+        return
+    rows = data if isinstance(data, list) else [data]
+    table = [[h for h, _ in columns]]
+    for row in rows:
+        cells = []
+        for _, key in columns:
+            value = row.get(key)
+            if (
+                key.endswith(("At", "Seen", "_at", "at"))
+                and isinstance(value, (int, float))
+                and not isinstance(value, bool)
+            ):
+                value = _when(value)
+            cells.append("-" if value is None else str(value))
+        table.append(cells)
+    widths = [max(len(r[i]) for r in table) for i in range(len(columns))]
+    for r in table:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+def _repo_files(paths: list[str]) -> dict[str, str]:
+    """The repo's policy files as relative path → text (what the server parses)."""
+    files: dict[str, str] = {}
+    for path in paths:
+        if os.path.isdir(path):
+            for dirpath, dirnames, names in os.walk(path):
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                for name in sorted(names):
+                    if name.endswith((".yaml", ".yml")):
+                        full = os.path.join(dirpath, name)
+                        with open(full, encoding="utf-8") as f:
+                            files[os.path.relpath(full, path)] = f.read()
+        else:
+            with open(path, encoding="utf-8") as f:
+                files[os.path.basename(path)] = f.read()
+    if not files:
+        raise JcstateError(f"no .yaml files in {', '.join(paths)}")
+    return files
+
+
+def push(args: argparse.Namespace) -> int:
+    answer = _client(args).call(
+        "POST",
+        "/api/v1/revisions",
+        {"files": _repo_files(args.repo), "message": args.message or "", "dryRun": args.dry_run},
+    )
+    if args.output == "json":
+        _print(args, answer)
+        return 0
+    if not args.dry_run:
+        print(f"stored revision {answer['revision']}")
+        return 0
+    print("dry run: nothing stored. Per device, from its last reported facts:")
+    for dev in answer["devices"]:
+        print(f"{dev['hostname']} ({dev['id']})")
+        if dev.get("error"):
+            print(f"  ! {dev['error']}")
+        for line in dev.get("changes") or ["  (no change)"]:
+            print(f"  {line.strip()}" if line.strip() != "(no change)" else "  (no change)")
+    return 0
+
+
+DEVICE_COLUMNS = [
+    ("ID", "id"),
+    ("HOSTNAME", "hostname"),
+    ("OS", "os"),
+    ("STATUS", "status"),
+    ("ONLINE", "online"),
+    ("LAST SEEN", "lastSeen"),
+    ("LAST REPORT", "lastReportAt"),
+    ("OK", "lastReportOk"),
+    ("DRIFT", "drift"),
+]
+
+
+def devices(args: argparse.Namespace) -> int:
+    _print(args, _client(args).call("GET", "/api/v1/devices"), DEVICE_COLUMNS)
+    return 0
+
+
+def device_show(args: argparse.Namespace) -> int:
+    data = _client(args).call("GET", f"/api/v1/devices/{args.ref}")
+    if args.output == "json":
+        _print(args, data)
+        return 0
+    for key in (
+        "id",
+        "hostname",
+        "os",
+        "osVersion",
+        "arch",
+        "agentVersion",
+        "status",
+        "online",
+        "labels",
+        "drift",
+    ):
+        print(f"{key + ':':14}{data.get(key)}")
+    for key in ("enrolledAt", "lastSeen", "lastReportAt"):
+        print(f"{key + ':':14}{_when(data.get(key))}")
+    last = data.get("lastReport") or {}
+    if last:
+        counts = (last.get("report") or {}).get("counts")
+        print(
+            f"{'last report:':14}ok={last.get('ok')} changed={last.get('changed')} {counts or ''}"
+        )
+        if last.get("error"):
+            print(f"{'':14}error: {last['error']}")
+    return 0
+
+
+def device_action(args: argparse.Namespace) -> int:
+    data = _client(args).call("POST", f"/api/v1/devices/{args.ref}/{args.action}")
+    _print(args, data, DEVICE_COLUMNS)
+    return 0
+
+
+def device_labels(args: argparse.Namespace) -> int:
+    labels = dict(_pair(p) for p in args.labels)
+    _print(
+        args,
+        _client(args).call("PUT", f"/api/v1/devices/{args.ref}/labels", {"labels": labels}),
+        DEVICE_COLUMNS,
+    )
+    return 0
+
+
+def _pair(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise JcstateError(f"{text}: expected KEY=VALUE")
+    return key, value
+
+
+TOKEN_COLUMNS = [
+    ("ID", "id"),
+    ("NAME", "name"),
+    ("ROLE", "role"),
+    ("CREATED", "created_at"),
+    ("REVOKED", "revoked_at"),
+]
+
+
+def token_create(args: argparse.Namespace) -> int:
+    data = _client(args).call(
+        "POST", "/api/v1/tokens", {"role": args.role, "name": args.name or ""}
+    )
+    if args.output == "json":
+        _print(args, data)
+    else:
+        print(f"token {data['id']} ({data['role']}); shown only once:\n{data['token']}")
+    return 0
+
+
+def token_list(args: argparse.Namespace) -> int:
+    _print(args, _client(args).call("GET", "/api/v1/tokens"), TOKEN_COLUMNS)
+    return 0
+
+
+def token_revoke(args: argparse.Namespace) -> int:
+    _print(
+        args,
+        _client(args).call("DELETE", f"/api/v1/tokens/{args.id}"),
+        [("ID", "id"), ("REVOKED", "revoked")],
+    )
+    return 0
+
+
+KEY_COLUMNS = [
+    ("ID", "id"),
+    ("KEY", "key"),
+    ("NAME", "name"),
+    ("AUTO-APPROVE", "auto_approve"),
+    ("LABELS", "labels"),
+    ("REVOKED", "revoked_at"),
+]
+
+
+def key_create(args: argparse.Namespace) -> int:
+    body = {
+        "name": args.name or "",
+        "autoApprove": not args.require_approval,
+        "labels": dict(_pair(p) for p in args.label),
+    }
+    _print(args, _client(args).call("POST", "/api/v1/connect-keys", body), KEY_COLUMNS)
+    return 0
+
+
+def key_list(args: argparse.Namespace) -> int:
+    _print(args, _client(args).call("GET", "/api/v1/connect-keys"), KEY_COLUMNS)
+    return 0
+
+
+def key_revoke(args: argparse.Namespace) -> int:
+    _print(
+        args,
+        _client(args).call("DELETE", f"/api/v1/connect-keys/{args.id}"),
+        [("ID", "id"), ("REVOKED", "revoked")],
+    )
+    return 0
+
+
+def audit(args: argparse.Namespace) -> int:
+    rows = _client(args).call("GET", "/api/v1/audit", limit=args.limit)
+    _print(
+        args,
+        rows,
+        [
+            ("AT", "at"),
+            ("ACTOR", "actor"),
+            ("ROLE", "role"),
+            ("ACTION", "action"),
+            ("TARGET", "target"),
+            ("OUTCOME", "outcome"),
+        ],
+    )
+    return 0
+
+
+def totp_enroll(args: argparse.Namespace) -> int:
+    import urllib.parse
+
+    data = _client(args).call("POST", f"/api/v1/totp/{urllib.parse.quote(args.user, safe='')}")
+    label = urllib.parse.quote(f"{args.issuer}:{args.user}")
+    uri = (
+        f"otpauth://totp/{label}?secret={data['secret']}"
+        f"&issuer={urllib.parse.quote(args.issuer)}&algorithm=SHA1&digits=6&period=30"
+    )
+    print(uri)
+    try:
+        import qrcode
+    except ImportError:
+        return 0
+    qr = qrcode.QRCode(border=1)
+    qr.add_data(uri)
+    qr.print_ascii(out=sys.stdout, invert=True)
+    return 0
+
+
+def password_set(args: argparse.Namespace) -> int:
+    # read from stdin when piped, so the password never appears in argv or shell history
+    value = (
+        sys.stdin.readline().rstrip("\n")
+        if not sys.stdin.isatty()
+        else getpass.getpass(f"password for {args.ref}: ")
+    )
+    if not value:
+        raise JcstateError("empty password")
+    _client(args).call("PUT", f"/api/v1/passwords/{args.ref}", {"password": value})
+    print(f"stored password {args.ref}")
+    return 0
+
+
+# -- argument parsing ------------------------------------------------------------------------
+def _admin_parser(
+    sub: Any, name: str, help_text: str, *, listing: bool = True
+) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help_text, description=help_text)
+    p.add_argument("--server", help="server URL (default: $JCSTATE_SERVER)")
+    p.add_argument("--token", help="admin token (default: $JCSTATE_TOKEN)")
+    p.add_argument("--ca-file", help="CA certificate for a private server certificate")
+    if listing:
+        p.add_argument("--output", choices=["text", "json"], default="text")
+    return p
+
+
+def _subparsers_of(parser: argparse.ArgumentParser) -> Any:
+    for action in parser._actions:  # argparse offers no public way to reach them
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    return parser.add_subparsers(dest="totp_command", metavar="ACTION")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "server",
+        help="run the jcstate server",
+        description="Run the server (SQLite in --data by default).",
+    )
+    p.add_argument("--data", help="data directory: SQLite database, secret key, first token")
+    p.add_argument("--database", help="database URL, e.g. postgresql://user@host/db")
+    p.add_argument("--listen", default="127.0.0.1:8443", help="HOST:PORT (default 127.0.0.1:8443)")
+    p.add_argument("--tls-cert", help="server certificate (PEM, chain)")
+    p.add_argument("--tls-key", help="server private key (PEM)")
+    p.add_argument(
+        "--secret-key-file", help="key sealing secrets at rest (default DATA/secret-key)"
+    )
+    p.add_argument("--max-wait", type=float, default=60.0, help="longest long-poll, seconds")
+    p.add_argument(
+        "--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"]
+    )
+    p.add_argument("--access-log", action="store_true", help="log every request")
+    p.set_defaults(handler=run_server)
+    ps = p.add_subparsers(dest="server_command", metavar="ACTION")
+    mc = ps.add_parser("make-cert", help="create a self-signed CA and server certificate")
+    mc.add_argument("--out", required=True, help="directory for ca.pem, server.pem, server-key.pem")
+    mc.add_argument("--name", action="append", help="host name or IP (repeat; default localhost)")
+    mc.set_defaults(handler=make_cert)
+
+    p = _admin_parser(sub, "push", "upload a policy repo as a new revision")
+    p.add_argument("repo", nargs="+", help="repo directory or files")
+    p.add_argument("--dry-run", action="store_true", help="show per-device changes, store nothing")
+    p.add_argument("-m", "--message", help="revision message")
+    p.set_defaults(handler=push)
+
+    p = _admin_parser(sub, "devices", "list devices")
+    p.set_defaults(handler=devices)
+
+    p = sub.add_parser("device", help="show or manage one device")
+    ds = p.add_subparsers(dest="device_command", metavar="ACTION")
+    ds.required = True
+    q = _admin_parser(ds, "show", "show a device by id or hostname")
+    q.add_argument("ref")
+    q.set_defaults(handler=device_show)
+    for action, text in (
+        ("approve", "let a pending device receive work"),
+        ("revoke", "refuse a device's credential from now on"),
+    ):
+        q = _admin_parser(ds, action, text)
+        q.add_argument("ref")
+        q.set_defaults(handler=device_action, action=action)
+    q = _admin_parser(ds, "labels", "replace a device's labels")
+    q.add_argument("ref")
+    q.add_argument("labels", nargs="*", metavar="KEY=VALUE")
+    q.set_defaults(handler=device_labels)
+
+    p = sub.add_parser("token", help="admin API tokens")
+    ts = p.add_subparsers(dest="token_command", metavar="ACTION")
+    ts.required = True
+    q = _admin_parser(ts, "create", "create a token (printed once)")
+    q.add_argument("--role", required=True, choices=["read-only", "manager", "administrator"])
+    q.add_argument("--name")
+    q.set_defaults(handler=token_create)
+    _admin_parser(ts, "list", "list tokens").set_defaults(handler=token_list)
+    q = _admin_parser(ts, "revoke", "revoke a token")
+    q.add_argument("id")
+    q.set_defaults(handler=token_revoke)
+
+    p = sub.add_parser("connect-key", help="enrollment connect keys")
+    ks = p.add_subparsers(dest="key_command", metavar="ACTION")
+    ks.required = True
+    q = _admin_parser(ks, "create", "create a connect key")
+    q.add_argument("--name")
+    q.add_argument(
+        "--require-approval",
+        action="store_true",
+        help="devices enrolled with it wait for `jcstate device approve`",
+    )
+    q.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="label given to devices enrolled with this key",
+    )
+    q.set_defaults(handler=key_create)
+    _admin_parser(ks, "list", "list connect keys").set_defaults(handler=key_list)
+    q = _admin_parser(ks, "revoke", "revoke a connect key (stops new enrollments)")
+    q.add_argument("id")
+    q.set_defaults(handler=key_revoke)
+
+    p = _admin_parser(sub, "audit", "show the audit log")
+    p.add_argument("--limit", type=int, default=100)
+    p.set_defaults(handler=audit)
+
+    # `totp` may already exist (local `totp new`); add `enroll` beside it
+    totp = sub.choices.get("totp") or sub.add_parser("totp", help="TOTP secrets for SSH MFA")
+    q = _admin_parser(
+        _subparsers_of(totp), "enroll", "create a user's TOTP secret on the server", listing=False
+    )
+    q.add_argument("user")
+    q.add_argument("--issuer", default="jcstate")
+    q.set_defaults(handler=totp_enroll)
+
+    p = sub.add_parser("password", help="passwords held by the server (password.secretRef)")
+    pw = p.add_subparsers(dest="password_command", metavar="ACTION")
+    pw.required = True
+    q = _admin_parser(pw, "set", "store a password, read from stdin or prompted", listing=False)
+    q.add_argument("ref")
+    q.set_defaults(handler=password_set)

@@ -1,0 +1,174 @@
+"""The FastAPI application: one :class:`ServerContext` shared by every route.
+
+``create_app(settings)`` migrates the database, builds the store, renderer and waiters, and on
+startup starts the PostgreSQL notification listener (several server processes) and a task that
+prunes spent request nonces.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI
+
+from jcstate import __version__
+from jcstate.server import db
+from jcstate.server.render import Renderer
+from jcstate.server.routes import admin, device
+from jcstate.server.store import NOTIFY_CHANNEL, Store
+from jcstate.server.vault import Vault
+from jcstate.server.wake import Waiters, listen
+
+__all__ = ["ServerContext", "Settings", "create_app"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Settings:
+    database: str  # sqlite:///… or postgresql://…
+    secret_key: bytes  # 32 bytes: seals TOTP secrets and passwords at rest
+    max_wait: float = 60.0  # longest a work request is held
+    online_after: float = 90.0  # a device seen this recently is online
+    migrate: bool = True
+
+
+@dataclass
+class ServerContext:
+    """What routes share: the store, the renderer, the held long-polls."""
+
+    settings: Settings
+    store: Store
+    vault: Vault
+    renderer: Renderer
+    waiters: Waiters = field(default_factory=Waiters)
+    _gen: tuple[int, float, tuple[int | None, float]] | None = None
+    _gen_lock: threading.Lock = field(default_factory=threading.Lock)
+    public_keys: dict[str, str] = field(default_factory=dict)  # device id → key (immutable)
+    _gen_refresh: asyncio.Future[tuple[int | None, float]] | None = None
+
+    @property
+    def max_wait(self) -> float:
+        return self.settings.max_wait
+
+    @property
+    def online_after(self) -> float:
+        return self.settings.online_after
+
+    def cached_generation(self) -> tuple[int | None, float] | None:
+        """The generation when known without a query (the event loop must not block)."""
+        gen = self._gen
+        if gen and gen[0] == self.waiters.wakes_all and time.monotonic() - gen[1] < 2.0:
+            return gen[2]
+        return None
+
+    async def current_generation(self) -> tuple[int | None, float]:
+        """The generation, read by one query however many held polls a push wakes at once."""
+        cached = self.cached_generation()
+        if cached is not None:
+            return cached
+        if self._gen_refresh is None or self._gen_refresh.done():
+            from starlette.concurrency import run_in_threadpool
+
+            self._gen_refresh = asyncio.ensure_future(run_in_threadpool(self.generation))
+        return await asyncio.shield(self._gen_refresh)
+
+    def generation(self) -> tuple[int | None, float]:
+        """(newest revision, secrets generation), cached until the next "all" wake.
+
+        10,000 devices woken by one push read it once, not 10,000 times; the short expiry
+        covers a lost notification.
+        """
+        with self._gen_lock:
+            wakes = self.waiters.wakes_all
+            if self._gen and self._gen[0] == wakes and time.monotonic() - self._gen[1] < 2.0:
+                return self._gen[2]
+            value = self.store.generation()
+            self._gen = (wakes, time.monotonic(), value)
+            return value
+
+
+def create_app(settings: Settings) -> FastAPI:
+    engine = db.connect(settings.database)
+    if settings.migrate:
+        db.migrate(engine)
+    store = Store(engine)
+    vault = Vault(settings.secret_key)
+    ctx = ServerContext(settings, store, vault, Renderer(store, vault))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        ctx.waiters.bind(asyncio.get_running_loop())
+        # Thousands of held long polls keep millions of objects alive; with the default
+        # thresholds the cyclic GC rescans them all many times a second and a 10,000-device
+        # server spends its CPU there. Objects from startup are frozen out of collection and
+        # young collections run less often.
+        gc.freeze()
+        gc.set_threshold(50_000, 20, 100)
+        tasks = [asyncio.create_task(_prune_nonces(store)), asyncio.create_task(_flush_seen(store))]
+        if store.is_postgres:
+            ready = asyncio.Event()
+            tasks.append(
+                asyncio.create_task(listen(settings.database, ctx.waiters, NOTIFY_CHANNEL, ready))
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ready.wait(), 10)
+        try:
+            yield
+        finally:
+            store.flush_seen()
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            engine.dispose()
+
+    app = FastAPI(
+        title="jcstate",
+        version=__version__,
+        description="Declarative device management server: policies, devices, long-poll work.",
+        lifespan=lifespan,
+        docs_url=None,  # the Swagger UI loads scripts from a CDN; /openapi.json is enough
+        redoc_url=None,
+    )
+    app.state.ctx = ctx
+    app.include_router(device.router)
+    app.include_router(admin.router)
+
+    @app.get("/api/v1/health", tags=["health"])
+    def health() -> dict[str, Any]:
+        """Liveness (no authentication): version and database kind."""
+        return {"ok": True, "version": __version__, "database": engine.dialect.name}
+
+    return app
+
+
+async def _flush_seen(store: Store) -> None:
+    from starlette.concurrency import run_in_threadpool
+
+    while True:
+        await asyncio.sleep(5)
+        try:
+            await run_in_threadpool(store.flush_seen)
+        except Exception as exc:  # a busy database must not stop the flushing
+            log.warning("writing last-seen times failed: %s", exc)
+
+
+async def _prune_nonces(store: Store) -> None:
+    from starlette.concurrency import run_in_threadpool
+
+    while True:
+        await asyncio.sleep(60)
+        try:
+            await run_in_threadpool(store.prune_nonces, time.time())
+        except Exception as exc:  # never let housekeeping take the server down
+            log.warning("pruning request nonces failed: %s", exc)

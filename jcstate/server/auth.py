@@ -1,0 +1,122 @@
+"""Who is calling: an admin token with a role, or a device proving its key on every request.
+
+Admins send ``Authorization: Bearer <token>``; the server keeps only the token's SHA-256. Devices
+sign each request (:mod:`jcstate.agent.signing`); the server keeps only the public key, refuses
+a date more than ``MAX_SKEW`` seconds off and a nonce it has seen, so a captured request cannot
+be replayed. Every refusal on an admin route lands in the audit log.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import HTTPException, Request
+from starlette.concurrency import run_in_threadpool
+
+from jcstate.agent import signing
+from jcstate.server.roles import allows
+from jcstate.server.store import Store
+
+__all__ = ["Admin", "action_of", "device_caller", "require", "verify_signature"]
+
+
+@dataclass(frozen=True)
+class Admin:
+    """An authenticated admin token."""
+
+    token_id: str
+    name: str
+    role: str
+
+    @property
+    def actor(self) -> str:
+        return f"token:{self.token_id}"
+
+
+def action_of(request: Request) -> str:
+    """``METHOD /route/{template}``: the audit log names routes, not ids typed into them."""
+    route = request.scope.get("route")
+    return f"{request.method} {getattr(route, 'path', request.url.path)}"
+
+
+def require(needed: str) -> Any:
+    """A dependency admitting admin tokens whose role is at least ``needed``."""
+
+    def dependency(request: Request) -> Admin:
+        store: Store = request.app.state.ctx.store
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        row = store.token_for(token.strip()) if scheme.lower() == "bearer" and token else None
+        if row is None:
+            store.audit(
+                "anonymous", action_of(request), "denied", detail={"reason": "no valid token"}
+            )
+            raise HTTPException(
+                401, "a valid admin token is required", headers={"WWW-Authenticate": "Bearer"}
+            )
+        admin = Admin(row["id"], row["name"], row["role"])
+        if not allows(admin.role, needed):
+            store.audit(
+                admin.actor,
+                action_of(request),
+                "denied",
+                role=admin.role,
+                detail={"reason": f"needs role {needed}"},
+            )
+            raise HTTPException(403, f"this action needs the {needed} role")
+        return admin
+
+    dependency.__name__ = f"require_{needed.replace('-', '_')}"
+    return dependency
+
+
+async def verify_signature(request: Request, public_key: str, device_id: str) -> bytes:
+    """Check the request's signature, date and nonce; return the body. Raises 401."""
+    body = await request.body()
+    h = request.headers
+    date, nonce, sig = h.get(signing.DATE), h.get(signing.NONCE), h.get(signing.SIGNATURE)
+    if not (date and nonce and sig) or len(nonce) > 64:
+        raise HTTPException(401, "request is not signed")
+    try:
+        skew = abs(time.time() - int(date))
+    except ValueError:
+        raise HTTPException(401, "bad request date") from None
+    if skew > signing.MAX_SKEW:
+        raise HTTPException(401, f"request date is {int(skew)} s off the server's clock")
+    target = request.url.path
+    if request.url.query:
+        target += "?" + request.url.query
+    message = signing.canonical(request.method, target, body, date, nonce, device_id)
+    if not signing.verify(public_key, sig, message):
+        raise HTTPException(401, "bad request signature")
+    return body
+
+
+async def device_caller(request: Request, *, allow_pending: bool = False) -> dict[str, Any]:
+    """The device that signed this request (its row). 401 unknown or bad, 403 revoked/pending."""
+    ctx = request.app.state.ctx
+    store: Store = ctx.store
+    device_id = request.headers.get(signing.DEVICE, "")
+    # a device's public key never changes, so it is cached; its status is read fresh below
+    public_key = ctx.public_keys.get(device_id)
+    if public_key is None and device_id:
+        public_key = await run_in_threadpool(store.public_key, device_id)
+        if public_key is not None:
+            ctx.public_keys[device_id] = public_key
+    if public_key is None:
+        raise HTTPException(401, "unknown device")
+    await verify_signature(request, public_key, device_id)
+    now = time.time()
+    nonce = request.headers[signing.NONCE]
+    device = await run_in_threadpool(
+        store.accept_request, device_id, nonce, now + 2 * signing.MAX_SKEW, now
+    )
+    if device is None:
+        raise HTTPException(401, "replayed request")
+    if device["status"] == "revoked":
+        raise HTTPException(403, "this device has been revoked")
+    if device["status"] == "pending" and not allow_pending:
+        raise HTTPException(403, "this device awaits an administrator's approval")
+    return device

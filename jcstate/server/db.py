@@ -1,0 +1,157 @@
+"""The server's schema as SQLAlchemy Core tables, and the engine for SQLite or PostgreSQL.
+
+The tables here describe the *current* schema for queries; the database itself is created and
+upgraded only by the Alembic revisions in ``migrations/`` (run by :func:`migrate`). Times are
+stored as POSIX seconds (float) so that SQLite and PostgreSQL compare them the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import sqlalchemy as sa
+
+__all__ = ["METADATA", "connect", "migrate", "sqlite_url"]
+
+METADATA = sa.MetaData()
+
+tokens = sa.Table(
+    "tokens",
+    METADATA,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("role", sa.String(20), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False, unique=True),  # sha256 of the token
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("created_by", sa.String(32)),
+    sa.Column("revoked_at", sa.Float),
+    sa.Column("last_used_at", sa.Float),
+)
+
+connect_keys = sa.Table(
+    "connect_keys",
+    METADATA,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("key", sa.String(100), nullable=False, unique=True),  # not a secret: it only admits
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("auto_approve", sa.Boolean, nullable=False),
+    sa.Column("labels", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("revoked_at", sa.Float),
+)
+
+devices = sa.Table(
+    "devices",
+    METADATA,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("hostname", sa.String(255), nullable=False, index=True),
+    sa.Column("os", sa.String(20), nullable=False),
+    sa.Column("os_version", sa.String(100), nullable=False),
+    sa.Column("arch", sa.String(50), nullable=False),
+    sa.Column("agent_version", sa.String(50), nullable=False),
+    sa.Column("labels", sa.JSON, nullable=False),
+    sa.Column("public_key", sa.String(100), nullable=False),  # raw Ed25519, base64
+    sa.Column("status", sa.String(20), nullable=False),  # pending | active | revoked
+    sa.Column("connect_key_id", sa.String(32)),
+    sa.Column("enrolled_at", sa.Float, nullable=False),
+    sa.Column("last_seen", sa.Float),
+    sa.Column("last_report_at", sa.Float),
+    sa.Column("last_report_ok", sa.Boolean),
+    sa.Column("last_report_changed", sa.Boolean),
+    sa.Column("applied_etag", sa.String(64)),
+    sa.Column("facts", sa.JSON),
+)
+
+revisions = sa.Table(
+    "revisions",
+    METADATA,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("author", sa.String(200), nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("files", sa.JSON, nullable=False),  # path → text
+)
+
+reports = sa.Table(
+    "reports",
+    METADATA,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("device_id", sa.String(32), nullable=False, index=True),
+    sa.Column("report_id", sa.String(64), nullable=False),  # chosen by the agent: resends dedupe
+    sa.Column("received_at", sa.Float, nullable=False),
+    sa.Column("etag", sa.String(64)),
+    sa.Column("ok", sa.Boolean, nullable=False),
+    sa.Column("changed", sa.Boolean, nullable=False),
+    sa.Column("body", sa.JSON, nullable=False),
+    sa.UniqueConstraint("device_id", "report_id", name="uq_reports_device_report"),
+)
+
+secrets = sa.Table(
+    "secrets",
+    METADATA,
+    sa.Column("kind", sa.String(20), primary_key=True),  # totp | passwords
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("ciphertext", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+nonces = sa.Table(
+    "nonces",
+    METADATA,
+    sa.Column("device_id", sa.String(32), primary_key=True),
+    sa.Column("nonce", sa.String(64), primary_key=True),
+    sa.Column("expires_at", sa.Float, nullable=False, index=True),
+)
+
+audit = sa.Table(
+    "audit",
+    METADATA,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),  # token id, device id or "anonymous"
+    sa.Column("role", sa.String(20)),
+    sa.Column("action", sa.String(100), nullable=False),  # "POST /api/v1/revisions"
+    sa.Column("target", sa.String(255)),
+    sa.Column("outcome", sa.String(20), nullable=False),  # ok | denied | failed
+    sa.Column("detail", sa.JSON),
+)
+
+
+def sqlite_url(data_dir: str | os.PathLike[str]) -> str:
+    return "sqlite:///" + str(Path(data_dir, "jcstate.db").resolve())
+
+
+def connect(url: str) -> sa.Engine:
+    """An engine for ``url``; SQLite gets WAL and a busy timeout so readers never block writers."""
+    if url.startswith("postgresql://"):
+        # psycopg 3 is the driver we ship; plain postgresql:// would ask SQLAlchemy for psycopg2
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        return engine
+    return sa.create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+
+
+def migrate(engine: sa.Engine) -> None:
+    """Create or upgrade the schema to the newest Alembic revision shipped in this package."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # two servers starting at once must not both create the tables
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(4242001)"))
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")

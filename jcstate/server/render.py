@@ -1,0 +1,212 @@
+"""A device's document: the newest revision selected, merged and rendered for it, plus secrets.
+
+The server renders; the agent receives data, never templates. A device gets exactly the secrets
+its rendered document names (users in ``sshMfa.users``, ``password.secretRef`` values), never
+any other. Parsed repos are cached per revision and rendered documents per *etag*, a digest of
+everything a rendering depends on: revision, secrets generation and the device's attributes.
+Reported facts are a rendering input but not part of the etag, so a report never makes the
+document change under the agent's feet (that would loop).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from jcstate.errors import DocumentError, JcstateError, Problem
+from jcstate.server.store import Store
+from jcstate.server.vault import Vault
+
+__all__ = ["Rendered", "Renderer", "device_of", "etag_for", "repo_from_files", "safe_relpath"]
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """What a device is sent: its document (None when no policy exists yet) and its secrets."""
+
+    etag: str
+    revision: int | None
+    document: dict[str, Any] | None
+    secrets: dict[str, dict[str, str]] = field(default_factory=dict)
+    error: str | None = None
+
+
+def etag_for(revision: int | None, secrets_gen: float, device: dict[str, Any]) -> str:
+    inputs = {
+        "revision": revision,
+        "secrets": secrets_gen,
+        "device": [
+            device["id"],
+            device["hostname"],
+            device["os"],
+            device["os_version"],
+            device["arch"],
+            device["labels"],
+        ],
+    }
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def device_of(row: dict[str, Any]) -> Any:
+    from jcstate.document import Device
+
+    return Device(
+        hostname=row["hostname"],
+        os=row["os"],
+        id=row["id"],
+        osVersion=row["os_version"],
+        arch=row["arch"],
+        labels=dict(row["labels"] or {}),
+    )
+
+
+def safe_relpath(path: str) -> str:
+    """A pushed file's path, refused when it could escape the temporary repo directory."""
+    parts = [p for p in path.replace("\\", "/").split("/") if p not in ("", ".")]
+    if not parts or ".." in parts or path.startswith("/"):
+        raise DocumentError(
+            [Problem(path or "(empty)", 1, 1, "file path must be relative, without ..")]
+        )
+    return "/".join(parts)
+
+
+def repo_from_files(files: dict[str, str]) -> Any:
+    """Parse pushed files with the code `jcstate validate` uses; problems name the repo paths."""
+    from jcstate.document import load_repo
+
+    rel = {safe_relpath(p): text for p, text in files.items()}
+    with tempfile.TemporaryDirectory(prefix="jcstate-push-") as tmp:
+        paths = []
+        for name, text in sorted(rel.items()):
+            full = os.path.join(tmp, name)
+            os.makedirs(os.path.dirname(full), exist_ok=True)
+            with open(full, "w", encoding="utf-8") as f:
+                f.write(text)
+            paths.append(full)
+        try:
+            return load_repo(paths)
+        except DocumentError as exc:
+            prefix = tmp + os.sep
+            raise DocumentError(
+                [
+                    Problem(p.file.removeprefix(prefix), p.line, p.column, p.message)
+                    for p in exc.problems
+                ]
+            ) from None
+
+
+def needed_secrets(spec: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(TOTP users, password refs) a rendered document needs."""
+    mfa = spec.get("sshMfa") or {}
+    totp_users = list(mfa.get("users") or []) if mfa.get("enabled", True) else []
+    refs = []
+    for user in spec.get("users") or []:
+        password = user.get("password") if isinstance(user, dict) else None
+        if isinstance(password, dict) and password.get("secretRef"):
+            refs.append(str(password["secretRef"]))
+    return totp_users, refs
+
+
+class Renderer:
+    """Renders documents for devices, with caches shared by all requests of this process."""
+
+    def __init__(self, store: Store, vault: Vault, cache_size: int = 20000):
+        self.store = store
+        self.vault = vault
+        self._lock = threading.Lock()
+        self._repos: OrderedDict[int, Any] = OrderedDict()
+        self._rendered: OrderedDict[str, Rendered] = OrderedDict()
+        self._cache_size = cache_size
+        self._secretful: dict[int, bool] = {}  # id(repo) → does any policy name a secret
+
+    def remember(self, revision: int, repo: Any) -> None:
+        """Cache a repo parsed elsewhere (the push that stored it), so no device waits for it."""
+        with self._lock:
+            self._keep(revision, repo)
+
+    def _keep(self, revision: int, repo: Any) -> None:
+        """Cache a parsed repo, keeping the newest few (caller holds the lock)."""
+        self._repos[revision] = repo
+        self._repos.move_to_end(revision)
+        while len(self._repos) > 3:
+            _, old = self._repos.popitem(last=False)
+            self._secretful.pop(id(old), None)
+
+    def cached(
+        self, device: dict[str, Any], generation: tuple[int | None, float]
+    ) -> Rendered | None:
+        """The rendering when it needs no database or parsing (safe on the event loop)."""
+        etag = etag_for(generation[0], generation[1], device)
+        with self._lock:
+            hit = self._rendered.get(etag)
+            if hit is not None or generation[0] is None:
+                return hit
+            repo = self._repos.get(generation[0])
+        if repo is None or self._needs_secrets(repo):
+            return None
+        return self.for_device(device, generation)
+
+    def _needs_secrets(self, repo: Any) -> bool:
+        # secrets are read from the database: such repos are rendered in a worker thread
+        key = id(repo)
+        if key not in self._secretful:
+            self._secretful[key] = any(
+                needed_secrets(getattr(p, "spec", None) or {}) != ([], [])
+                for p in getattr(repo, "policies", []) or []
+            )
+        return self._secretful[key]
+
+    def repo(self, revision: int) -> Any:
+        with self._lock:
+            if revision in self._repos:
+                self._repos.move_to_end(revision)
+                return self._repos[revision]
+            row = self.store.revision(revision)
+            if row is None:
+                raise JcstateError(f"revision {revision} does not exist")
+            repo = repo_from_files(row["files"])
+            self._keep(revision, repo)
+            return repo
+
+    def for_device(self, device: dict[str, Any], generation: tuple[int | None, float]) -> Rendered:
+        revision, secrets_gen = generation
+        etag = etag_for(revision, secrets_gen, device)
+        with self._lock:
+            cached = self._rendered.get(etag)
+        if cached is not None:
+            return cached
+        rendered = self._render(device, revision, etag)
+        with self._lock:
+            self._rendered[etag] = rendered
+            while len(self._rendered) > self._cache_size:
+                self._rendered.popitem(last=False)
+        return rendered
+
+    def document(self, repo: Any, device: dict[str, Any]) -> Any:
+        """The rendered Document for a device row (DocumentError on a conflict)."""
+        return repo.document_for(device_of(device), facts=device.get("facts") or {})
+
+    def _render(self, device: dict[str, Any], revision: int | None, etag: str) -> Rendered:
+        if revision is None:
+            return Rendered(etag, None, None)
+        try:
+            doc = self.document(self.repo(revision), device)
+        except JcstateError as exc:
+            return Rendered(etag, revision, None, error=str(exc))
+        data = doc.to_dict()
+        totp_users, refs = needed_secrets(doc.spec)
+        secrets: dict[str, dict[str, str]] = {}
+        for kind, names in (("totp", totp_users), ("passwords", refs)):
+            for name in names:
+                sealed = self.store.sealed_secret(kind, name)
+                if sealed is not None:
+                    secrets.setdefault(kind, {})[name] = self.vault.open(
+                        kind, name, sealed
+                    ).reveal()
+        return Rendered(etag, revision, data, secrets)

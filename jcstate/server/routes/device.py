@@ -1,0 +1,186 @@
+"""Routes a device calls: enroll, its own record, long-poll for work, post a report.
+
+A device can name no other device in any of these: every route acts on the device whose key
+signed the request, so reading another device's document, commands or secrets is impossible by
+construction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request, Response
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from jcstate.server.auth import device_caller, verify_signature
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api/v1", tags=["device"])
+
+
+class Enrollment(BaseModel):
+    """What an agent sends once, signed with the key pair it just made."""
+
+    connectKey: str
+    publicKey: str = Field(description="raw Ed25519 public key, base64")
+    hostname: str = Field(min_length=1, max_length=255)
+    os: str = Field(pattern="^(linux|darwin|windows)$")
+    osVersion: str = ""
+    arch: str = ""
+    agentVersion: str = ""
+
+
+class Report(BaseModel):
+    """A converge's outcome; ``reportId`` is the agent's, so a resend is stored once."""
+
+    reportId: str = Field(min_length=8, max_length=64)
+    etag: str | None = None
+    ok: bool
+    changed: bool = False
+    report: dict[str, Any] = Field(default_factory=dict)
+    facts: dict[str, Any] = Field(default_factory=dict)
+    error: str | None = None
+
+
+def _device_view(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "hostname": row["hostname"],
+        "status": row["status"],
+        "labels": row["labels"],
+    }
+
+
+@router.post("/enroll", status_code=201)
+async def enroll(request: Request) -> dict[str, Any]:
+    """Admit a device with a connect key; the request is signed by the new key (possession)."""
+    ctx = request.app.state.ctx
+    try:
+        data = Enrollment.model_validate_json(await request.body())
+    except ValueError as exc:
+        raise HTTPException(422, f"bad enrollment: {exc}") from None
+    await verify_signature(request, data.publicKey, "")
+    nonce = request.headers["X-Jcstate-Nonce"]
+    now = time.time()
+    if not await run_in_threadpool(ctx.store.use_nonce, "enroll", nonce, now + 600):
+        raise HTTPException(401, "replayed request")
+    key_row = await run_in_threadpool(ctx.store.connect_key, data.connectKey)
+    if key_row is None:
+        await run_in_threadpool(
+            ctx.store.audit,
+            f"host:{data.hostname}",
+            "POST /api/v1/enroll",
+            "denied",
+            detail={"reason": "unknown or revoked connect key"},
+        )
+        raise HTTPException(403, "unknown or revoked connect key")
+    device, created = await run_in_threadpool(
+        lambda: ctx.store.enroll(public_key=data.publicKey, key_row=key_row, info=data.model_dump())
+    )
+    if created:
+        await run_in_threadpool(
+            ctx.store.audit,
+            f"device:{device['id']}",
+            "POST /api/v1/enroll",
+            "ok",
+            target=device["id"],
+            detail={"hostname": data.hostname, "connectKey": key_row["id"]},
+        )
+    return _device_view(device)
+
+
+@router.get("/device")
+async def own_record(request: Request) -> dict[str, Any]:
+    """The calling device's own record (also answers while it awaits approval)."""
+    return _device_view(await device_caller(request, allow_pending=True))
+
+
+class Work(BaseModel):
+    """The answer to a work request."""
+
+    etag: str
+    revision: int | None
+    document: dict[str, Any] | None
+    secrets: dict[str, dict[str, str]]
+    error: str | None
+    commands: list[dict[str, Any]]
+
+
+@router.get("/device/work", response_model=Work)
+async def work(request: Request, etag: str = "", wait: float = 55.0) -> Response:
+    """Long-poll: answer at once when the device's document differs from ``etag``, else hold
+    the request up to ``wait`` seconds (at most 60) and answer within a second of a change.
+
+    ``document`` is null when unchanged; ``commands`` is reserved for security commands.
+    """
+    ctx = request.app.state.ctx
+    device = await device_caller(request)
+    deadline = time.monotonic() + max(0.0, min(wait, ctx.max_wait))
+    reload = False  # the row read by authentication is fresh on the first pass
+    while True:
+        with ctx.waiters.register(device["id"]) as woken:
+            # state is read after registering, so a change in between still wakes us
+            rendered = None
+            generation = await ctx.current_generation()
+            if not reload:
+                # the common wake (a push to every device) needs no database and no thread
+                rendered = ctx.renderer.cached(device, generation)
+            if rendered is None:
+                device, rendered = await run_in_threadpool(_state, ctx, device["id"])
+            if device is None or device["status"] != "active":
+                raise HTTPException(403, "this device is no longer active")
+            if rendered.etag != etag:
+                return _answer(
+                    rendered.etag,
+                    rendered.revision,
+                    rendered.document,
+                    rendered.secrets,
+                    rendered.error,
+                )
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return _answer(etag, rendered.revision, None, {}, None)
+            try:
+                await asyncio.wait_for(woken.wait(), remaining)
+            except TimeoutError:
+                pass
+            reload = "device" in woken.reasons
+
+
+def _answer(etag: str, revision: int | None, document: Any, secrets: Any, error: Any) -> Response:
+    # serialised directly: FastAPI's generic encoder costs more than the whole wake at 10,000
+    # devices, and the data is already plain JSON
+    body = {
+        "etag": etag,
+        "revision": revision,
+        "document": document,
+        "secrets": secrets,
+        "error": error,
+        "commands": [],
+    }
+    return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
+
+
+def _state(ctx: Any, device_id: str) -> tuple[dict[str, Any] | None, Any]:
+    device = ctx.store.device(device_id)
+    if device is None:
+        return None, None
+    return device, ctx.renderer.for_device(device, ctx.generation())
+
+
+@router.post("/device/reports")
+async def post_report(request: Request) -> dict[str, Any]:
+    """Store a report (plan, results, facts) once; acknowledge resends of the same report id."""
+    ctx = request.app.state.ctx
+    device = await device_caller(request)
+    try:
+        report = Report.model_validate(json.loads(await request.body()))
+    except ValueError as exc:
+        raise HTTPException(422, f"bad report: {exc}") from None
+    stored = await run_in_threadpool(ctx.store.add_report, device["id"], report.model_dump())
+    return {"ack": report.reportId, "duplicate": not stored}

@@ -1,0 +1,426 @@
+"""Every query the server makes, one method per question, on SQLite or PostgreSQL alike.
+
+Methods are synchronous (SQLAlchemy Core); async routes call them in a worker thread. Each method
+is one transaction. Rows come back as plain dicts.
+
+The hot path is a device's poll, thousands per minute, so it writes nothing per request: the
+"last seen" times are kept in memory and written in one batch every few seconds
+(:meth:`Store.flush_seen`), and on SQLite (one server process by design) spent request nonces
+are kept in memory too. On PostgreSQL nonces go to the database, so that a replay is refused
+by every server process. SQLite writers queue on a lock in this process instead of in SQLite's
+busy handler, which sleeps and collapses under contention.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import secrets
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from jcstate.server import db
+
+__all__ = ["NOTIFY_CHANNEL", "Store", "hash_token"]
+
+NOTIFY_CHANNEL = "jcstate"
+Row = dict[str, Any]
+
+
+def hash_token(token: str) -> str:
+    """Tokens are 256-bit random strings, so one round of SHA-256 is a safe verifier."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _new_id() -> str:
+    return secrets.token_hex(8)
+
+
+def _rows(result: Iterable[Any]) -> list[Row]:
+    return [dict(r._mapping) for r in result]
+
+
+class Store:
+    """The server's data, behind one SQLAlchemy engine."""
+
+    def __init__(self, engine: sa.Engine):
+        self.engine = engine
+        self.is_postgres = engine.dialect.name == "postgresql"
+        self._write_lock = threading.Lock()
+        self._seen: dict[str, float] = {}  # device id → last request, not yet written
+        self._nonces: dict[tuple[str, str], float] = {}  # SQLite only: spent nonce → expiry
+        self._nonce_lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sa.Connection]:
+        """A write transaction; on SQLite one at a time per process."""
+        lock = contextlib.nullcontext() if self.is_postgres else self._write_lock
+        with lock, self.engine.begin() as conn:
+            yield conn
+
+    # -- change notification ---------------------------------------------------------------
+    def _notify(self, conn: sa.Connection, payload: str) -> None:
+        """Tell every server process (LISTEN/NOTIFY) once this transaction commits."""
+        if self.is_postgres:
+            conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, payload)))
+
+    # -- admin tokens ----------------------------------------------------------------------
+    def create_token(self, name: str, role: str, created_by: str | None) -> tuple[Row, str]:
+        token_id = _new_id()
+        plain = f"jcs_{token_id}_{secrets.token_urlsafe(32)}"
+        row = {
+            "id": token_id,
+            "name": name,
+            "role": role,
+            "hash": hash_token(plain),
+            "created_at": time.time(),
+            "created_by": created_by,
+        }
+        with self._write() as conn:
+            conn.execute(db.tokens.insert().values(**row))
+        return self.token(token_id) or row, plain
+
+    def token(self, token_id: str) -> Row | None:
+        with self.engine.connect() as conn:
+            rows = _rows(conn.execute(db.tokens.select().where(db.tokens.c.id == token_id)))
+        return rows[0] if rows else None
+
+    def token_for(self, plain: str) -> Row | None:
+        """The live token whose secret is ``plain``, or None."""
+        t = db.tokens
+        with self.engine.connect() as conn:
+            rows = _rows(
+                conn.execute(
+                    t.select().where(t.c.hash == hash_token(plain), t.c.revoked_at.is_(None))
+                )
+            )
+        return rows[0] if rows else None
+
+    def list_tokens(self) -> list[Row]:
+        with self.engine.connect() as conn:
+            return _rows(conn.execute(db.tokens.select().order_by(db.tokens.c.created_at)))
+
+    def revoke_token(self, token_id: str) -> bool:
+        t = db.tokens
+        with self._write() as conn:
+            res = conn.execute(
+                t.update()
+                .where(t.c.id == token_id, t.c.revoked_at.is_(None))
+                .values(revoked_at=time.time())
+            )
+        return res.rowcount > 0
+
+    def count_tokens(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(db.tokens)).scalar_one())
+
+    # -- connect keys ----------------------------------------------------------------------
+    def create_connect_key(
+        self, name: str, *, auto_approve: bool = True, labels: dict[str, str] | None = None
+    ) -> Row:
+        row = {
+            "id": _new_id(),
+            "key": "jck_" + secrets.token_urlsafe(24),
+            "name": name,
+            "auto_approve": auto_approve,
+            "labels": dict(labels or {}),
+            "created_at": time.time(),
+        }
+        with self._write() as conn:
+            conn.execute(db.connect_keys.insert().values(**row))
+        return {**row, "revoked_at": None}
+
+    def connect_key(self, key: str) -> Row | None:
+        """The live connect key with this value, or None (revoked keys admit nobody)."""
+        k = db.connect_keys
+        with self.engine.connect() as conn:
+            rows = _rows(conn.execute(k.select().where(k.c.key == key, k.c.revoked_at.is_(None))))
+        return rows[0] if rows else None
+
+    def list_connect_keys(self) -> list[Row]:
+        with self.engine.connect() as conn:
+            return _rows(
+                conn.execute(db.connect_keys.select().order_by(db.connect_keys.c.created_at))
+            )
+
+    def revoke_connect_key(self, key_id: str) -> bool:
+        k = db.connect_keys
+        with self._write() as conn:
+            res = conn.execute(
+                k.update()
+                .where(k.c.id == key_id, k.c.revoked_at.is_(None))
+                .values(revoked_at=time.time())
+            )
+        return res.rowcount > 0
+
+    # -- devices ---------------------------------------------------------------------------
+    def enroll(self, *, public_key: str, key_row: Row, info: dict[str, str]) -> tuple[Row, bool]:
+        """Create a device for a new public key; the same key again gets its own record back.
+
+        Ids are chosen here, never by the device, so a second enrollment can never claim an
+        existing record: only the holder of that record's private key reaches it.
+        """
+        d = db.devices
+        with self._write() as conn:
+            existing = _rows(conn.execute(d.select().where(d.c.public_key == public_key)))
+            if existing:
+                return existing[0], False
+            row = {
+                "id": _new_id(),
+                "hostname": info["hostname"],
+                "os": info["os"],
+                "os_version": info.get("osVersion", ""),
+                "arch": info.get("arch", ""),
+                "agent_version": info.get("agentVersion", ""),
+                "labels": dict(key_row.get("labels") or {}),
+                "public_key": public_key,
+                "status": "active" if key_row["auto_approve"] else "pending",
+                "connect_key_id": key_row["id"],
+                "enrolled_at": time.time(),
+            }
+            conn.execute(d.insert().values(**row))
+        return self.device(row["id"]) or row, True
+
+    def device(self, device_id: str) -> Row | None:
+        with self.engine.connect() as conn:
+            rows = _rows(conn.execute(db.devices.select().where(db.devices.c.id == device_id)))
+        return rows[0] if rows else None
+
+    def devices_named(self, ref: str) -> list[Row]:
+        """Devices whose id is ``ref``, else whose hostname is ``ref`` (possibly several)."""
+        d = db.devices
+        with self.engine.connect() as conn:
+            rows = _rows(conn.execute(d.select().where(d.c.id == ref)))
+            if not rows:
+                rows = _rows(
+                    conn.execute(d.select().where(d.c.hostname == ref).order_by(d.c.enrolled_at))
+                )
+        return rows
+
+    def list_devices(self) -> list[Row]:
+        d = db.devices
+        with self.engine.connect() as conn:
+            return _rows(conn.execute(d.select().order_by(d.c.hostname, d.c.enrolled_at)))
+
+    def set_device(self, device_id: str, **values: Any) -> None:
+        """Update a device's admin-controlled fields (status, labels) and wake its agent."""
+        with self._write() as conn:
+            conn.execute(db.devices.update().where(db.devices.c.id == device_id).values(**values))
+            self._notify(conn, f"device:{device_id}")
+
+    def seen_at(self, row: Row) -> float | None:
+        """A device's last request: the newer of the database's and this process's note."""
+        noted = self._seen.get(row["id"])
+        stored = row.get("last_seen")
+        if noted is None or (stored is not None and stored > noted):
+            return stored
+        return noted
+
+    # -- request nonces --------------------------------------------------------------------
+    def use_nonce(self, device_id: str, nonce: str, expires_at: float) -> bool:
+        """Record a request nonce; False when it was used before (a replay)."""
+        if not self.is_postgres:
+            with self._nonce_lock:
+                if (device_id, nonce) in self._nonces:
+                    return False
+                self._nonces[(device_id, nonce)] = expires_at
+            return True
+        try:
+            with self._write() as conn:
+                conn.execute(
+                    db.nonces.insert().values(
+                        device_id=device_id, nonce=nonce, expires_at=expires_at
+                    )
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    def flush_seen(self) -> int:
+        """Write the "last seen" times noted since the last flush, in one transaction."""
+        pending, self._seen = self._seen, {}
+        if not pending:
+            return 0
+        d = db.devices
+        stmt = (
+            d.update()
+            .where(d.c.id == sa.bindparam("b_id"))
+            .values(last_seen=sa.bindparam("b_seen"))
+        )
+        with self._write() as conn:
+            conn.execute(stmt, [{"b_id": k, "b_seen": v} for k, v in pending.items()])
+        return len(pending)
+
+    def accept_request(
+        self, device_id: str, nonce: str, expires_at: float, now: float
+    ) -> Row | None:
+        """Spend a signed request's nonce, note the device as seen and return its current row.
+
+        None when the nonce was spent before: the request is a replay.
+        """
+        if not self.use_nonce(device_id, nonce, expires_at):
+            return None
+        self._seen[device_id] = now
+        return self.device(device_id)
+
+    def public_key(self, device_id: str) -> str | None:
+        d = db.devices
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(d.c.public_key).where(d.c.id == device_id)).scalar()
+
+    def prune_nonces(self, now: float) -> int:
+        with self._nonce_lock:
+            self._nonces = {k: v for k, v in self._nonces.items() if v >= now}
+        if not self.is_postgres:
+            return 0
+        with self._write() as conn:
+            return conn.execute(db.nonces.delete().where(db.nonces.c.expires_at < now)).rowcount
+
+    # -- policy revisions ------------------------------------------------------------------
+    def add_revision(self, files: dict[str, str], author: str, message: str) -> int:
+        with self._write() as conn:
+            res = conn.execute(
+                db.revisions.insert().values(
+                    created_at=time.time(), author=author, message=message, files=files
+                )
+            )
+            rev_id = int(res.inserted_primary_key[0])
+            self._notify(conn, "all")
+        return rev_id
+
+    def latest_revision_id(self) -> int | None:
+        with self.engine.connect() as conn:
+            value = conn.execute(sa.select(sa.func.max(db.revisions.c.id))).scalar()
+        return None if value is None else int(value)
+
+    def revision(self, rev_id: int) -> Row | None:
+        with self.engine.connect() as conn:
+            rows = _rows(conn.execute(db.revisions.select().where(db.revisions.c.id == rev_id)))
+        return rows[0] if rows else None
+
+    def list_revisions(self, limit: int = 100) -> list[Row]:
+        r = db.revisions
+        cols = [r.c.id, r.c.created_at, r.c.author, r.c.message]
+        with self.engine.connect() as conn:
+            return _rows(conn.execute(sa.select(*cols).order_by(r.c.id.desc()).limit(limit)))
+
+    # -- reports ---------------------------------------------------------------------------
+    def add_report(self, device_id: str, report: dict[str, Any]) -> bool:
+        """Store a report once; False when this report id was already stored (a resend)."""
+        now = time.time()
+        facts = report.get("facts")
+        try:
+            with self._write() as conn:
+                conn.execute(
+                    db.reports.insert().values(
+                        device_id=device_id,
+                        report_id=report["reportId"],
+                        received_at=now,
+                        etag=report.get("etag"),
+                        ok=bool(report.get("ok")),
+                        changed=bool(report.get("changed")),
+                        body=report,
+                    )
+                )
+                values: dict[str, Any] = {
+                    "last_report_at": now,
+                    "last_report_ok": bool(report.get("ok")),
+                    "last_report_changed": bool(report.get("changed")),
+                    "applied_etag": report.get("etag"),
+                    "last_seen": now,
+                }
+                if isinstance(facts, dict):
+                    values["facts"] = facts
+                conn.execute(
+                    db.devices.update().where(db.devices.c.id == device_id).values(**values)
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    def last_report(self, device_id: str) -> Row | None:
+        r = db.reports
+        with self.engine.connect() as conn:
+            rows = _rows(
+                conn.execute(
+                    r.select().where(r.c.device_id == device_id).order_by(r.c.id.desc()).limit(1)
+                )
+            )
+        return rows[0] if rows else None
+
+    def count_reports(self, device_id: str) -> int:
+        r = db.reports
+        with self.engine.connect() as conn:
+            q = sa.select(sa.func.count()).select_from(r).where(r.c.device_id == device_id)
+            return int(conn.execute(q).scalar_one())
+
+    # -- secrets (sealed by the vault) -----------------------------------------------------
+    def set_secret(self, kind: str, name: str, sealed: str) -> None:
+        s = db.secrets
+        with self._write() as conn:
+            conn.execute(s.delete().where(s.c.kind == kind, s.c.name == name))
+            conn.execute(
+                s.insert().values(kind=kind, name=name, ciphertext=sealed, updated_at=time.time())
+            )
+            self._notify(conn, "all")
+
+    def delete_secret(self, kind: str, name: str) -> bool:
+        s = db.secrets
+        with self._write() as conn:
+            res = conn.execute(s.delete().where(s.c.kind == kind, s.c.name == name))
+            self._notify(conn, "all")
+        return res.rowcount > 0
+
+    def sealed_secret(self, kind: str, name: str) -> str | None:
+        s = db.secrets
+        with self.engine.connect() as conn:
+            return conn.execute(
+                sa.select(s.c.ciphertext).where(s.c.kind == kind, s.c.name == name)
+            ).scalar()
+
+    def secret_names(self, kind: str) -> list[Row]:
+        s = db.secrets
+        with self.engine.connect() as conn:
+            q = sa.select(s.c.name, s.c.updated_at).where(s.c.kind == kind).order_by(s.c.name)
+            return _rows(conn.execute(q))
+
+    def generation(self) -> tuple[int | None, float]:
+        """(newest revision, newest secret change): what every device's document depends on."""
+        with self.engine.connect() as conn:
+            rev = conn.execute(sa.select(sa.func.max(db.revisions.c.id))).scalar()
+            gen = conn.execute(sa.select(sa.func.max(db.secrets.c.updated_at))).scalar()
+        return (None if rev is None else int(rev)), float(gen or 0.0)
+
+    # -- audit -----------------------------------------------------------------------------
+    def audit(
+        self,
+        actor: str,
+        action: str,
+        outcome: str,
+        *,
+        role: str | None = None,
+        target: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        with self._write() as conn:
+            conn.execute(
+                db.audit.insert().values(
+                    at=time.time(),
+                    actor=actor,
+                    role=role,
+                    action=action,
+                    target=target,
+                    outcome=outcome,
+                    detail=detail or {},
+                )
+            )
+
+    def list_audit(self, limit: int = 200) -> list[Row]:
+        a = db.audit
+        with self.engine.connect() as conn:
+            return _rows(conn.execute(a.select().order_by(a.c.id.desc()).limit(limit)))

@@ -1,0 +1,51 @@
+"""``jcstate agent install`` writes version.txt and a systemd unit (into an image root here)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from jcstate import __version__
+from jcstate.agent.install import InstallPlan, install, unit_text
+from jcstate.host import Host
+
+
+def test_install_writes_version_and_unit_under_the_root(tmp_path):
+    plan = InstallPlan(
+        server="https://jcstate.example:8443", connect_key="jck_abc", ca_file="/etc/jcstate/ca.pem"
+    )
+    done = install(plan, Host(root=str(tmp_path)), enable=False)
+    assert (tmp_path / "opt/jcstate/version.txt").read_text() == __version__ + "\n"
+    unit = (tmp_path / "etc/systemd/system/jcstate-agent.service").read_text()
+    assert "--connect-key jck_abc" in unit and "--ca-file /etc/jcstate/ca.pem" in unit
+    assert "Restart=always" in unit and "WantedBy=multi-user.target" in unit
+    assert len(done) == 2
+
+
+def test_unit_quotes_arguments():
+    plan = InstallPlan(server="http://127.0.0.1:8443", connect_key="k", state_dir="/var/lib/my dir")
+    assert "'/var/lib/my dir'" in unit_text(plan)
+
+
+def test_cli_install_no_enable(tmp_path):
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jcstate",
+            "agent",
+            "install",
+            "--server",
+            "http://127.0.0.1:1",
+            "--connect-key",
+            "k",
+            "--root",
+            str(tmp_path),
+            "--no-enable",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "etc/systemd/system/jcstate-agent.service").exists()

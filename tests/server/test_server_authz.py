@@ -1,0 +1,151 @@
+"""Authorization matrix: every route × method × caller, compared with authz_matrix.yaml."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import os
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from jcstate.agent import signing
+from jcstate.agent.client import Client
+from jcstate.agent.identity import Identity
+from jcstate.secret import Secret
+
+MATRIX = Path(__file__).with_name("authz_matrix.yaml")
+POLICY = "apiVersion: jcstate/v1\nkind: Policy\nmetadata: {name: base}\nspec: {}\n"
+
+
+def _api_routes(app: Any) -> set[str]:
+    routes = {"GET /openapi.json"}
+    for path, ops in app.openapi()["paths"].items():
+        routes |= {f"{method.upper()} {path}" for method in ops}
+    return routes
+
+
+class Callers:
+    """Builds each kind of caller's credentials for one request."""
+
+    def __init__(self, server: Any, tmp: Path):
+        self.server = server
+        self.tmp = tmp
+        store = server.ctx.store
+        self.tokens = {r: server.token(r) for r in ("read-only", "manager", "administrator")}
+        pending_key = store.create_connect_key("approval", auto_approve=False)["key"]
+        self.pending, self.pending_id = server.device("pending", connect_key=pending_key)
+        self.device, self.device_id = server.device("device")
+        self.other, _ = server.device("other")
+        self.n = 0
+
+    def fresh_n(self) -> int:
+        self.n += 1
+        return self.n
+
+    def headers(self, caller: str, method: str, target: str, body: bytes) -> dict[str, str]:
+        if caller in self.tokens:
+            return {"Authorization": f"Bearer {self.tokens[caller]}"}
+        if caller == "anonymous":
+            return {}
+        client, device_id = {
+            "pending": (self.pending, self.pending_id),
+            "device": (self.device, self.device_id),
+            "other_device": (self.other, self.device_id),  # other's key, this device's id
+        }[caller]
+        return signing.sign_headers(client.identity.private_key, method, target, body, device_id)
+
+    def fresh(self, kind: str) -> str:
+        """A new object for routes that consume one (revoke, delete)."""
+        store = self.server.ctx.store
+        self.n += 1
+        if kind == "ref":
+            key = base64.b64encode(os.urandom(32)).decode()
+            row, _ = store.enroll(
+                public_key=key,
+                key_row=store.list_connect_keys()[0],
+                info={"hostname": f"target{self.n}", "os": "linux"},
+            )
+            return row["id"]
+        if kind == "token_id":
+            return store.create_token("target", "read-only", None)[0]["id"]
+        if kind == "key_id":
+            return store.create_connect_key("target")["id"]
+        raise KeyError(kind)
+
+
+def _request(server: Any, callers: Callers, caller: str, route: str) -> int:
+    method, path = route.split(" ", 1)
+    body_obj: Any = None
+    if "{ref}" in path:  # a password name, or a device
+        ref = "pw1" if path.startswith("/api/v1/passwords/") else callers.fresh("ref")
+        path = path.replace("{ref}", ref)
+    if "{token_id}" in path:
+        path = path.replace("{token_id}", callers.fresh("token_id"))
+    if "{key_id}" in path:
+        path = path.replace("{key_id}", callers.fresh("key_id"))
+    if "{revision}" in path:
+        path = path.replace("{revision}", "1")
+    if "{user}" in path:
+        if method == "DELETE":  # something to delete
+            sealed = server.ctx.vault.seal("totp", "bob", Secret("JBSWY3DPEHPK3PXP"))
+            server.ctx.store.set_secret("totp", "bob", sealed)
+        path = path.replace("{user}", "bob")
+    target = path
+    if route == "GET /api/v1/device/work":
+        target += "?etag=&wait=0"
+    bodies = {
+        "POST /api/v1/revisions": {"files": {"base.yaml": POLICY}},
+        "PUT /api/v1/devices/{ref}/labels": {"labels": {"a": "b"}},
+        "POST /api/v1/tokens": {"role": "read-only"},
+        "POST /api/v1/connect-keys": {"name": "k"},
+        "PUT /api/v1/passwords/{ref}": {"password": "hunter2"},
+        "POST /api/v1/device/reports": {"reportId": os.urandom(8).hex(), "ok": True},
+    }
+    body_obj = bodies.get(route)
+    headers: dict[str, str] = {"Content-Type": "application/json"}
+    if route == "POST /api/v1/enroll":
+        fresh = Client(server.url, Identity(str(callers.tmp / f"enroll{callers.fresh_n()}")))
+        body_obj = {
+            "connectKey": server.connect_key,
+            "publicKey": fresh.identity.public_key_b64,
+            "hostname": "new",
+            "os": "linux",
+        }
+        body = json.dumps(body_obj).encode()
+        headers |= signing.sign_headers(fresh.identity.private_key, method, target, body, "")
+    else:
+        body = b"" if body_obj is None else json.dumps(body_obj).encode()
+        headers |= callers.headers(caller, method, target, body)
+    conn = http.client.HTTPConnection(urllib.parse.urlsplit(server.url).netloc)
+    try:
+        conn.request(method, target, body=body, headers=headers)
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status
+    finally:
+        conn.close()
+
+
+def test_every_route_has_a_row_and_every_row_a_route(sqlite_server):
+    table = yaml.safe_load(MATRIX.read_text())
+    assert set(table["routes"]) == _api_routes(sqlite_server.app), (
+        "authz_matrix.yaml and the API disagree: add a row for each new route"
+    )
+
+
+def test_authorization_matrix(sqlite_server, tmp_path):
+    server = sqlite_server
+    table = yaml.safe_load(MATRIX.read_text())
+    server.admin().call("POST", "/api/v1/revisions", {"files": {"base.yaml": POLICY}})
+    callers = Callers(server, tmp_path)
+    wrong = []
+    for route, expected in sorted(table["routes"].items()):
+        for caller, want in zip(table["callers"], expected, strict=True):
+            got = _request(server, callers, caller, route)
+            if got != want:
+                wrong.append(f"{route} as {caller}: expected {want}, got {got}")
+    assert not wrong, "\n".join(wrong)

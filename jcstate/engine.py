@@ -52,8 +52,11 @@ def _as_dict(device: Any) -> dict[str, Any]:
         return {}
     if isinstance(device, dict):
         return dict(device)
-    return {k: getattr(device, k) for k in ("id", "hostname", "os", "osVersion", "arch", "labels")
-            if hasattr(device, k)}
+    return {
+        k: getattr(device, k)
+        for k in ("id", "hostname", "os", "osVersion", "arch", "labels")
+        if hasattr(device, k)
+    }
 
 
 def _gather(ctx: PlanContext, errors: list[str]) -> None:
@@ -182,8 +185,13 @@ def _execute_change(change: Change, host: Host) -> tuple[Result, list[Run]]:
         if failure is not None:
             log.warning("%s %s failed: %s", change.kind, change.name, failure[0])
             return (
-                Result(change, "failed", failure[0], stderr=failure[1],
-                       duration=time.monotonic() - start),
+                Result(
+                    change,
+                    "failed",
+                    failure[0],
+                    stderr=failure[1],
+                    duration=time.monotonic() - start,
+                ),
                 [],
             )
     return Result(change, "ok", "", duration=time.monotonic() - start), deferred

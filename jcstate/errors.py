@@ -1,14 +1,14 @@
 """Every exception jcstate raises on purpose.
 
-    JcstateError
-    ├── DocumentError          a policy document is invalid (carries Problems with file:line:col)
-    ├── SecretError            a secret is missing, unreadable or stored unsafely
-    ├── HostError              touching the system failed
-    │   ├── CommandFailed      a command exited non-zero (argv, exit code, stderr)
-    │   └── UnsafePath         a path component is a symlink or escapes the root
-    ├── PlanError              the plan cannot be made (no backend for this OS, …)
-    └── ServerError            talking to the jcstate server failed (agent and admin CLI)
-        └── AuthError          the server refused our credential (401/403)
+JcstateError
+├── DocumentError          a policy document is invalid (carries Problems with file:line:col)
+├── SecretError            a secret is missing, unreadable or stored unsafely
+├── HostError              touching the system failed
+│   ├── CommandFailed      a command exited non-zero (argv, exit code, stderr)
+│   └── UnsafePath         a path component is a symlink or escapes the root
+├── PlanError              the plan cannot be made (no backend for this OS, …)
+└── ServerError            talking to the jcstate server failed (agent and admin CLI)
+    └── AuthError          the server refused our credential (401/403)
 """
 
 from __future__ import annotations

@@ -267,8 +267,10 @@ class Host:
                                 "refusing to read through it"
                             ) from exc
                         target = os.readlink(name, dir_fd=dfd)
-                        path = target if target.startswith("/") else (
-                            os.path.join(os.path.dirname(path), target)
+                        path = (
+                            target
+                            if target.startswith("/")
+                            else (os.path.join(os.path.dirname(path), target))
                         )
                         continue
             except (FileNotFoundError, NotADirectoryError):
@@ -355,7 +357,7 @@ class Host:
                 raise
 
     def remove_file(self, path: str) -> bool:
-        """Remove a file or symlink (never what a link points to). True when something was removed."""
+        """Remove a file or symlink, never what a link points to. True when one was removed."""
         try:
             with self._parent_dir(path) as (dfd, name):
                 os.unlink(name, dir_fd=dfd)

@@ -105,8 +105,12 @@ class MakeDir:
         host.make_dir(self.path, mode=self.mode, owner=self.owner, group=self.group)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"mkdir": self.path, "mode": f"{self.mode:04o}", "owner": self.owner,
-                "group": self.group}
+        return {
+            "mkdir": self.path,
+            "mode": f"{self.mode:04o}",
+            "owner": self.owner,
+            "group": self.group,
+        }
 
     def __str__(self) -> str:
         who = f" {self.owner}:{self.group}" if self.owner is not None else ""
@@ -134,7 +138,7 @@ Step = Run | WriteFile | MakeDir | RemoveFile
 
 @dataclass(frozen=True)
 class FieldChange:
-    """One field that differs: ``before`` is what the system has, ``after`` what the policy wants."""
+    """One field that differs: ``before`` is what the system has, ``after`` what is wanted."""
 
     field: str
     before: Any

@@ -28,8 +28,13 @@ __all__ = ["Report", "Result", "render_json", "render_text"]
 Status = Literal["ok", "failed", "skipped", "refused"]
 
 _SYMBOL = {"create": "+", "update": "~", "remove": "-", "run": ">"}
-_SINGULAR = {"groups": "group", "users": "user", "sshMfa": "ssh-mfa", "fileVault": "filevault",
-             "commands": "command"}
+_SINGULAR = {
+    "groups": "group",
+    "users": "user",
+    "sshMfa": "ssh-mfa",
+    "fileVault": "filevault",
+    "commands": "command",
+}
 
 
 @dataclass

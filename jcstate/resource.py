@@ -27,7 +27,9 @@ class PlanContext:
 
     host: Host
     facts: dict[str, Any] = field(default_factory=dict)  # resource key → that backend's facts
-    device: dict[str, Any] = field(default_factory=dict)  # id, hostname, os, osVersion, arch, labels
+    device: dict[str, Any] = field(
+        default_factory=dict
+    )  # id, hostname, os, osVersion, arch, labels
     desired: dict[str, Any] = field(default_factory=dict)  # resource key → parsed model
     sources: dict[tuple[str, str], str] = field(default_factory=dict)  # (key, name) → file:line
     secrets: Any = None  # a jcstate.secrets.SecretSource, for resources that need secrets

@@ -44,7 +44,9 @@ class MappingSecrets:
         unknown = set(data) - set(_SECTIONS)
         if unknown:
             raise SecretError(f"unknown secrets section(s): {', '.join(sorted(unknown))}")
-        self._data = {s: {k: Secret(str(v)) for k, v in (data.get(s) or {}).items()} for s in _SECTIONS}
+        self._data = {
+            s: {k: Secret(str(v)) for k, v in (data.get(s) or {}).items()} for s in _SECTIONS
+        }
 
     def totp(self, user: str) -> Secret | None:
         return self._data["totp"].get(user)
@@ -57,7 +59,9 @@ class MappingSecrets:
 
     def to_plain(self) -> dict[str, dict[str, str]]:
         """The revealed values, for writing back to a 0600 file or sending to a device."""
-        return {s: {k: v.reveal() for k, v in vals.items()} for s, vals in self._data.items() if vals}
+        return {
+            s: {k: v.reveal() for k, v in vals.items()} for s, vals in self._data.items() if vals
+        }
 
 
 class NoSecrets(MappingSecrets):
@@ -98,6 +102,10 @@ def load_secrets_file(path: str) -> dict[str, Any]:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark else ""
             raise SecretError(f"{path}: not valid YAML{where}") from None
-    if not isinstance(data, dict) or not all(isinstance(v, dict) or v is None for v in data.values()):
-        raise SecretError(f"{path}: expected sections {', '.join(_SECTIONS)} mapping names to values")
+    if not isinstance(data, dict) or not all(
+        isinstance(v, dict) or v is None for v in data.values()
+    ):
+        raise SecretError(
+            f"{path}: expected sections {', '.join(_SECTIONS)} mapping names to values"
+        )
     return data

@@ -18,21 +18,37 @@ def register(sub: Any) -> None:
     ):
         p = sub.add_parser(name, help=helptext, description=helptext)
         p.add_argument("files", nargs="+", metavar="FILE", help="policy files or folders")
-        p.add_argument("--root", default="/", metavar="DIR",
-                       help="act on the system image mounted at DIR instead of /")
+        p.add_argument(
+            "--root",
+            default="/",
+            metavar="DIR",
+            help="act on the system image mounted at DIR instead of /",
+        )
         p.add_argument("--output", choices=("text", "json"), default="text")
-        p.add_argument("--secrets", metavar="FILE",
-                       help="secrets file (TOTP secrets, passwords), mode 0600")
-        p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
-                       help="a device label for policy selectors (repeatable)")
+        p.add_argument(
+            "--secrets", metavar="FILE", help="secrets file (TOTP secrets, passwords), mode 0600"
+        )
+        p.add_argument(
+            "--label",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="a device label for policy selectors (repeatable)",
+        )
         p.add_argument("--hostname", help="hostname to match selectors against")
-        p.add_argument("--device-id", help="device id to match selector.devices against "
-                       "(default: /etc/machine-id)")
-        p.add_argument("--show-commands", action="store_true",
-                       help="print the exact commands each change runs")
+        p.add_argument(
+            "--device-id",
+            help="device id to match selector.devices against (default: /etc/machine-id)",
+        )
+        p.add_argument(
+            "--show-commands", action="store_true", help="print the exact commands each change runs"
+        )
         if name == "apply":
-            p.add_argument("--check", action="store_true",
-                           help="plan only and print the report; change nothing")
+            p.add_argument(
+                "--check",
+                action="store_true",
+                help="plan only and print the report; change nothing",
+            )
         p.set_defaults(handler=_run, apply=(name == "apply"))
 
 
@@ -75,8 +91,11 @@ def _run(args: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
         return 1
     if not document.policies:
-        print(f"jcstate: no policy matches this device (hostname {device.hostname}, "
-              f"os {device.os}); nothing to do", file=sys.stderr)
+        print(
+            f"jcstate: no policy matches this device (hostname {device.hostname}, "
+            f"os {device.os}); nothing to do",
+            file=sys.stderr,
+        )
     if args.apply and not args.check:
         report = engine.apply(document, host, secrets, device=device)
     else:

@@ -40,8 +40,15 @@ def new_secret() -> Secret:
 def otpauth_uri(user: str, secret: Secret, issuer: str = "jcstate") -> str:
     """The Key URI authenticator apps import (SHA1, 6 digits, 30 s: what the PAM module uses)."""
     label = urllib.parse.quote(f"{issuer}:{user}")
-    query = urllib.parse.urlencode({"secret": secret.reveal(), "issuer": issuer,
-                                    "algorithm": "SHA1", "digits": 6, "period": 30})
+    query = urllib.parse.urlencode(
+        {
+            "secret": secret.reveal(),
+            "issuer": issuer,
+            "algorithm": "SHA1",
+            "digits": 6,
+            "period": 30,
+        }
+    )
     return f"otpauth://totp/{label}?{query}"
 
 
@@ -84,7 +91,8 @@ def totp_new(args: argparse.Namespace) -> int:
     if store.totp(args.user) is not None and not args.force:
         raise SecretError(
             f"{args.user} already has a TOTP secret in {path}; --force replaces it (the user "
-            "must then scan the new code, and the next apply changes it on every device)")
+            "must then scan the new code, and the next apply changes it on every device)"
+        )
     secret = new_secret()
     store.set_totp(args.user, secret)
     machine = Host("/")  # this machine: atomic 0600 writes that never follow a symlink
@@ -94,8 +102,10 @@ def totp_new(args: argparse.Namespace) -> int:
     print("Scan this with the user's authenticator app, or enter the URI:")
     print(uri)
     if not print_qr(uri, sys.stdout):
-        print("(install the totp extra to see a QR code: pip install 'jcstate[totp]')",
-              file=sys.stderr)
+        print(
+            "(install the totp extra to see a QR code: pip install 'jcstate[totp]')",
+            file=sys.stderr,
+        )
     if args.png:
         # the image holds the secret: same mode as the secrets file
         machine.write_file(os.path.abspath(args.png), png_bytes(uri), mode=0o600)
@@ -104,20 +114,25 @@ def totp_new(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    parser = sub.add_parser("totp", help="TOTP secrets for SSH MFA",
-                            description="TOTP secrets for SSH MFA.")
+    parser = sub.add_parser(
+        "totp", help="TOTP secrets for SSH MFA", description="TOTP secrets for SSH MFA."
+    )
     actions = parser.add_subparsers(dest="totp_command", metavar="ACTION")
     actions.required = True
     p = actions.add_parser(
-        "new", help="make a TOTP secret for USER in a local secrets file",
+        "new",
+        help="make a TOTP secret for USER in a local secrets file",
         description="Generate a TOTP secret for USER, store it in the secrets file that "
-                    "`jcstate apply --secrets FILE` reads, and print its otpauth:// URI and QR "
-                    "code.")
+        "`jcstate apply --secrets FILE` reads, and print its otpauth:// URI and QR "
+        "code.",
+    )
     p.add_argument("user", metavar="USER")
-    p.add_argument("--secrets", metavar="FILE",
-                   default=os.environ.get("JCSTATE_SECRETS", DEFAULT_SECRETS),
-                   help=f"secrets file, created mode 0600 (default: $JCSTATE_SECRETS or "
-                        f"./{DEFAULT_SECRETS})")
+    p.add_argument(
+        "--secrets",
+        metavar="FILE",
+        default=os.environ.get("JCSTATE_SECRETS", DEFAULT_SECRETS),
+        help=f"secrets file, created mode 0600 (default: $JCSTATE_SECRETS or ./{DEFAULT_SECRETS})",
+    )
     p.add_argument("--png", metavar="PATH", help="also write the QR code as a PNG (mode 0600)")
     p.add_argument("--issuer", default="jcstate", help="name shown in the app (default jcstate)")
     p.add_argument("--force", action="store_true", help="replace the user's existing secret")

@@ -59,8 +59,11 @@ class FileState:
 
     @property
     def digest(self) -> str | None:
-        return None if self.text is None else totp_file.digest(
-            self.text.encode("utf-8", errors="surrogateescape"))
+        return (
+            None
+            if self.text is None
+            else totp_file.digest(self.text.encode("utf-8", errors="surrogateescape"))
+        )
 
 
 @dataclass(frozen=True)
@@ -131,8 +134,12 @@ def _secret_file(host: Host, home: str) -> SecretFileState:
     except (HostError, OSError) as exc:
         return SecretFileState(path, "error", error=str(exc))
     return SecretFileState(
-        path, "file", managed=totp_file.is_managed(data), digest=totp_file.digest(data),
-        mode=stat.S_IMODE(st.st_mode), uid=st.st_uid,
+        path,
+        "file",
+        managed=totp_file.is_managed(data),
+        digest=totp_file.digest(data),
+        mode=stat.S_IMODE(st.st_mode),
+        uid=st.st_uid,
     )
 
 
@@ -189,13 +196,18 @@ class LinuxSshMfa:
             changes.append(config)
         for name, found in sorted(facts.secret_files.items()):
             if name not in want and found.kind == "file" and found.managed:
-                changes.append(Change(
-                    KIND, name, "remove", PHASE_SECRET,
-                    fields=[FieldChange("totpSecret", Secret("(file)"), None)],
-                    steps=[RemoveFile(found.path)],
-                    # the code must no longer be asked before the secret goes
-                    requires=[(KIND, CONFIG_NAME)] if config is not None else [],
-                ))
+                changes.append(
+                    Change(
+                        KIND,
+                        name,
+                        "remove",
+                        PHASE_SECRET,
+                        fields=[FieldChange("totpSecret", Secret("(file)"), None)],
+                        steps=[RemoveFile(found.path)],
+                        # the code must no longer be asked before the secret goes
+                        requires=[(KIND, CONFIG_NAME)] if config is not None else [],
+                    )
+                )
         for change in changes:
             change.source = change.source or source
         return changes
@@ -205,12 +217,22 @@ def _package_change(facts: MfaFacts) -> Change:
     command = next((PACKAGE_COMMANDS[i] for i in facts.os_ids if i in PACKAGE_COMMANDS), None)
     name = f"package:{command[-1] if command else 'pam-google-authenticator'}"
     if command is None:
-        return Change(KIND, name, "create", PHASE_PACKAGE, error=(
-            f"{pam.MODULE} is not installed and jcstate does not know this distribution's "
-            f"package for it ({'/'.join(i for i in facts.os_ids if i) or 'unknown OS'}); "
-            "install it first"))
+        return Change(
+            KIND,
+            name,
+            "create",
+            PHASE_PACKAGE,
+            error=(
+                f"{pam.MODULE} is not installed and jcstate does not know this distribution's "
+                f"package for it ({'/'.join(i for i in facts.os_ids if i) or 'unknown OS'}); "
+                "install it first"
+            ),
+        )
     return Change(
-        KIND, name, "create", PHASE_PACKAGE,
+        KIND,
+        name,
+        "create",
+        PHASE_PACKAGE,
         fields=[FieldChange("package", None, command[-1])],
         # no root prefix for package managers: run inside the managed root
         steps=[Run(command, chroot=True)],
@@ -223,8 +245,9 @@ def _account(user: str, facts: MfaFacts, ctx: PlanContext) -> _Account | None:
     if wanted is not None and wanted.state == "absent":
         return None
     entry = facts.accounts.users.get(user)
-    wanted_password = wanted is not None and (wanted.password_hash is not None
-                                              or wanted.password_ref is not None)
+    wanted_password = wanted is not None and (
+        wanted.password_hash is not None or wanted.password_ref is not None
+    )
     if entry is not None:
         shadow = facts.accounts.shadow.get(user)
         hashed = shadow.password.reveal() if shadow is not None else ""
@@ -238,25 +261,44 @@ def _account(user: str, facts: MfaFacts, ctx: PlanContext) -> _Account | None:
     return _Account(home, False, wanted_password and wanted.state != "locked")
 
 
-def _secret_change(
-    user: str, desired: SshMfa, facts: MfaFacts, ctx: PlanContext
-) -> Change | None:
+def _secret_change(user: str, desired: SshMfa, facts: MfaFacts, ctx: PlanContext) -> Change | None:
     """The change that puts ``user``'s secret file in place (None when it already is)."""
     account = _account(user, facts, ctx)
     if account is None:
-        return Change(KIND, user, "create", PHASE_SECRET, error=(
-            f"{user} is listed in sshMfa.users but no such user exists and no policy makes "
-            "it present"))
+        return Change(
+            KIND,
+            user,
+            "create",
+            PHASE_SECRET,
+            error=(
+                f"{user} is listed in sshMfa.users but no such user exists and no policy makes "
+                "it present"
+            ),
+        )
     if not account.password_login and not desired.allow_lockout:
-        return Change(KIND, user, "create", PHASE_SECRET, error=(
-            f"{user} has no usable password: SSH would ask for the password and then the "
-            f"code, so {user} could not log in over SSH (set sshMfa.allowLockout: true to "
-            "apply anyway)"))
+        return Change(
+            KIND,
+            user,
+            "create",
+            PHASE_SECRET,
+            error=(
+                f"{user} has no usable password: SSH would ask for the password and then the "
+                f"code, so {user} could not log in over SSH (set sshMfa.allowLockout: true to "
+                "apply anyway)"
+            ),
+        )
     secret = ctx.secrets.totp(user) if ctx.secrets is not None else None
     if secret is None:
-        return Change(KIND, user, "create", PHASE_SECRET, error=(
-            f"no TOTP secret for {user}: create one with `jcstate totp new {user} --secrets "
-            "FILE` and apply with --secrets FILE (or enroll the user on the server)"))
+        return Change(
+            KIND,
+            user,
+            "create",
+            PHASE_SECRET,
+            error=(
+                f"no TOTP secret for {user}: create one with `jcstate totp new {user} --secrets "
+                "FILE` and apply with --secrets FILE (or enroll the user on the server)"
+            ),
+        )
     try:
         content = totp_file.render(secret)
     except SecretError as exc:
@@ -267,9 +309,15 @@ def _secret_change(
         found = None  # the home moves in this run: the old file is not ours to judge
     if found is not None and found.kind in ("symlink", "other", "error"):
         what = {"symlink": "a symlink", "other": "not a regular file"}.get(
-            found.kind, f"unreadable ({found.error})")
-        return Change(KIND, user, "update", PHASE_SECRET, error=(
-            f"refusing to write {path}: it is {what}; remove it and plan again"))
+            found.kind, f"unreadable ({found.error})"
+        )
+        return Change(
+            KIND,
+            user,
+            "update",
+            PHASE_SECRET,
+            error=(f"refusing to write {path}: it is {what}; remove it and plan again"),
+        )
     requires = [] if account.exists else [(USERS_KIND, user)]
     fields = []
     if found is None or found.kind == "absent":
@@ -286,18 +334,23 @@ def _secret_change(
             fields.append(FieldChange("owner", found.uid, uid))
         if not fields:
             return None
-    return Change(KIND, user, action, PHASE_SECRET, fields=fields, requires=requires,
-                  steps=[WriteSecretFile(path, content, user, totp_file.MODE)],
-                  source=ctx.sources.get((KIND, user)))
+    return Change(
+        KIND,
+        user,
+        action,
+        PHASE_SECRET,
+        fields=fields,
+        requires=requires,
+        steps=[WriteSecretFile(path, content, user, totp_file.MODE)],
+        source=ctx.sources.get((KIND, user)),
+    )
 
 
 def _octal(mode: int | None) -> str | None:
     return None if mode is None else f"{mode:04o}"
 
 
-def _config_change(
-    want: tuple[str, ...], facts: MfaFacts, ctx: PlanContext
-) -> Change | None:
+def _config_change(want: tuple[str, ...], facts: MfaFacts, ctx: PlanContext) -> Change | None:
     """The sshd+PAM transaction that makes exactly ``want`` need a code (None: already so)."""
     have = facts.mfa_users()
     files: list[ManagedFile] = []
@@ -317,23 +370,30 @@ def _config_change(
         main_users = want if facts.dropin is None else ()
         new_main = sshd.set_block(facts.sshd_main.text, main_users)
         if new_main != facts.sshd_main.text:
-            files.append(ManagedFile(sshd.SSHD_CONFIG, new_main, facts.sshd_main.mode,
-                                     facts.sshd_main.digest))
+            files.append(
+                ManagedFile(
+                    sshd.SSHD_CONFIG, new_main, facts.sshd_main.mode, facts.sshd_main.digest
+                )
+            )
         if facts.dropin is not None:
             new_dropin = sshd.render_dropin(want)
             if new_dropin != facts.dropin.text:
-                files.append(ManagedFile(facts.dropin.path, new_dropin, 0o644,
-                                         facts.dropin.digest))
+                files.append(ManagedFile(facts.dropin.path, new_dropin, 0o644, facts.dropin.digest))
     except (HostError, PlanError) as exc:
         return Change(KIND, CONFIG_NAME, "update", PHASE_CONFIG, error=str(exc))
     if not files:
         return None
     action = "create" if not have and want else ("remove" if not want else "update")
     return Change(
-        KIND, CONFIG_NAME, action, PHASE_CONFIG,
+        KIND,
+        CONFIG_NAME,
+        action,
+        PHASE_CONFIG,
         fields=[FieldChange("users", list(have), list(want))]
-        + [FieldChange(f.path, "(current)", "(removed)" if f.content is None else "(managed)")
-           for f in files],
+        + [
+            FieldChange(f.path, "(current)", "(removed)" if f.content is None else "(managed)")
+            for f in files
+        ],
         steps=[ApplySshConfig(tuple(files), want)],
         source=ctx.sources.get((KIND, KIND)),
     )

@@ -163,8 +163,9 @@ def check_stack(
         if module is not None and not module_exists(module):
             raise HostError(f"{PAM_SSHD}:{number}: PAM module not installed: {module}")
         if module == MODULE and "nullok" in words:
-            raise HostError(f"{PAM_SSHD}:{number}: '{MODULE} nullok' would let users in "
-                            "without a code")
+            raise HostError(
+                f"{PAM_SSHD}:{number}: '{MODULE} nullok' would let users in without a code"
+            )
 
 
 def _module_of(words: list[str]) -> str | None:

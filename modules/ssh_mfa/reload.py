@@ -66,8 +66,9 @@ def _outside_pid(host: Host, ns_pid: int) -> int | None:
     root_id = _dir_id(machine, host.root)
     for word in found.stdout.split():
         status = machine.read_text(f"/proc/{word}/status") or ""
-        nspids = next((line.split()[1:] for line in status.splitlines()
-                       if line.startswith("NSpid:")), [])
+        nspids = next(
+            (line.split()[1:] for line in status.splitlines() if line.startswith("NSpid:")), []
+        )
         if not nspids or nspids[-1] != str(ns_pid):
             continue
         if _dir_id(machine, f"/proc/{word}/root/") == root_id:

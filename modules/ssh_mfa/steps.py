@@ -67,8 +67,7 @@ class ApplySshConfig:
                 else:
                     old = saved[f.path]
                     owner = (old.uid, old.gid) if old.data is not None else (0, 0)
-                    host.write_file(f.path, f.content, mode=f.mode, owner=owner[0],
-                                    group=owner[1])
+                    host.write_file(f.path, f.content, mode=f.mode, owner=owner[0], group=owner[1])
             validate(host, self.mfa_users)
         except (JcstateError, OSError) as exc:
             _restore(host, saved)
@@ -88,7 +87,8 @@ class ApplySshConfig:
             "sshdPamTransaction": [
                 {"write" if f.content is not None else "remove": f.path} for f in self.files
             ],
-            "validate": ["sshd -t"] + [f"sshd -T -C user={u}" for u in self.mfa_users]
+            "validate": ["sshd -t"]
+            + [f"sshd -T -C user={u}" for u in self.mfa_users]
             + ["pam stack"],
             "then": "reload sshd",
         }
@@ -120,7 +120,8 @@ def validate(host: Host, mfa_users: tuple[str, ...]) -> None:
         mfa_users,
         module_exists=lambda name: module_path(host, name) is not None,
         include_exists=lambda name: host.exists(
-            name if name.startswith("/") else f"/etc/pam.d/{name}"),
+            name if name.startswith("/") else f"/etc/pam.d/{name}"
+        ),
     )
 
 
@@ -172,14 +173,19 @@ class WriteSecretFile:
         if entry is None:
             raise HostError(f"{self.user}: no such user in /etc/passwd")
         try:
-            host.write_file(self.path, self.content, mode=self.mode, owner=entry.uid,
-                            group=entry.gid)
+            host.write_file(
+                self.path, self.content, mode=self.mode, owner=entry.uid, group=entry.gid
+            )
         except FileNotFoundError as exc:
             raise HostError(f"{self.path}: the home directory does not exist") from exc
 
     def to_dict(self) -> dict[str, Any]:
-        return {"write": self.path, "mode": f"{self.mode:04o}", "owner": self.user,
-                "content": redact(self.content)}
+        return {
+            "write": self.path,
+            "mode": f"{self.mode:04o}",
+            "owner": self.user,
+            "content": redact(self.content),
+        }
 
     def __str__(self) -> str:
         return f"write {self.path} ({self.mode:04o} {self.user}) (secret)"

@@ -25,16 +25,31 @@ def checks(section: Any, os_name: str) -> list[Check]:
         return []
     model: SshMfa = parse(section)
     users = model.mfa_users
-    out = [_check("pam", f"{pam.PAM_SSHD} asks a TOTP code of exactly {list(users)}",
-                  lambda host: _pam_users(host, users))]
+    out = [
+        _check(
+            "pam",
+            f"{pam.PAM_SSHD} asks a TOTP code of exactly {list(users)}",
+            lambda host: _pam_users(host, users),
+        )
+    ]
     if not users:
         return out
     out.append(_check("pam", f"{pam.MODULE} is installed", _module_installed))
     for user in users:
-        out.append(_check(user, f"{user}'s TOTP secret file is theirs, a regular file, 0600 or "
-                          "stricter", lambda host, u=user: _secret_file(host, u)))
-        out.append(_check(user, f"sshd asks {user} for keyboard-interactive (password + code) "
-                          "only", lambda host, u=user: _sshd_effective(host, u)))
+        out.append(
+            _check(
+                user,
+                f"{user}'s TOTP secret file is theirs, a regular file, 0600 or stricter",
+                lambda host, u=user: _secret_file(host, u),
+            )
+        )
+        out.append(
+            _check(
+                user,
+                f"sshd asks {user} for keyboard-interactive (password + code) only",
+                lambda host, u=user: _sshd_effective(host, u),
+            )
+        )
     return out
 
 
@@ -49,8 +64,9 @@ def _pam_users(host: Any, users: tuple[str, ...]) -> None:
     except PlanError as exc:
         raise AssertionError(str(exc)) from None
     if found != users:
-        raise AssertionError(f"{pam.PAM_SSHD}: expected the code for {list(users)}, "
-                             f"got {list(found)}")
+        raise AssertionError(
+            f"{pam.PAM_SSHD}: expected the code for {list(users)}, got {list(found)}"
+        )
 
 
 def _module_installed(host: Any) -> None:

@@ -12,11 +12,17 @@ from jcstate.document.sandbox import environment
 
 names = st.sampled_from(["shell", "team", "n", "b", "items", "keys", "x_1", "missing"])
 leaves = st.one_of(
-    st.text(max_size=8), st.integers(), st.booleans(), st.none(), st.lists(st.integers(), max_size=2)
+    st.text(max_size=8),
+    st.integers(),
+    st.booleans(),
+    st.none(),
+    st.lists(st.integers(), max_size=2),
 )
 contexts = st.fixed_dictionaries(
     {
-        "vars": st.dictionaries(names, st.one_of(leaves, st.dictionaries(names, leaves, max_size=3))),
+        "vars": st.dictionaries(
+            names, st.one_of(leaves, st.dictionaries(names, leaves, max_size=3))
+        ),
         "device": st.fixed_dictionaries({"hostname": st.text(max_size=8)}),
     }
 )

@@ -30,8 +30,19 @@ from harness import apply_policy, jcstate_argv, plan_policy
 
 JOURNAL = "/var/lib/jcstate/journal"
 LOG = "/var/log/standins.log"
-STANDINS = ("loginctl", "systemctl", "wall", "notify-send", "cryptsetup", "lsblk", "wipefs",
-            "blkdiscard", "shutdown", "reboot", "poweroff")
+STANDINS = (
+    "loginctl",
+    "systemctl",
+    "wall",
+    "notify-send",
+    "cryptsetup",
+    "lsblk",
+    "wipefs",
+    "blkdiscard",
+    "shutdown",
+    "reboot",
+    "poweroff",
+)
 
 # Each stand-in appends "name [arg] [arg]…" to the log; wall also keeps its stdin. loginctl
 # answers from /etc/standin/*; lsblk from /etc/standin/lsblk.json. A stand-in named in
@@ -53,8 +64,14 @@ exit 0
 
 
 def policy(*commands: dict[str, Any], name: str = "commands-e2e") -> str:
-    return json.dumps({"apiVersion": "jcstate/v1", "kind": "Policy",
-                       "metadata": {"name": name}, "spec": {"commands": list(commands)}})
+    return json.dumps(
+        {
+            "apiVersion": "jcstate/v1",
+            "kind": "Policy",
+            "metadata": {"name": name},
+            "spec": {"commands": list(commands)},
+        }
+    )
 
 
 def install_standins(host: th.TestHost, names: tuple[str, ...] = STANDINS) -> None:
@@ -82,7 +99,8 @@ def sessions(host: th.TestHost, *, graphical: bool) -> None:
     host.run(["useradd", "--uid", "1000", "alice"])  # inside the host only
     host.path("/etc/standin/sessions").write_text("      2 1000 alice seat0 tty2\n")
     host.path("/etc/standin/show").write_text(
-        f"Id=2\nName=alice\nUser=1000\nType={kind}\nClass=user\n")
+        f"Id=2\nName=alice\nUser=1000\nType={kind}\nClass=user\n"
+    )
 
 
 def set_boot_time(host: th.TestHost, btime: int) -> None:
@@ -112,8 +130,13 @@ def runner_argv(root: str, command: dict[str, Any] | str) -> list[str]:
 
 
 def run_command(host: th.TestHost, command: dict[str, Any] | str) -> list[dict[str, Any]]:
-    proc = subprocess.run(runner_argv(str(host.root), command), capture_output=True, text=True,
-                          timeout=120, check=False)
+    proc = subprocess.run(
+        runner_argv(str(host.root), command),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     return list(json.loads(proc.stdout))
 
@@ -135,7 +158,10 @@ def test_lock_without_a_desktop_says_so(testhost: th.TestHost) -> None:
     assert shown.returncode == 2
     [change] = shown.report["changes"]
     assert (change["kind"], change["name"], change["action"]) == (
-        "commands", "incident-42-lock", "run")
+        "commands",
+        "incident-42-lock",
+        "run",
+    )
     out = apply_policy(testhost, doc)
     assert out.returncode == 1, out.stdout
     [result] = out.report["results"]
@@ -163,8 +189,12 @@ def test_plan_text_shows_the_command(testhost: th.TestHost) -> None:
     with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
         f.write(policy({"id": "incident-42-lock", "action": "lock"}))
         f.flush()
-        proc = subprocess.run([*jcstate_argv(), "plan", "--root", str(testhost.root), f.name],
-                              capture_output=True, text=True, check=False)
+        proc = subprocess.run(
+            [*jcstate_argv(), "plan", "--root", str(testhost.root), f.name],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
     assert proc.returncode == 2, proc.stderr
     assert "> command incident-42-lock" in proc.stdout
     assert "action: lock" in proc.stdout
@@ -192,8 +222,10 @@ def test_restart_warns_then_reboots_and_is_done_after_the_boot_time_changes(
     # The device comes back: new boot time. The next runner settles the restart as done.
     set_boot_time(testhost, 1_700_000_900)
     assert plan_policy(testhost, doc).report["warnings"] == []
-    apply_policy(testhost, policy({"id": "after-boot", "action": "run",
-                                   "run": {"argv": ["true"]}}, name="next"))
+    apply_policy(
+        testhost,
+        policy({"id": "after-boot", "action": "run", "run": {"argv": ["true"]}}, name="next"),
+    )
     record = journal(testhost, "reboot-1")
     assert (record["state"], record["result"]["status"]) == ("finished", "succeeded")
     assert recorded(testhost).count("systemctl [reboot]") == 1
@@ -210,8 +242,9 @@ def test_shutdown_powers_off_after_wall(testhost: th.TestHost) -> None:
 
 
 # -- erase (recorded) ----------------------------------------------------------------------------
-LSBLK_LUKS = {"blockdevices": [{"name": "vdb", "type": "disk", "fstype": "crypto_LUKS",
-                                "path": "/dev/vdb"}]}
+LSBLK_LUKS = {
+    "blockdevices": [{"name": "vdb", "type": "disk", "fstype": "crypto_LUKS", "path": "/dev/vdb"}]
+}
 
 
 def test_erase_destroys_luks_keys_then_powers_off(testhost: th.TestHost) -> None:
@@ -232,8 +265,13 @@ def test_erase_destroys_luks_keys_then_powers_off(testhost: th.TestHost) -> None
 # -- run ---------------------------------------------------------------------------------------
 def test_run_as_a_user_inside_the_host(testhost: th.TestHost) -> None:
     testhost.run(["useradd", "--create-home", "alice"])  # inside the host only
-    doc = policy({"id": "whoami-1", "action": "run",
-                  "run": {"command": "id -un; echo $HOME; echo oops >&2", "user": "alice"}})
+    doc = policy(
+        {
+            "id": "whoami-1",
+            "action": "run",
+            "run": {"command": "id -un; echo $HOME; echo oops >&2", "user": "alice"},
+        }
+    )
     out = apply_policy(testhost, doc)
     assert out.returncode == 0, out.stdout + out.stderr
     result = journal(testhost, "whoami-1")["result"]
@@ -244,8 +282,16 @@ def test_run_as_a_user_inside_the_host(testhost: th.TestHost) -> None:
 
 
 def test_run_timeout_kills_the_group_and_caps_output(testhost: th.TestHost) -> None:
-    doc = policy({"id": "hang-1", "action": "run", "run": {
-        "command": "seq 1 100000; sleep 300 & echo $! > /tmp/child.pid; wait", "timeout": 2}})
+    doc = policy(
+        {
+            "id": "hang-1",
+            "action": "run",
+            "run": {
+                "command": "seq 1 100000; sleep 300 & echo $! > /tmp/child.pid; wait",
+                "timeout": 2,
+            },
+        }
+    )
     started = time.monotonic()
     out = apply_policy(testhost, doc)
     assert out.returncode == 1
@@ -263,8 +309,9 @@ def test_run_timeout_kills_the_group_and_caps_output(testhost: th.TestHost) -> N
 
 def test_run_inside_the_host_with_the_projects_own_code(testhost: th.TestHost) -> None:
     testhost.install_jcstate()
-    testhost.path("/root/policy.yaml").write_text(policy(
-        {"id": "inside-1", "action": "run", "run": {"argv": ["hostname"]}}))
+    testhost.path("/root/policy.yaml").write_text(
+        policy({"id": "inside-1", "action": "run", "run": {"argv": ["hostname"]}})
+    )
     out = testhost.jcstate("apply", "/root/policy.yaml", "--output", "json")
     assert out.returncode == 0, out.stdout + out.stderr
     result = journal(testhost, "inside-1")["result"]
@@ -277,8 +324,12 @@ def test_run_inside_the_host_with_the_projects_own_code(testhost: th.TestHost) -
 def _apply_in_background(host: th.TestHost, doc: str, tmp: Path) -> subprocess.Popen[str]:
     path = tmp / "policy.json"
     path.write_text(doc)
-    return subprocess.Popen([*jcstate_argv(), "apply", "--root", str(host.root), str(path)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
+    return subprocess.Popen(
+        [*jcstate_argv(), "apply", "--root", str(host.root), str(path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
 
 
 def _wait_for(path: Path, proc: subprocess.Popen[str], timeout: float = 30) -> None:
@@ -298,8 +349,13 @@ def workdir() -> Iterator[Path]:
 def test_sigkill_mid_run_reports_interrupted_and_never_reruns(
     testhost: th.TestHost, workdir: Path
 ) -> None:
-    doc = policy({"id": "slow-1", "action": "run", "run": {
-        "command": "echo ran >> /root/count; echo $$ > /root/pid; exec sleep 60"}})
+    doc = policy(
+        {
+            "id": "slow-1",
+            "action": "run",
+            "run": {"command": "echo ran >> /root/count; echo $$ > /root/pid; exec sleep 60"},
+        }
+    )
     proc = _apply_in_background(testhost, doc, workdir)
     _wait_for(testhost.path("/root/pid"), proc)
     os.kill(proc.pid, signal.SIGKILL)
@@ -318,8 +374,12 @@ def test_sigkill_mid_erase_resumes_until_done(testhost: th.TestHost) -> None:
     testhost.path("/etc/standin/lsblk.json").write_text(json.dumps(LSBLK_LUKS))
     testhost.path("/etc/standin/hang").write_text("cryptsetup\n")
     command = {"id": "erase-2", "action": "erase", "confirm": "erase"}
-    proc = subprocess.Popen(runner_argv(str(testhost.root), command),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        runner_argv(str(testhost.root), command),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     _wait_for(testhost.path("/run/standin-hang.pid"), proc)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
@@ -345,8 +405,9 @@ def loop_device(workdir: Path) -> Iterator[str]:
     backing = workdir / "disk.img"
     with open(backing, "wb") as f:
         f.truncate(32 * 1024 * 1024)
-    proc = subprocess.run(["losetup", "--find", "--show", str(backing)],
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        ["losetup", "--find", "--show", str(backing)], capture_output=True, text=True, check=False
+    )
     if proc.returncode != 0:
         pytest.skip(f"losetup not permitted here: {proc.stderr.strip()}")
     device = proc.stdout.strip()
@@ -364,9 +425,22 @@ def test_erase_destroys_the_key_slots_of_a_real_luks_volume(
     with th.running_host("th-luks-erase", image=image) as host:
         host.run(["mount", "-t", "sysfs", "sysfs", "/sys"])  # lsblk needs it (host's ns only)
         host.path("/root/key").write_bytes(os.urandom(64))
-        host.run(["cryptsetup", "luksFormat", "--batch-mode", "--type", "luks2",
-                  "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000",
-                  "--key-file", "/root/key", loop_device])
+        host.run(
+            [
+                "cryptsetup",
+                "luksFormat",
+                "--batch-mode",
+                "--type",
+                "luks2",
+                "--pbkdf",
+                "pbkdf2",
+                "--pbkdf-force-iterations",
+                "1000",
+                "--key-file",
+                "/root/key",
+                loop_device,
+            ]
+        )
         before = host.run(["cryptsetup", "luksDump", loop_device]).stdout
         assert re.search(r"^\s+0: luks2", before, re.M), before
         # lsblk, inside this host, can only ever show the loop device; power-off is recorded.
@@ -374,7 +448,8 @@ def test_erase_destroys_the_key_slots_of_a_real_luks_volume(
         rdev = os.stat(loop_device).st_rdev
         host.path("/run/udev/data").mkdir(parents=True, exist_ok=True)
         host.path(f"/run/udev/data/b{os.major(rdev)}:{os.minor(rdev)}").write_text(
-            "E:ID_FS_TYPE=crypto_LUKS\nE:ID_FS_USAGE=crypto\n")
+            "E:ID_FS_TYPE=crypto_LUKS\nE:ID_FS_USAGE=crypto\n"
+        )
         lsblk = host.path("/usr/local/sbin/lsblk")
         lsblk.write_text(f'#!/bin/sh\nexec /bin/lsblk "$@" {loop_device}\n')
         lsblk.chmod(0o755)
@@ -383,16 +458,19 @@ def test_erase_destroys_the_key_slots_of_a_real_luks_volume(
         assert [d["path"] for d in listed["blockdevices"]] == [loop_device]
         assert listed["blockdevices"][0]["fstype"] == "crypto_LUKS"
         host.install_jcstate()  # the agent's code, run inside the host on its own /dev
-        out = host.run(runner_argv("/", {"id": "erase-real", "action": "erase",
-                                         "confirm": "erase"}), check=False)
+        out = host.run(
+            runner_argv("/", {"id": "erase-real", "action": "erase", "confirm": "erase"}),
+            check=False,
+        )
         assert out.returncode == 0, out.stdout + out.stderr
         assert json.loads(out.stdout)[0]["status"] == "succeeded", out.stdout
         after = host.run(["cryptsetup", "luksDump", loop_device]).stdout
         assert not re.search(r"^\s+\d+: luks2", after, re.M), after
-        opened = host.run(["cryptsetup", "open", "--test-passphrase", "--key-file",
-                           "/root/key", loop_device], check=False)
+        opened = host.run(
+            ["cryptsetup", "open", "--test-passphrase", "--key-file", "/root/key", loop_device],
+            check=False,
+        )
         assert opened.returncode != 0
         assert recorded(host) == ["systemctl [poweroff]"]
         record = json.loads(host.path(f"{JOURNAL}/erase-real.json").read_text())
-        assert record["result"]["message"].startswith(
-            f"LUKS key slots destroyed on {loop_device}")
+        assert record["result"]["message"].startswith(f"LUKS key slots destroyed on {loop_device}")

@@ -18,11 +18,10 @@ from pathlib import Path
 import paramiko
 import pyotp
 import pytest
+import testhost as th
 from harness import apply_policy, plan_policy
 
 from jcstate.modules.ssh_mfa.verify import checks as ssh_mfa_checks
-
-import testhost as th
 
 PAM_SSHD = "/etc/pam.d/sshd"
 DROPIN = "/etc/ssh/sshd_config.d/00-jcstate-mfa.conf"
@@ -149,8 +148,9 @@ def test_listed_user_needs_password_and_code_unlisted_user_does_not(mfa_host, te
     # an open session before the change must survive the reload
     session = paramiko.SSHClient()
     session.set_missing_host_key_policy(paramiko.AutoAddPolicy())
-    session.connect("127.0.0.1", h.port, "bob", PASSWORDS["bob"], look_for_keys=False,
-                    allow_agent=False)
+    session.connect(
+        "127.0.0.1", h.port, "bob", PASSWORDS["bob"], look_for_keys=False, allow_agent=False
+    )
 
     report = _apply(h, policy())
     assert report["_exit"] == 0, report

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 from harness import jcstate_argv
-from jcstate.modules.groups.verify import checks as group_checks
-from jcstate.modules.users.verify import checks as user_checks
 
 from jcstate.document import Document
 from jcstate.errors import HostError
+from jcstate.modules.groups.verify import checks as group_checks
+from jcstate.modules.users.verify import checks as user_checks
 from jcstate.verify import build_checks, connect, render_text, run_checks
 
 HASH = "$6$salt$verysecrethashvalue"

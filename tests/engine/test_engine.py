@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -46,7 +46,9 @@ class FileBackend:
             phase = entry.get("phase", 10)
             if entry.get("state") == "absent":
                 if name in facts:
-                    out.append(Change("kv", name, "remove", phase, steps=[RemoveFile(f"/kv/{name}")]))
+                    out.append(
+                        Change("kv", name, "remove", phase, steps=[RemoveFile(f"/kv/{name}")])
+                    )
                 continue
             if facts.get(name) == value:
                 continue
@@ -58,9 +60,17 @@ class FileBackend:
                 steps = [WriteFile(f"/kv/{name}", Secret(value) if entry.get("secret") else value)]
             action = "update" if name in facts else "create"
             shown = Secret(value) if entry.get("secret") else value
-            out.append(Change("kv", name, action, phase,
-                              fields=[FieldChange("value", facts.get(name), shown)],
-                              steps=steps, requires=requires))
+            out.append(
+                Change(
+                    "kv",
+                    name,
+                    action,
+                    phase,
+                    fields=[FieldChange("value", facts.get(name), shown)],
+                    steps=steps,
+                    requires=requires,
+                )
+            )
         return out
 
 
@@ -78,7 +88,10 @@ def test_apply_then_second_plan_is_empty(kv: Host) -> None:
     doc = Doc({"kv": [{"name": "a", "value": "1"}, {"name": "b", "value": "2"}]})
     report = engine.apply(doc, kv)
     assert report.ok and [r.status for r in report.results] == ["ok", "ok"]
-    assert (Path(kv.real_path("/kv/a")).read_text(), Path(kv.real_path("/kv/b")).read_text()) == ("1", "2")
+    assert (Path(kv.real_path("/kv/a")).read_text(), Path(kv.real_path("/kv/b")).read_text()) == (
+        "1",
+        "2",
+    )
     assert engine.plan(doc, kv).changes == []
 
 
@@ -90,11 +103,15 @@ def test_check_mode_changes_nothing(kv: Host) -> None:
 
 
 def test_failure_skips_dependents_and_others_go_on(kv: Host) -> None:
-    doc = Doc({"kv": [
-        {"name": "base", "value": "FAIL"},
-        {"name": "child", "value": "c", "requires": ["base"], "phase": 20},
-        {"name": "other", "value": "o", "phase": 20},
-    ]})
+    doc = Doc(
+        {
+            "kv": [
+                {"name": "base", "value": "FAIL"},
+                {"name": "child", "value": "c", "requires": ["base"], "phase": 20},
+                {"name": "other", "value": "o", "phase": 20},
+            ]
+        }
+    )
     report = engine.apply(doc, kv)
     status = {r.change.name: r for r in report.results}
     assert status["base"].status == "failed" and "boom" in status["base"].stderr
@@ -113,19 +130,28 @@ def test_claimed_success_that_did_not_converge_is_a_failure(kv: Host) -> None:
 def test_order_creates_by_phase_then_removals_in_reverse(kv: Host) -> None:
     for name in ("g", "u"):
         Path(kv.real_path(f"/kv/{name}")).write_text("x")
-    doc = Doc({"kv": [
-        {"name": "g", "state": "absent", "phase": 10},
-        {"name": "u", "state": "absent", "phase": 20},
-        {"name": "late", "value": "1", "phase": 30},
-        {"name": "early", "value": "1", "phase": 5},
-    ]})
+    doc = Doc(
+        {
+            "kv": [
+                {"name": "g", "state": "absent", "phase": 10},
+                {"name": "u", "state": "absent", "phase": 20},
+                {"name": "late", "value": "1", "phase": 30},
+                {"name": "early", "value": "1", "phase": 5},
+            ]
+        }
+    )
     order = [(c.name, c.action) for c in engine.plan(doc, kv).ordered()]
     assert order == [("early", "create"), ("late", "create"), ("u", "remove"), ("g", "remove")]
 
 
 def test_refused_change_is_not_applied(kv: Host) -> None:
-    p = Plan(changes=[Change("kv", "x", "create", 10, steps=[WriteFile("/kv/x", "1")],
-                             error="would lock you out")])
+    p = Plan(
+        changes=[
+            Change(
+                "kv", "x", "create", 10, steps=[WriteFile("/kv/x", "1")], error="would lock you out"
+            )
+        ]
+    )
     results = engine.execute(p, kv)
     assert results[0].status == "refused"
     assert not os.path.exists(kv.real_path("/kv/x"))
@@ -144,8 +170,15 @@ def test_secrets_never_printed(kv: Host) -> None:
 def test_text_report_is_terraform_like(kv: Host) -> None:
     Path(kv.real_path("/kv/old")).write_text("1")
     Path(kv.real_path("/kv/chg")).write_text("before")
-    doc = Doc({"kv": [{"name": "new", "value": "v"}, {"name": "chg", "value": "after"},
-                      {"name": "old", "state": "absent"}]})
+    doc = Doc(
+        {
+            "kv": [
+                {"name": "new", "value": "v"},
+                {"name": "chg", "value": "after"},
+                {"name": "old", "state": "absent"},
+            ]
+        }
+    )
     text = render_text(engine.apply(doc, kv, check=True))
     assert "+ kv new" in text and "~ kv chg" in text and "- kv old" in text
     assert "value: before → after" in text
@@ -159,13 +192,26 @@ def _batch_plan(tmp: Path, values: list[str], phase_after: bool = False) -> Plan
         f'printf "%s\\n" "$input" >> {tmp}/log'
     )
     changes = [
-        Change("kv", v, "create", 20, steps=[Run(("sh", "-c", script), stdin=Secret(f"{v}\n"),
-                                                 batch=True)])
+        Change(
+            "kv",
+            v,
+            "create",
+            20,
+            steps=[Run(("sh", "-c", script), stdin=Secret(f"{v}\n"), batch=True)],
+        )
         for v in values
     ]
     if phase_after:
-        changes.append(Change("kv", "after", "create", 30, requires=[("kv", values[-1])],
-                              steps=[Run(("sh", "-c", f"echo after >> {tmp}/log"))]))
+        changes.append(
+            Change(
+                "kv",
+                "after",
+                "create",
+                30,
+                requires=[("kv", values[-1])],
+                steps=[Run(("sh", "-c", f"echo after >> {tmp}/log"))],
+            )
+        )
     return Plan(changes=changes)
 
 

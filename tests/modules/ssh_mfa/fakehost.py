@@ -43,8 +43,11 @@ class FakeSshdHost(Host):
 
     def _effective(self, user: str) -> str:
         """What sshd -T would say, from jcstate's own drop-in or block (enough for these cases)."""
-        text = (self.read_text(f"/etc/ssh/sshd_config.d/{sshd.DROPIN_NAME}")
-                or self.read_text(sshd.SSHD_CONFIG) or "")
+        text = (
+            self.read_text(f"/etc/ssh/sshd_config.d/{sshd.DROPIN_NAME}")
+            or self.read_text(sshd.SSHD_CONFIG)
+            or ""
+        )
         listed = user in sshd.managed_users(text)
         return (
             "usepam yes\n"
@@ -73,17 +76,28 @@ def build_root(tmp: Path, setup: Mapping[str, Any]) -> Path:
                 (modules / word).touch()
     if setup.get("noInclude"):
         main = root / "etc/ssh/sshd_config"
-        main.write_text("".join(line for line in main.read_text().splitlines(keepends=True)
-                                if not line.startswith("Include")))
+        main.write_text(
+            "".join(
+                line
+                for line in main.read_text().splitlines(keepends=True)
+                if not line.startswith("Include")
+            )
+        )
     configured = tuple(sorted(setup.get("mfaConfigured", [])))
     if configured:
         pam_file = root / "etc/pam.d/sshd"
         pam_file.write_text(pam.set_block(pam_file.read_text(), configured))
         (root / "etc/ssh/sshd_config.d" / sshd.DROPIN_NAME).write_text(
-            sshd.render_dropin(configured) or "")
+            sshd.render_dropin(configured) or ""
+        )
     for user, secret in setup.get("managedSecrets", {}).items():
-        _write(root, f"/home/{user}/{totp_file.FILE_NAME}",
-               totp_file.render(Secret(secret)).reveal(), 0o400, UIDS[user])
+        _write(
+            root,
+            f"/home/{user}/{totp_file.FILE_NAME}",
+            totp_file.render(Secret(secret)).reveal(),
+            0o400,
+            UIDS[user],
+        )
     for path, spec in setup.get("files", {}).items():
         _write(root, path, spec["text"], int(spec.get("mode", "0644"), 8), spec.get("uid", 0))
     for path, spec in setup.get("symlinks", {}).items():

@@ -38,8 +38,12 @@ def plan_case(host: FakeSshdHost, case: dict[str, Any]) -> list[Change]:
 
 
 def summarise(change: Change) -> dict[str, Any]:
-    out: dict[str, Any] = {"kind": change.kind, "name": change.name, "action": change.action,
-                           "steps": [str(s) for s in change.steps]}
+    out: dict[str, Any] = {
+        "kind": change.kind,
+        "name": change.name,
+        "action": change.action,
+        "steps": [str(s) for s in change.steps],
+    }
     if change.requires:
         out["requires"] = [list(r) for r in change.requires]
     if change.error:

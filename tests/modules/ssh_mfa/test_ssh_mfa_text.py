@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from jcstate.errors import HostError, PlanError, SecretError
-from jcstate.modules.ssh_mfa import parse, pam, sshd, totp_file
+from jcstate.modules.ssh_mfa import pam, parse, sshd, totp_file
 from jcstate.secret import Secret
 
 DEBIAN = Path(__file__).parent / "roots" / "debian12" / "etc"
@@ -20,7 +20,8 @@ def test_pam_block_goes_right_after_the_password_step_and_comes_out_byte_for_byt
     lines = edited.splitlines()
     at = lines.index("@include common-auth")
     assert lines[at + 2] == (
-        "auth [success=1 default=ignore] pam_succeed_if.so user notin alice:bob quiet")
+        "auth [success=1 default=ignore] pam_succeed_if.so user notin alice:bob quiet"
+    )
     assert lines[at + 3] == "auth required pam_google_authenticator.so"
     assert "nullok" not in edited
     assert pam.block_users(edited) == ("alice", "bob")
@@ -29,8 +30,9 @@ def test_pam_block_goes_right_after_the_password_step_and_comes_out_byte_for_byt
 
 
 def test_pam_block_without_common_auth_follows_the_last_auth_line() -> None:
-    text = ("auth required pam_env.so\nauth substack password-auth\n"
-            "account required pam_nologin.so\n")
+    text = (
+        "auth required pam_env.so\nauth substack password-auth\naccount required pam_nologin.so\n"
+    )
     lines = pam.set_block(text, ("alice",)).splitlines()
     assert lines[1] == "auth substack password-auth" and lines[2].startswith(pam.BEGIN)
 
@@ -51,8 +53,9 @@ def test_pam_check_refuses_missing_modules_includes_and_nullok() -> None:
     with pytest.raises(HostError, match="included file is missing"):
         pam.check_stack(good, ("alice",), yes, lambda name: name != "common-auth")
     with pytest.raises(HostError, match="nullok"):
-        pam.check_stack(good.replace("authenticator.so\n", "authenticator.so nullok\n"),
-                        ("alice",), yes, yes)
+        pam.check_stack(
+            good.replace("authenticator.so\n", "authenticator.so nullok\n"), ("alice",), yes, yes
+        )
     with pytest.raises(HostError, match="expected the TOTP rule"):
         pam.check_stack(good, ("alice", "bob"), yes, yes)
 
@@ -77,18 +80,54 @@ def test_sshd_block_sits_at_the_end_and_is_removed_exactly() -> None:
 @pytest.mark.parametrize(
     ("settings", "problem"),
     [
-        ({"usepam": "yes", "kbdinteractiveauthentication": "yes",
-          "authenticationmethods": "keyboard-interactive"}, None),
-        ({"usepam": "yes", "kbdinteractiveauthentication": "yes",
-          "authenticationmethods": "publickey,keyboard-interactive:pam"}, None),
-        ({"usepam": "no", "kbdinteractiveauthentication": "yes",
-          "authenticationmethods": "keyboard-interactive"}, "UsePAM"),
-        ({"usepam": "yes", "kbdinteractiveauthentication": "no",
-          "authenticationmethods": "keyboard-interactive"}, "KbdInteractive"),
-        ({"usepam": "yes", "kbdinteractiveauthentication": "yes",
-          "authenticationmethods": "any"}, "without the code"),
-        ({"usepam": "yes", "kbdinteractiveauthentication": "yes",
-          "authenticationmethods": "publickey keyboard-interactive"}, "without the code"),
+        (
+            {
+                "usepam": "yes",
+                "kbdinteractiveauthentication": "yes",
+                "authenticationmethods": "keyboard-interactive",
+            },
+            None,
+        ),
+        (
+            {
+                "usepam": "yes",
+                "kbdinteractiveauthentication": "yes",
+                "authenticationmethods": "publickey,keyboard-interactive:pam",
+            },
+            None,
+        ),
+        (
+            {
+                "usepam": "no",
+                "kbdinteractiveauthentication": "yes",
+                "authenticationmethods": "keyboard-interactive",
+            },
+            "UsePAM",
+        ),
+        (
+            {
+                "usepam": "yes",
+                "kbdinteractiveauthentication": "no",
+                "authenticationmethods": "keyboard-interactive",
+            },
+            "KbdInteractive",
+        ),
+        (
+            {
+                "usepam": "yes",
+                "kbdinteractiveauthentication": "yes",
+                "authenticationmethods": "any",
+            },
+            "without the code",
+        ),
+        (
+            {
+                "usepam": "yes",
+                "kbdinteractiveauthentication": "yes",
+                "authenticationmethods": "publickey keyboard-interactive",
+            },
+            "without the code",
+        ),
     ],
 )
 def test_effective_settings_must_force_the_code(settings: dict, problem: str | None) -> None:
@@ -117,8 +156,13 @@ def test_model_parse_sorts_and_rejects_bad_input() -> None:
     model = parse({"enabled": True, "users": ["bob", "alice", "bob"]})
     assert model.users == ("alice", "bob") and model.mfa_users == ("alice", "bob")
     assert parse({"enabled": False, "users": ["alice"]}).mfa_users == ()
-    for bad in ({"users": ["alice"]}, {"enabled": True, "users": ["al:ice"]},
-                {"enabled": True, "users": ["a b"]}, {"enabled": True, "extra": 1},
-                {"enabled": "yes"}, ["alice"]):
+    for bad in (
+        {"users": ["alice"]},
+        {"enabled": True, "users": ["al:ice"]},
+        {"enabled": True, "users": ["a b"]},
+        {"enabled": True, "extra": 1},
+        {"enabled": "yes"},
+        ["alice"],
+    ):
         with pytest.raises(PlanError):
             parse(bad)

@@ -23,8 +23,10 @@ def _transaction(host: FakeSshdHost) -> ApplySshConfig:
     st = host.lstat(pam.PAM_SSHD)
     mode = 0o644 if st is None else st.st_mode & 0o7777  # the plan keeps the file's mode
     return ApplySshConfig(
-        (ManagedFile(pam.PAM_SSHD, pam.set_block(old_pam, ("alice",)), mode, digest(old_pam)),
-         ManagedFile(DROPIN, sshd.render_dropin(("alice",)), 0o644, None)),
+        (
+            ManagedFile(pam.PAM_SSHD, pam.set_block(old_pam, ("alice",)), mode, digest(old_pam)),
+            ManagedFile(DROPIN, sshd.render_dropin(("alice",)), 0o644, None),
+        ),
         ("alice",),
     )
 
@@ -72,8 +74,9 @@ def test_secret_step_refuses_a_symlink_planted_after_the_plan(tmp_path: Path) ->
     link = root / "home/alice/.google_authenticator"
     os.symlink("/etc/target", link)
     os.lchown(link, 1000, 1000)
-    step = WriteSecretFile("/home/alice/.google_authenticator",
-                           render(Secret("JBSWY3DPEHPK3PXP")), "alice")
+    step = WriteSecretFile(
+        "/home/alice/.google_authenticator", render(Secret("JBSWY3DPEHPK3PXP")), "alice"
+    )
     assert "(secret)" in str(step) and "JBSWY" not in str(step.to_dict())
     with pytest.raises(UnsafePath, match="symlink"):
         step.execute(FakeSshdHost(str(root)))
@@ -82,7 +85,8 @@ def test_secret_step_refuses_a_symlink_planted_after_the_plan(tmp_path: Path) ->
 
 def test_secret_step_writes_owner_and_mode(tmp_path: Path) -> None:
     root = build_root(tmp_path, {})
-    WriteSecretFile("/home/bob/.google_authenticator", render(Secret("JBSWY3DPEHPK3PXP")),
-                    "bob").execute(FakeSshdHost(str(root)))
+    WriteSecretFile(
+        "/home/bob/.google_authenticator", render(Secret("JBSWY3DPEHPK3PXP")), "bob"
+    ).execute(FakeSshdHost(str(root)))
     st = os.stat(root / "home/bob/.google_authenticator")
     assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (1001, 1001, 0o400)

@@ -18,8 +18,6 @@ import stat
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-import yaml
-
 from jcstate.errors import SecretError
 from jcstate.secret import Secret
 
@@ -86,6 +84,8 @@ def load_secrets_file(path: str) -> dict[str, Any]:
         raise SecretError(f"{path}: secrets file not found") from exc
     except OSError as exc:
         raise SecretError(f"{path}: cannot open secrets file: {exc.strerror}") from exc
+    import yaml  # only standalone runs read a secrets file; the agent never needs a YAML parser
+
     with os.fdopen(fd, "rb") as f:
         st = os.fstat(f.fileno())
         if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):

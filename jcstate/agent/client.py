@@ -109,9 +109,21 @@ class Client:
         body = {"connectKey": connect_key, "publicKey": self.identity.public_key_b64, **info}
         return self.request("POST", "/api/v1/enroll", body, device_id="")
 
-    def work(self, etag: str, wait: float) -> dict[str, Any]:
-        query = urllib.parse.urlencode({"etag": etag, "wait": f"{wait:g}"})
+    def work(self, etag: str, wait: float, commands: int | None = None) -> dict[str, Any]:
+        """Long-poll; ``commands`` is the highest command ``seq`` this agent has handled."""
+        params = {"etag": etag, "wait": f"{wait:g}"}
+        if commands is not None:
+            params["commands"] = str(commands)
+        query = urllib.parse.urlencode(params)
         return self.request("GET", f"/api/v1/device/work?{query}", timeout=wait + 30)
 
     def report(self, payload: dict[str, Any]) -> dict[str, Any]:
         return self.request("POST", "/api/v1/device/reports", payload, timeout=60)
+
+    def command_results(
+        self, results: list[dict[str, Any]], *, timeout: float = 60
+    ) -> dict[str, Any]:
+        """Send command results; the answer's ``acks`` are stored (or were already)."""
+        return self.request(
+            "POST", "/api/v1/device/commands/results", {"results": results}, timeout=timeout
+        )

@@ -1,9 +1,13 @@
-"""The agent loop: lock → enroll once → (send pending reports → poll → converge → report)*.
+"""The agent loop: lock → enroll once → settle commands → (send results → poll → converge →
+run commands → report)*.
 
 On a new document the agent plans and applies it with the engine, puts the report (plan,
-results, facts) in the durable outbox, and sends the outbox before polling again. When the
-server is unreachable it backs off exponentially with full jitter (honouring ``Retry-After``),
-keeping every report for later. Only one agent runs per state directory (a lock file).
+results, facts) in the durable outbox, and sends the outbox before polling again. Security
+commands the server queued for this device come in the same poll and run after the converge,
+in order, each at most once (:mod:`jcstate.agent.commands`); their results are sent from the
+command journal until the server acknowledges them. When the server is unreachable it backs
+off exponentially with full jitter (honouring ``Retry-After``), keeping every report for later.
+Only one agent runs per state directory (a lock file).
 A long poll that ends empty re-converges the last document every ``reconverge`` seconds, so
 drift made by hand is corrected even when no admin pushes anything.
 """
@@ -22,11 +26,14 @@ from typing import Any
 
 from jcstate import __version__
 from jcstate.agent.client import Client, Unreachable
+from jcstate.agent.commands import QueuedCommands
 from jcstate.agent.identity import Identity
 from jcstate.agent.outbox import Outbox
 from jcstate.errors import AuthError, JcstateError, ServerError
 
 __all__ = ["Agent", "AgentConfig", "backoff_delay", "setup_logging"]
+
+RESULTS_PER_REQUEST = 100
 
 log = logging.getLogger("jcstate.agent")
 
@@ -72,7 +79,8 @@ class AlreadyRunning(JcstateError):
 class Agent:
     """One device's agent."""
 
-    def __init__(self, config: AgentConfig):
+    def __init__(self, config: AgentConfig, *, actions: Any = None):
+        """``actions``: the OS's security commands (tests give a recording stand-in)."""
         self.config = config
         self.identity = Identity(config.state_dir)
         self.outbox = Outbox(os.path.join(config.state_dir, "outbox"))
@@ -84,6 +92,10 @@ class Agent:
         self._last_converge = 0.0
         self._failures = 0
         self._server_error: str | None = None  # the server could not render our document
+        from jcstate.host import Host
+
+        self.commands = QueuedCommands(Host(root=config.root), actions=actions)
+        self._recovered = False  # commands settled after the last start (crash, reboot)
 
     # -- single instance ---------------------------------------------------------------------
     def lock(self) -> None:
@@ -149,6 +161,9 @@ class Agent:
         while True:
             try:
                 self.enroll()
+                if not self._recovered:
+                    self.commands.recover()  # before any poll: a restart is done, or not
+                    self._recovered = True
                 self.flush()
                 self.step()
                 self._failures = 0
@@ -175,7 +190,7 @@ class Agent:
     def step(self) -> None:
         """One poll, and a converge when there is a new document (or reconverge is due)."""
         wait = 0.0 if self.config.once else self.config.wait
-        work = self.client.work(self._etag, wait)
+        work = self.client.work(self._etag, wait, self.commands.cursor)
         if work.get("error"):
             log.error("the server cannot render this device's document: %s", work["error"])
         if work.get("document") is not None or work.get("error"):
@@ -191,6 +206,24 @@ class Agent:
             and time.monotonic() - self._last_converge > self.config.reconverge
         ):
             self.converge()
+        if work.get("commands"):
+            self.run_commands(work["commands"])
+
+    def run_commands(self, delivered: list[dict[str, Any]]) -> None:
+        """Run queued commands in order, each at most once; send their results."""
+        results = self.commands.run(delivered, starting=self._running)
+        for result in results:
+            if result.status == "running":  # a restart handed to the OS
+                self._running(result.to_dict())
+        self.flush()
+
+    def _running(self, command: dict[str, Any]) -> None:
+        """Tell the server a command is under way; best effort (the final result is durable)."""
+        note = {"id": command["id"], "action": command.get("action"), "status": "running"}
+        try:
+            self.client.command_results([note], timeout=5)
+        except ServerError as exc:
+            log.info("could not tell the server %s is running: %s", command["id"], exc)
 
     def converge(self) -> None:
         """Plan and apply the current document; queue the report; send the queue."""
@@ -206,6 +239,7 @@ class Agent:
             payload["facts"] = {"error": str(exc)}
         self.outbox.put(payload)
         self._last_converge = time.monotonic()
+        self.commands.journal_changed()  # a policy's commands may have run
         self.flush()
 
     def _apply(self) -> dict[str, Any]:
@@ -241,10 +275,24 @@ class Agent:
         return facts
 
     def flush(self) -> int:
-        """Send queued reports oldest first; each is removed only once acknowledged."""
+        """Send queued reports and command results oldest first; each is dropped only once
+        acknowledged."""
         sent = 0
         for file, payload in self.outbox.pending():
             self.client.report(payload)
             self.outbox.done(file)
             sent += 1
+        results = self.commands.unsent()
+        for start in range(0, len(results), RESULTS_PER_REQUEST):
+            try:
+                answer = self.client.command_results(results[start : start + RESULTS_PER_REQUEST])
+            except (Unreachable, AuthError):
+                raise
+            except ServerError as exc:
+                # a result the server refuses must not stop the polling: it stays in the
+                # journal and is offered again at the next flush
+                log.error("the server refused command results: %s", exc)
+                break
+            self.commands.acknowledge([str(i) for i in answer.get("acks", [])])
+            sent += len(answer.get("acks", []))
         return sent

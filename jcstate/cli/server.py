@@ -6,6 +6,8 @@ push REPO... [--dry-run] [-m MESSAGE]
 devices | device show|approve|revoke REF | device labels REF KEY=VALUE...
 token create --role ROLE | token list | token revoke ID
 connect-key create|list|revoke | audit | totp enroll USER | password set REF
+command lock|restart|shutdown|erase DEVICE | command run DEVICE -- ARGV...
+command show ID | command list [--device D] | command cancel ID
 
 Admin commands find the server and token in ``--server URL --token T`` or ``JCSTATE_SERVER`` /
 ``JCSTATE_TOKEN`` (``--ca-file`` / ``JCSTATE_CA_FILE`` for a private CA). Listings take
@@ -143,7 +145,10 @@ def _when(ts: float | None) -> str:
 
 
 def _print(
-    args: argparse.Namespace, data: Any, columns: list[tuple[str, str]] | None = None
+    args: argparse.Namespace,
+    data: Any,
+    columns: list[tuple[str, str]] | None = None,
+    indent: str = "",
 ) -> None:
     if getattr(args, "output", "text") == "json" or columns is None:
         print(json.dumps(data, indent=2, sort_keys=True, default=str))
@@ -164,7 +169,7 @@ def _print(
         table.append(cells)
     widths = [max(len(r[i]) for r in table) for i in range(len(columns))]
     for r in table:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+        print(indent + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
 
 def _repo_files(paths: list[str]) -> dict[str, str]:
@@ -214,6 +219,7 @@ DEVICE_COLUMNS = [
     ("HOSTNAME", "hostname"),
     ("OS", "os"),
     ("STATUS", "status"),
+    ("ACTIVITY", "activity"),
     ("ONLINE", "online"),
     ("LAST SEEN", "lastSeen"),
     ("LAST REPORT", "lastReportAt"),
@@ -240,6 +246,7 @@ def device_show(args: argparse.Namespace) -> int:
         "arch",
         "agentVersion",
         "status",
+        "activity",
         "online",
         "labels",
         "drift",
@@ -255,6 +262,11 @@ def device_show(args: argparse.Namespace) -> int:
         )
         if last.get("error"):
             print(f"{'':14}error: {last['error']}")
+    if data.get("commands"):
+        print("commands (newest first):")
+        columns = [c for c in COMMAND_COLUMNS if c[1] != "hostname"] + [("OUTPUT", "tail")]
+        rows = [{**c, "tail": _last_line(c)} for c in data["commands"]]
+        _print(args, rows, columns, indent="  ")
     return 0
 
 
@@ -400,6 +412,196 @@ def password_set(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- security commands -----------------------------------------------------------------------
+COMMAND_COLUMNS = [
+    ("ID", "id"),
+    ("DEVICE", "hostname"),
+    ("ACTION", "action"),
+    ("STATE", "state"),
+    ("EXIT", "exitCode"),
+    ("CREATED", "createdAt"),
+    ("FINISHED", "finishedAt"),
+]
+
+
+def _last_line(command: dict[str, Any]) -> str | None:
+    """The tail of a command's output in one short line (stdout, else stderr, else message)."""
+    for key in ("stdout", "stderr", "message"):
+        lines = [line for line in (command.get(key) or "").splitlines() if line.strip()]
+        if lines:
+            last = lines[-1].strip()
+            return last if len(last) <= 60 else last[:57] + "..."
+    return None
+
+
+def command_issue(args: argparse.Namespace) -> int:
+    """Queue lock/restart/shutdown/erase/run for one device; print the new command's id."""
+    import urllib.parse
+
+    client = _client(args)
+    ref = urllib.parse.quote(args.device, safe="")
+    body: dict[str, Any] = {}
+    for key, value in (
+        ("delay", getattr(args, "delay", None)),
+        ("message", getattr(args, "message", None)),
+        ("notAfter", args.not_after),
+    ):
+        if value is not None:
+            body[key] = value
+    if args.action == "run":
+        body["run"] = _run_spec(args)
+    if args.action == "erase":
+        body["confirm"] = args.confirm if args.confirm is not None else _typed_back(client, ref)
+    data = client.call("POST", f"/api/v1/devices/{ref}/commands/{args.action}", body)
+    if args.output == "json":
+        _print(args, data)
+    else:
+        print(data["id"])
+        print(f"queued {data['action']} for {data['hostname']} ({data['device']})", file=sys.stderr)
+    return 0
+
+
+def _program_argv(parsed: list[str]) -> list[str]:
+    """The program's argv as typed after the first ``--``.
+
+    Python 3.11's argparse drops *every* ``--`` from a ``nargs="*"`` positional, so
+    ``-- grep -- -x f`` would lose one; the process's own argv still has it. It is used only
+    when it agrees with what argparse parsed (``main([...])`` called from Python has another).
+    """
+    raw = sys.argv[sys.argv.index("--") + 1 :] if "--" in sys.argv else []
+    return raw if raw and [a for a in raw if a != "--"] == parsed else parsed
+
+
+def _run_spec(args: argparse.Namespace) -> dict[str, Any]:
+    argv = _program_argv(list(args.argv or []))
+    if bool(argv) == bool(args.command_line):
+        raise JcstateError("give the program after --, or --command-line LINE (not both)")
+    spec: dict[str, Any] = {"argv": argv} if argv else {"command": args.command_line}
+    if args.shell:
+        if argv:
+            raise JcstateError("--shell goes with --command-line")
+        spec["shell"] = args.shell
+    if args.user:
+        spec["user"] = args.user
+    if args.timeout is not None:
+        spec["timeout"] = args.timeout
+    return spec
+
+
+def _typed_back(client: Any, ref: str) -> str:
+    """The portal's "yes, erase": the admin types the device's id back."""
+    device = client.call("GET", f"/api/v1/devices/{ref}")
+    print(
+        f"This erases {device['hostname']} ({device['id']}): every disk, every account. "
+        "It cannot be undone.",
+        file=sys.stderr,
+    )
+    print(f"Type the device id ({device['id']}) to confirm: ", end="", file=sys.stderr, flush=True)
+    typed = sys.stdin.readline().strip()
+    if not typed:
+        raise JcstateError("nothing typed: erase not sent")
+    return typed  # the server compares it with the id, and audits a mismatch
+
+
+def command_show(args: argparse.Namespace) -> int:
+    params = {"device": args.device} if args.device else {}
+    data = _client(args).call("GET", f"/api/v1/commands/{args.id}", **params)
+    if args.output == "json":
+        _print(args, data)
+        return 0
+    what = data["action"]
+    run = data.get("run") or {}
+    if run:
+        what += ": " + (" ".join(run["argv"]) if run.get("argv") else run.get("command", ""))
+    lines = [
+        ("id", data["id"]),
+        ("device", f"{data['device']} ({data.get('hostname') or '?'})"),
+        ("source", data["source"]),
+        ("action", what),
+        ("state", data["state"] + (" (cancel requested)" if data["cancelRequested"] else "")),
+        ("exit code", data["exitCode"]),
+        ("created", f"{_when(data['createdAt'])} by {data['createdBy']}"),
+        ("delivered", _when(data["deliveredAt"])),
+        ("running", _when(data["runningAt"])),
+        ("finished", _when(data["finishedAt"])),
+        ("duration", None if data["duration"] is None else f"{data['duration']} s"),
+        ("message", data["message"] or None),
+    ]
+    for key, value in lines:
+        print(f"{key + ':':11}{'-' if value is None else value}")
+    for stream in ("stdout", "stderr"):
+        text = data.get(stream) or ""
+        if text:
+            tail = text.splitlines()[-20:]
+            cut = " (truncated on the device)" if data.get("truncated") else ""
+            print(f"{stream} (last {len(tail)} lines){cut}:")
+            for line in tail:
+                print(f"  {line}")
+    return 0
+
+
+def command_list(args: argparse.Namespace) -> int:
+    params: dict[str, Any] = {"limit": args.limit}
+    if args.device:
+        params["device"] = args.device
+    if args.state:
+        params["state"] = args.state
+    _print(args, _client(args).call("GET", "/api/v1/commands", **params), COMMAND_COLUMNS)
+    return 0
+
+
+def command_cancel(args: argparse.Namespace) -> int:
+    params = {"device": args.device} if args.device else {}
+    data = _client(args).call("POST", f"/api/v1/commands/{args.id}/cancel", **params)
+    if args.output == "json":
+        _print(args, data)
+    else:
+        print(f"{data['id']}: {data['cancel']}")
+    return 0
+
+
+def _register_commands(sub: Any) -> None:
+    p = sub.add_parser("command", help="security commands: lock, restart, shutdown, erase, run")
+    cs = p.add_subparsers(dest="command_action", metavar="ACTION")
+    cs.required = True
+    texts = {
+        "lock": "lock the device's graphical sessions",
+        "restart": "warn users, wait, restart (done when the device is back)",
+        "shutdown": "warn users, wait, power off",
+        "erase": "erase the device (administrator; the device id typed back)",
+        "run": "run a program: jcstate command run [OPTIONS] DEVICE -- ARGV...",
+    }
+    for action, text in texts.items():
+        q = _admin_parser(cs, action, text)
+        q.add_argument("device", help="device id or hostname")
+        q.add_argument("--not-after", help="RFC 3339 time after which it is not delivered")
+        if action in ("restart", "shutdown"):
+            q.add_argument("--delay", type=int, help="seconds between warning and action (60)")
+            q.add_argument("--message", help="added to the warning users see")
+        if action == "erase":
+            q.add_argument("--confirm", metavar="ID", help="the device id, instead of typing it")
+        if action == "run":
+            q.add_argument("argv", nargs="*", help="the program and its arguments, after --")
+            q.add_argument("--command-line", help="a command line for --shell instead of argv")
+            q.add_argument("--shell", help="shell for --command-line (default /bin/sh)")
+            q.add_argument("--user", help="run as this user (default root)")
+            q.add_argument("--timeout", type=int, help="seconds before it is killed (300)")
+        q.set_defaults(handler=command_issue, action=action)
+    q = _admin_parser(cs, "show", "a command's state, exit code, output and times")
+    q.add_argument("id")
+    q.add_argument("--device", help="for a policy's command id, which device")
+    q.set_defaults(handler=command_show)
+    q = _admin_parser(cs, "list", "commands, newest first")
+    q.add_argument("--device", help="only this device (id or hostname)")
+    q.add_argument("--state", help="only this state (queued, delivered, running, …)")
+    q.add_argument("--limit", type=int, default=100)
+    q.set_defaults(handler=command_list)
+    q = _admin_parser(cs, "cancel", "cancel a command (queued: never delivered)")
+    q.add_argument("id")
+    q.add_argument("--device", help="for a policy's command id, which device")
+    q.set_defaults(handler=command_cancel)
+
+
 # -- argument parsing ------------------------------------------------------------------------
 def _admin_parser(
     sub: Any, name: str, help_text: str, *, listing: bool = True
@@ -520,6 +722,8 @@ def register(sub: Any) -> None:
     q.add_argument("user")
     q.add_argument("--issuer", default="jcstate")
     q.set_defaults(handler=totp_enroll)
+
+    _register_commands(sub)
 
     p = sub.add_parser("password", help="passwords held by the server (password.secretRef)")
     pw = p.add_subparsers(dest="password_command", metavar="ACTION")

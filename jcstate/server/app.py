@@ -13,7 +13,7 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,8 +21,9 @@ from fastapi import FastAPI
 
 from jcstate import __version__
 from jcstate.server import db
+from jcstate.server.commands import CommandQueue
 from jcstate.server.render import Renderer
-from jcstate.server.routes import admin, device
+from jcstate.server.routes import admin, commands, device
 from jcstate.server.store import NOTIFY_CHANNEL, Store
 from jcstate.server.vault import Vault
 from jcstate.server.wake import Waiters, listen
@@ -39,6 +40,7 @@ class Settings:
     max_wait: float = 60.0  # longest a work request is held
     online_after: float = 90.0  # a device seen this recently is online
     migrate: bool = True
+    clock: Callable[[], float] = time.time  # the command queue's clock (tests move it)
 
 
 @dataclass
@@ -53,6 +55,7 @@ class ServerContext:
     _gen: tuple[int, float, tuple[int | None, float]] | None = None
     _gen_lock: threading.Lock = field(default_factory=threading.Lock)
     public_keys: dict[str, str] = field(default_factory=dict)  # device id → key (immutable)
+    queue: CommandQueue | None = None  # security commands (set by create_app)
     _gen_refresh: asyncio.Future[tuple[int | None, float]] | None = None
 
     @property
@@ -103,6 +106,7 @@ def create_app(settings: Settings) -> FastAPI:
     store = Store(engine)
     vault = Vault(settings.secret_key)
     ctx = ServerContext(settings, store, vault, Renderer(store, vault))
+    ctx.queue = CommandQueue(store, clock=settings.clock)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -143,6 +147,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.ctx = ctx
     app.include_router(device.router)
     app.include_router(admin.router)
+    app.include_router(commands.router)
 
     @app.get("/api/v1/health", tags=["health"])
     def health() -> dict[str, Any]:

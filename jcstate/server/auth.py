@@ -63,6 +63,7 @@ def require(needed: str) -> Any:
                 action_of(request),
                 "denied",
                 role=admin.role,
+                target=request.path_params.get("ref"),  # the device an action was aimed at
                 detail={"reason": f"needs role {needed}"},
             )
             raise HTTPException(403, f"this action needs the {needed} role")

@@ -117,6 +117,32 @@ audit = sa.Table(
     sa.Column("detail", sa.JSON),
 )
 
+# The security-command queue (issue 5): admin commands per device, in ``seq`` order, and the
+# results of commands from policies (source "policy"), one row per (device, command id).
+commands = sa.Table(
+    "commands",
+    METADATA,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),  # delivery order
+    sa.Column("id", sa.String(128), nullable=False),  # the device journal keys on it
+    sa.Column("device_id", sa.String(32), nullable=False),
+    sa.Column("source", sa.String(10), nullable=False),  # admin | policy
+    sa.Column("action", sa.String(20), nullable=False),
+    sa.Column("body", sa.JSON, nullable=False),  # the command as the device receives it
+    sa.Column("state", sa.String(20), nullable=False),  # queued | delivered | running | …
+    sa.Column("cancel_requested", sa.Boolean, nullable=False, default=False),
+    sa.Column("not_after", sa.Float),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("delivered_at", sa.Float),
+    sa.Column("deliveries", sa.Integer, nullable=False, default=0),
+    sa.Column("running_at", sa.Float),
+    sa.Column("finished_at", sa.Float),  # when the server stored the final result
+    sa.Column("exit_code", sa.Integer),
+    sa.Column("result", sa.JSON),  # the device's CommandResult (output tails)
+    sa.UniqueConstraint("device_id", "id", name="uq_commands_device_id"),
+    sa.Index("ix_commands_device_state", "device_id", "state", "seq"),
+)
+
 
 def sqlite_url(data_dir: str | os.PathLike[str]) -> str:
     return "sqlite:///" + str(Path(data_dir, "jcstate.db").resolve())

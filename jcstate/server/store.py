@@ -63,6 +63,14 @@ class Store:
         with lock, self.engine.begin() as conn:
             yield conn
 
+    def transaction(self) -> contextlib.AbstractContextManager[sa.Connection]:
+        """A write transaction for the server's other tables (the command queue)."""
+        return self._write()
+
+    def notify(self, conn: sa.Connection, payload: str) -> None:
+        """Wake long polls in every server process once ``conn``'s transaction commits."""
+        self._notify(conn, payload)
+
     # -- change notification ---------------------------------------------------------------
     def _notify(self, conn: sa.Connection, payload: str) -> None:
         """Tell every server process (LISTEN/NOTIFY) once this transaction commits."""

@@ -80,9 +80,13 @@ class Callers:
 def _request(server: Any, callers: Callers, caller: str, route: str) -> int:
     method, path = route.split(" ", 1)
     body_obj: Any = None
+    ref = None
     if "{ref}" in path:  # a password name, or a device
         ref = "pw1" if path.startswith("/api/v1/passwords/") else callers.fresh("ref")
         path = path.replace("{ref}", ref)
+    if "{command_id}" in path:  # a queued command of a fresh device
+        row, _ = server.ctx.queue.issue(callers.fresh("ref"), {"action": "lock"}, "test")
+        path = path.replace("{command_id}", row["id"])
     if "{token_id}" in path:
         path = path.replace("{token_id}", callers.fresh("token_id"))
     if "{key_id}" in path:
@@ -104,6 +108,12 @@ def _request(server: Any, callers: Callers, caller: str, route: str) -> int:
         "POST /api/v1/connect-keys": {"name": "k"},
         "PUT /api/v1/passwords/{ref}": {"password": "hunter2"},
         "POST /api/v1/device/reports": {"reportId": os.urandom(8).hex(), "ok": True},
+        "POST /api/v1/devices/{ref}/commands/lock": {},
+        "POST /api/v1/devices/{ref}/commands/restart": {"delay": 0},
+        "POST /api/v1/devices/{ref}/commands/shutdown": {},
+        "POST /api/v1/devices/{ref}/commands/run": {"run": {"argv": ["id", "-u"]}},
+        "POST /api/v1/devices/{ref}/commands/erase": {"confirm": ref},
+        "POST /api/v1/device/commands/results": {"results": []},
     }
     body_obj = bodies.get(route)
     headers: dict[str, str] = {"Content-Type": "application/json"}

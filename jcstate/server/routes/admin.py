@@ -104,10 +104,18 @@ def show_revision(revision: int, request: Request, admin: Admin = READ) -> dict[
 
 
 # -- devices -------------------------------------------------------------------------------
-def _device_summary(ctx: Any, row: dict[str, Any]) -> dict[str, Any]:
+def _device_summary(
+    ctx: Any, row: dict[str, Any], power: dict[str, tuple[str, str]] | None = None
+) -> dict[str, Any]:
+    """``power``: the queue's power states of many devices at once (listings)."""
+    from jcstate.server.commands import activity
+
     now = time.time()
     last_seen = ctx.store.seen_at(row)
     online = last_seen is not None and now - last_seen < ctx.online_after
+    if power is None:
+        power = ctx.queue.power_states([row["id"]])
+    in_flight = power.get(row["id"])
     gen = ctx.generation()
     current = None
     if row["status"] == "active":
@@ -123,6 +131,8 @@ def _device_summary(ctx: Any, row: dict[str, Any]) -> dict[str, Any]:
         "agentVersion": row["agent_version"],
         "labels": row["labels"],
         "status": row["status"],
+        # after a restart/shutdown/erase: restarting, shutting down, shut down, erasing, erased
+        "activity": (activity(*in_flight, online) or None) if in_flight else None,
         "online": online,
         "enrolledAt": row["enrolled_at"],
         "lastSeen": last_seen,
@@ -157,12 +167,15 @@ def _one_device(ctx: Any, ref: str) -> dict[str, Any]:
 def list_devices(request: Request, admin: Admin = READ) -> list[dict[str, Any]]:
     """Every enrolled device with online state, last report and drift."""
     ctx = _ctx(request)
-    return [_device_summary(ctx, r) for r in ctx.store.list_devices()]
+    power = ctx.queue.power_states()
+    return [_device_summary(ctx, r, power) for r in ctx.store.list_devices()]
 
 
 @router.get("/devices/{ref}")
 def show_device(ref: str, request: Request, admin: Admin = READ) -> dict[str, Any]:
-    """One device (by id or hostname) with its facts and last report."""
+    """One device (by id or hostname) with its facts, last report and newest commands."""
+    from jcstate.server.commands import command_view
+
     ctx = _ctx(request)
     row = _one_device(ctx, ref)
     last = ctx.store.last_report(row["id"])
@@ -170,6 +183,7 @@ def show_device(ref: str, request: Request, admin: Admin = READ) -> dict[str, An
         **_device_summary(ctx, row),
         "facts": row["facts"],
         "lastReport": None if last is None else last["body"],
+        "commands": [command_view(c) for c in ctx.queue.list(row["id"], limit=20)],
     }
 
 

@@ -112,16 +112,21 @@ class Work(BaseModel):
 
 
 @router.get("/device/work", response_model=Work)
-async def work(request: Request, etag: str = "", wait: float = 55.0) -> Response:
-    """Long-poll: answer at once when the device's document differs from ``etag``, else hold
-    the request up to ``wait`` seconds (at most 60) and answer within a second of a change.
+async def work(
+    request: Request, etag: str = "", wait: float = 55.0, commands: int | None = None
+) -> Response:
+    """Long-poll: answer at once when the device's document differs from ``etag`` or a
+    security command after ``commands`` (the highest ``seq`` the agent holds) is waiting, else
+    hold the request up to ``wait`` seconds (at most 60) and answer within a second of a change.
 
-    ``document`` is null when unchanged; ``commands`` is reserved for security commands.
+    ``document`` is null when unchanged. ``commands`` lists the device's unfinished commands
+    after the cursor, oldest first; an agent that sends no cursor is sent none.
     """
     ctx = request.app.state.ctx
     device = await device_caller(request)
     deadline = time.monotonic() + max(0.0, min(wait, ctx.max_wait))
     reload = False  # the row read by authentication is fresh on the first pass
+    check_queue = commands is not None  # the queue changes only with a "device" wake
     while True:
         with ctx.waiters.register(device["id"]) as woken:
             # state is read after registering, so a change in between still wakes us
@@ -134,6 +139,9 @@ async def work(request: Request, etag: str = "", wait: float = 55.0) -> Response
                 device, rendered = await run_in_threadpool(_state, ctx, device["id"])
             if device is None or device["status"] != "active":
                 raise HTTPException(403, "this device is no longer active")
+            queued: list[dict[str, Any]] = []
+            if check_queue:
+                queued = await run_in_threadpool(ctx.queue.deliver, device["id"], commands)
             if rendered.etag != etag:
                 return _answer(
                     rendered.etag,
@@ -141,7 +149,10 @@ async def work(request: Request, etag: str = "", wait: float = 55.0) -> Response
                     rendered.document,
                     rendered.secrets,
                     rendered.error,
+                    queued,
                 )
+            if queued:
+                return _answer(etag, rendered.revision, None, {}, None, queued)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return _answer(etag, rendered.revision, None, {}, None)
@@ -150,9 +161,17 @@ async def work(request: Request, etag: str = "", wait: float = 55.0) -> Response
             except TimeoutError:
                 pass
             reload = "device" in woken.reasons
+            check_queue = commands is not None and reload
 
 
-def _answer(etag: str, revision: int | None, document: Any, secrets: Any, error: Any) -> Response:
+def _answer(
+    etag: str,
+    revision: int | None,
+    document: Any,
+    secrets: Any,
+    error: Any,
+    commands: list[dict[str, Any]] | None = None,
+) -> Response:
     # serialised directly: FastAPI's generic encoder costs more than the whole wake at 10,000
     # devices, and the data is already plain JSON
     body = {
@@ -161,7 +180,7 @@ def _answer(etag: str, revision: int | None, document: Any, secrets: Any, error:
         "document": document,
         "secrets": secrets,
         "error": error,
-        "commands": [],
+        "commands": commands or [],
     }
     return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
 

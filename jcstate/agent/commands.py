@@ -1,0 +1,122 @@
+"""The device side of the server's command queue: run what is delivered, at most once, in order.
+
+The server sends every unfinished command after the agent's *cursor* (the highest ``seq`` this
+process has handled) in each ``work`` answer. Each goes through
+:class:`~jcstate.modules.commands.execution.CommandRunner`, which journals ``started`` durably
+before anything runs, so a command delivered twice (a lost answer, an agent restart) runs once.
+The cursor lives in memory only: after a restart everything unfinished is delivered again and
+the journal answers for what already ran.
+
+Results go out from the journal itself, which keeps each final result until the server
+acknowledges it (the same journal the policy ``commands`` write to, so their results reach the
+server too). A restart is still ``running`` until the agent comes back with a new boot time;
+:meth:`QueuedCommands.recover` settles it at start-up.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from jcstate.errors import JcstateError, PlanError
+
+if TYPE_CHECKING:
+    from jcstate.host import Host
+    from jcstate.modules.commands.actions import Actions
+    from jcstate.modules.commands.execution import CommandRunner
+    from jcstate.modules.commands.result import CommandResult
+
+__all__ = ["QueuedCommands"]
+
+log = logging.getLogger("jcstate.agent")
+
+
+class QueuedCommands:
+    """Delivered commands → journal → results until acknowledged."""
+
+    def __init__(
+        self, host: Host, *, actions: Actions | None = None, journal_dir: str | None = None
+    ):
+        self.host = host
+        self._actions = actions
+        self._journal_dir = journal_dir
+        self._runner: CommandRunner | None = None
+        self.cursor = 0  # highest seq handled by this process
+        self._unsent: list[dict[str, Any]] = []  # results that could not be journaled
+        self._dirty = True  # the journal may hold unsent results (always true at start)
+
+    @property
+    def runner(self) -> CommandRunner:
+        """Built on first use: the OS's actions are imported only when commands come."""
+        if self._runner is None:
+            from jcstate.modules.commands.execution import CommandRunner
+            from jcstate.modules.commands.journal import DEFAULT_DIR, Journal
+
+            journal = Journal(self.host, self._journal_dir or DEFAULT_DIR)
+            self._runner = CommandRunner(self.host, journal, actions=self._actions)
+        return self._runner
+
+    def recover(self) -> list[CommandResult]:
+        """At start-up: interrupted commands, finished restarts, erases resumed to the end."""
+        self._dirty = True
+        return self.runner.recover()
+
+    def run(
+        self,
+        delivered: list[dict[str, Any]],
+        starting: Callable[[dict[str, Any]], None] | None = None,
+    ) -> list[CommandResult]:
+        """Run each delivered command in ``seq`` order; a journaled id only returns its result.
+
+        ``starting(command)`` is called before a command this device has never started (the
+        server shows it ``running``); it must not raise. The cursor moves past a command only
+        once the runner has returned, so a failure before the journal leaves it to come again.
+        """
+        from jcstate.modules.commands.result import CommandResult
+
+        results = []
+        for item in sorted(delivered, key=lambda c: int(c.get("seq", 0))):
+            seq = int(item.get("seq", 0))
+            if seq and seq <= self.cursor:
+                continue  # already handled by this process
+            command = {k: v for k, v in item.items() if k != "seq"}
+            self._dirty = True
+            try:
+                if starting is not None and self.runner.journal.get(command["id"]) is None:
+                    starting(command)
+                result = self.runner.run(command)
+            except PlanError as exc:
+                # the server validates with the same code, so only a newer server's command
+                # gets here; it cannot be journaled by id if the id itself is unreadable
+                log.error("command %s refused: %s", command.get("id"), exc)
+                result = CommandResult(
+                    str(command.get("id")), str(command.get("action")), "failed", str(exc)
+                )
+                self._unsent.append(result.to_dict())
+            self.cursor = max(self.cursor, seq)
+            results.append(result)
+        return results
+
+    def journal_changed(self) -> None:
+        """A converge ran (a policy's commands write to the same journal): look again."""
+        self._dirty = True
+
+    def unsent(self) -> list[dict[str, Any]]:
+        """Final results the server has not acknowledged, oldest first."""
+        if not self._dirty and not self._unsent:
+            return []
+        pending = [r.to_dict() for r in self.runner.journal.pending_results()]
+        if not pending:
+            self._dirty = False
+        return [*self._unsent, *pending]
+
+    def acknowledge(self, ids: list[str]) -> None:
+        """The server stored these: drop their output from the journal, keep the ids forever."""
+        done = set(ids)
+        self._unsent = [r for r in self._unsent if r.get("id") not in done]
+        for command_id in ids:
+            try:
+                self.runner.journal.acknowledge(command_id)
+            except JcstateError as exc:  # an id the journal cannot hold (see run)
+                log.debug("acknowledge %s: %s", command_id, exc)

@@ -1,0 +1,368 @@
+"""The security-command queue: per device, in order, delivered until a result comes back.
+
+A command's life on the server::
+
+    queued ──delivered in a work answer──▶ delivered ──agent starts it──▶ running
+       │                                       │                            │
+       │ cancel                                │ cancel: cancel-requested   │ final result
+       ▼                                       ▼  (a late result is stored)  ▼
+    cancelled (never delivered)           succeeded | failed | interrupted (one result each)
+
+- **Order.** ``seq`` is one increasing sequence; a device receives its commands in that order and
+  its agent runs them one after the other.
+- **No expiry.** A queued command waits however long the device is away, unless it sets
+  ``notAfter``: one still queued past that time is settled ``failed`` without being delivered.
+- **Redelivery, not loss.** A delivered command stays in every work answer past the agent's
+  cursor until its final result is stored (a lost answer, an agent killed before it journaled
+  the command). That is safe because the device journal runs each id at most once.
+- **One result per (device, command id).** The final result is written with a conditional
+  update (``state`` not yet final), so a resend after a lost acknowledgement changes nothing.
+- **Policy commands** (``spec.commands``) run on the device through the engine; their results
+  arrive through the same route and are kept here with ``source = "policy"``.
+
+Times come from an injectable clock, so tests can move it 30 days on.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from jcstate.errors import PlanError
+from jcstate.modules.commands import parse_command
+from jcstate.server import db
+from jcstate.server.store import Store
+
+__all__ = [
+    "ACTIVE_STATES",
+    "FINAL_STATES",
+    "CommandConflict",
+    "CommandQueue",
+    "activity",
+    "command_view",
+]
+
+Row = dict[str, Any]
+
+ACTIVE_STATES = ("queued", "delivered", "running")
+FINAL_STATES = ("succeeded", "failed", "interrupted", "cancelled")
+_RESULT_STATES = ("succeeded", "failed", "interrupted")  # what a device may report as final
+MAX_OUTPUT = 64 * 1024  # characters of stdout/stderr kept per command (the device's cap too)
+_POWER = ("restart", "shutdown", "erase")
+
+
+class CommandConflict(PlanError):
+    """A command id given by the caller is already used on that device by another command."""
+
+
+def _rows(result: Iterable[Any]) -> list[Row]:
+    return [dict(r._mapping) for r in result]
+
+
+def _tail(text: Any) -> str:
+    text = text if isinstance(text, str) else ""
+    return text[-MAX_OUTPUT:]
+
+
+class CommandQueue:
+    """The ``commands`` table, on SQLite or PostgreSQL, behind the store's engine."""
+
+    def __init__(self, store: Store, clock: Callable[[], float] = time.time):
+        self.store = store
+        self.clock = clock
+
+    # -- admins -----------------------------------------------------------------------------
+    def issue(
+        self, device_id: str, spec: dict[str, Any], actor: str, command_id: str | None = None
+    ) -> tuple[Row, bool]:
+        """Queue a command for one device; (row, created). Raises PlanError when invalid.
+
+        ``command_id`` lets a caller retry safely: the same id with the same command returns
+        the existing row (created False); with a different command it is a CommandConflict.
+        """
+        cid = command_id or "c-" + secrets.token_hex(8)
+        command = parse_command({**spec, "id": cid})  # the device's own validation
+        body = command.to_dict()
+        now = self.clock()
+        row = {
+            "id": cid,
+            "device_id": device_id,
+            "source": "admin",
+            "action": command.action,
+            "body": body,
+            "state": "queued",
+            "cancel_requested": False,
+            "not_after": None if command.not_after is None else command.not_after.timestamp(),
+            "created_at": now,
+            "created_by": actor,
+            "deliveries": 0,
+        }
+        try:
+            with self.store.transaction() as conn:
+                conn.execute(db.commands.insert().values(**row))
+                self.store.notify(conn, f"device:{device_id}")
+        except IntegrityError:
+            existing = self.one(cid, device_id)
+            if existing and existing["source"] == "admin" and existing["body"] == body:
+                return existing, False
+            raise CommandConflict(
+                f"command id {cid} is already used on this device by another command"
+            ) from None
+        stored = self.one(cid, device_id)
+        assert stored is not None
+        return stored, True
+
+    def cancel(self, row: Row) -> Row:
+        """Cancel: a queued command is never delivered; a delivered one is cancel-requested."""
+        c = db.commands
+        with self.store.transaction() as conn:
+            done = conn.execute(
+                c.update()
+                .where(c.c.seq == row["seq"], c.c.state == "queued")
+                .values(state="cancelled", finished_at=self.clock())
+            ).rowcount
+            if not done:
+                conn.execute(
+                    c.update()
+                    .where(c.c.seq == row["seq"], c.c.state.in_(("delivered", "running")))
+                    .values(cancel_requested=True)
+                )
+        fresh = self.by_seq(row["seq"])
+        assert fresh is not None
+        return fresh
+
+    # -- reading ----------------------------------------------------------------------------
+    def by_seq(self, seq: int) -> Row | None:
+        with self.store.engine.connect() as conn:
+            rows = _rows(conn.execute(db.commands.select().where(db.commands.c.seq == seq)))
+        return rows[0] if rows else None
+
+    def one(self, command_id: str, device_id: str) -> Row | None:
+        c = db.commands
+        with self.store.engine.connect() as conn:
+            rows = _rows(
+                conn.execute(c.select().where(c.c.id == command_id, c.c.device_id == device_id))
+            )
+        return rows[0] if rows else None
+
+    def named(self, command_id: str) -> list[Row]:
+        """Every row with this id: one for an admin command, one per device for a policy's."""
+        c = db.commands
+        with self.store.engine.connect() as conn:
+            return _rows(conn.execute(c.select().where(c.c.id == command_id).order_by(c.c.seq)))
+
+    def list(
+        self, device_id: str | None = None, state: str | None = None, limit: int = 100
+    ) -> list[Row]:
+        """Newest first."""
+        c = db.commands
+        q = c.select().order_by(c.c.seq.desc()).limit(limit)
+        if device_id is not None:
+            q = q.where(c.c.device_id == device_id)
+        if state is not None:
+            q = q.where(c.c.state == state)
+        with self.store.engine.connect() as conn:
+            return _rows(conn.execute(q))
+
+    def power_states(self, device_ids: Iterable[str] | None = None) -> dict[str, tuple[str, str]]:
+        """Per device, the newest restart/shutdown/erase that still says something about it:
+        in flight (delivered, running), or succeeded and not followed by a report yet."""
+        c, d = db.commands, db.devices
+        q = (
+            sa.select(c.c.device_id, c.c.action, c.c.state)
+            .select_from(c.join(d, d.c.id == c.c.device_id))
+            .where(
+                c.c.action.in_(_POWER),
+                sa.or_(
+                    c.c.state.in_(("delivered", "running")),
+                    sa.and_(
+                        c.c.state == "succeeded",
+                        c.c.finished_at > sa.func.coalesce(d.c.last_report_at, 0.0),
+                    ),
+                ),
+            )
+            .order_by(c.c.seq)
+        )
+        if device_ids is not None:
+            q = q.where(c.c.device_id.in_(list(device_ids)))
+        with self.store.engine.connect() as conn:
+            return {r.device_id: (r.action, r.state) for r in conn.execute(q)}
+
+    # -- devices ----------------------------------------------------------------------------
+    def deliver(self, device_id: str, cursor: int) -> list[dict[str, Any]]:
+        """The device's unfinished commands after ``cursor``, oldest first, marked delivered.
+
+        Commands past their ``notAfter`` while still queued are settled ``failed`` instead.
+        Reads first and writes only when something is there: this runs on every poll.
+        """
+        c = db.commands
+        outstanding = sa.and_(
+            c.c.device_id == device_id,
+            c.c.seq > cursor,
+            c.c.state.in_(ACTIVE_STATES),
+            c.c.cancel_requested.is_(False),
+        )
+        with self.store.engine.connect() as conn:
+            if conn.execute(sa.select(c.c.seq).where(outstanding).limit(1)).first() is None:
+                return []
+        now = self.clock()
+        queued = sa.and_(outstanding, c.c.state == "queued")
+        with self.store.transaction() as conn:
+            conn.execute(
+                c.update()
+                .where(queued, c.c.not_after.is_not(None), c.c.not_after < now)
+                .values(
+                    state="failed",
+                    finished_at=now,
+                    result={
+                        "status": "failed",
+                        "message": "not delivered: its notAfter time passed while it was queued",
+                    },
+                )
+            )
+            conn.execute(c.update().where(queued).values(state="delivered", delivered_at=now))
+            rows = _rows(conn.execute(c.select().where(outstanding).order_by(c.c.seq)))
+            if rows:
+                conn.execute(
+                    c.update()
+                    .where(c.c.seq.in_([r["seq"] for r in rows]))
+                    .values(deliveries=c.c.deliveries + 1)
+                )
+        return [{"seq": r["seq"], **r["body"]} for r in rows]
+
+    def record(self, device_id: str, result: dict[str, Any]) -> str:
+        """Store a device's result: ``stored``, ``running``, ``duplicate`` or ``ignored``.
+
+        The first final result wins and is never changed; a result for an id the queue never
+        held is a policy command's, kept with source ``policy``.
+        """
+        c = db.commands
+        cid, status = str(result.get("id", "")), result.get("status")
+        now = self.clock()
+        mine = sa.and_(c.c.device_id == device_id, c.c.id == cid)
+        if status == "running":
+            with self.store.transaction() as conn:
+                changed = conn.execute(
+                    c.update()
+                    .where(mine, c.c.state.in_(("queued", "delivered")))
+                    .values(state="running", running_at=now)
+                ).rowcount
+            return "running" if changed else "ignored"
+        if status not in _RESULT_STATES:
+            return "ignored"
+        kept = _kept(result)
+        exit_code = kept.get("exitCode") if isinstance(kept.get("exitCode"), int) else None
+        with self.store.transaction() as conn:
+            changed = conn.execute(
+                c.update()
+                .where(mine, c.c.state.in_(ACTIVE_STATES))
+                .values(
+                    state=status,
+                    finished_at=now,
+                    running_at=sa.func.coalesce(c.c.running_at, now),
+                    exit_code=exit_code,
+                    result=kept,
+                )
+            ).rowcount
+            if changed:
+                return "stored"
+            known = conn.execute(sa.select(c.c.seq).where(mine)).first()
+            if known is not None:
+                return "duplicate"
+        try:
+            with self.store.transaction() as conn:
+                conn.execute(
+                    c.insert().values(
+                        id=cid,
+                        device_id=device_id,
+                        source="policy",
+                        action=str(result.get("action", "unknown"))[:20],
+                        body={"id": cid, "action": result.get("action")},
+                        state=status,
+                        cancel_requested=False,
+                        created_at=now,
+                        created_by=f"device:{device_id}",
+                        deliveries=0,
+                        finished_at=now,
+                        exit_code=exit_code,
+                        result=kept,
+                    )
+                )
+        except IntegrityError:
+            return "duplicate"  # the same result, racing itself through two requests
+        return "stored"
+
+
+def _kept(result: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a device's result the server keeps, output tail-capped."""
+    keys = (
+        "status",
+        "message",
+        "exitCode",
+        "truncated",
+        "timedOut",
+        "duration",
+        "startedAt",
+        "finishedAt",
+    )
+    kept = {k: result.get(k) for k in keys if k in result}
+    for stream in ("stdout", "stderr"):
+        text = result.get(stream)
+        if isinstance(text, str):
+            kept[stream] = _tail(text)
+            if len(text) > MAX_OUTPUT:
+                kept["truncated"] = True
+    if isinstance(kept.get("message"), str):
+        kept["message"] = kept["message"][:4096]
+    return kept
+
+
+def activity(action: str, state: str, online: bool) -> str:
+    """What a device is doing after a power command, for ``devices`` and ``device show``."""
+    if state in ("delivered", "running"):
+        return {"restart": "restarting", "shutdown": "shutting down", "erase": "erasing"}[action]
+    if action == "shutdown":
+        return "shutting down" if online else "shut down"
+    if action == "erase":
+        return "erased"
+    return ""
+
+
+def command_view(row: Row, hostname: str | None = None) -> dict[str, Any]:
+    """A command as admins see it (API and CLI)."""
+    result = row.get("result") or {}
+    body = row.get("body") or {}
+    view: dict[str, Any] = {
+        "id": row["id"],
+        "seq": row["seq"],
+        "device": row["device_id"],
+        "source": row["source"],
+        "action": row["action"],
+        "state": row["state"],
+        "cancelRequested": bool(row["cancel_requested"]),
+        "createdAt": row["created_at"],
+        "createdBy": row["created_by"],
+        "deliveredAt": row["delivered_at"],
+        "deliveries": row["deliveries"],
+        "runningAt": row["running_at"],
+        "finishedAt": row["finished_at"],
+        "notAfter": body.get("notAfter"),
+        "exitCode": row["exit_code"],
+        "message": result.get("message", ""),
+        "stdout": result.get("stdout", ""),
+        "stderr": result.get("stderr", ""),
+        "truncated": bool(result.get("truncated", False)),
+        "timedOut": bool(result.get("timedOut", False)),
+        "duration": result.get("duration"),
+    }
+    if hostname is not None:
+        view["hostname"] = hostname
+    for key, name in (("run", "run"), ("delay", "delay"), ("message", "warning")):
+        if key in body:
+            view[name] = body[key]
+    return view

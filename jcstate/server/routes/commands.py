@@ -1,0 +1,263 @@
+"""Routes of the security-command queue: admins issue, list, show and cancel; devices report.
+
+Each action has its own route so that the role it needs is written next to it (and in
+``tests/server/authz_matrix.yaml``): lock, restart, shutdown and run need ``manager``, erase
+needs ``administrator`` and a ``confirm`` equal to the device's id. Every attempt lands in the
+audit log: refusals by role in :mod:`jcstate.server.auth`, invalid commands here (``refused``),
+accepted ones with outcome ``ok``. The audit keeps the action and the program's name, never
+a command line (it may hold anything an admin typed).
+
+Delivery to devices is in the ``work`` long poll (:mod:`jcstate.server.routes.device`).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from jcstate.errors import PlanError
+from jcstate.server.auth import Admin, action_of, device_caller, require
+from jcstate.server.commands import CommandConflict, command_view
+from jcstate.server.routes.admin import _one_device as one_device
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api/v1", tags=["commands"])
+
+READ = Depends(require("read-only"))
+MANAGE = Depends(require("manager"))
+ADMINISTER = Depends(require("administrator"))
+
+
+class RunSpec(BaseModel):
+    """What action ``run`` executes: ``argv`` (no shell) or ``command`` for ``shell``."""
+
+    model_config = ConfigDict(extra="forbid")
+    argv: list[str] | None = None
+    command: str | None = None
+    shell: str | None = None
+    user: str | None = None
+    timeout: int | None = Field(None, ge=1, le=86400)
+
+
+class NewCommand(BaseModel):
+    """A command for one device. ``id`` is optional: with it a retry is safe (the same id and
+    command return the existing command)."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str | None = None
+    delay: int | None = Field(None, ge=0, le=86400, description="restart/shutdown warning, s")
+    message: str | None = Field(None, description="restart/shutdown: shown to users")
+    notAfter: str | None = Field(None, description="RFC 3339; not delivered after this")
+    run: RunSpec | None = None
+    confirm: str | None = Field(None, description="erase: the device id, typed back")
+
+
+def _ctx(request: Request) -> Any:
+    return request.app.state.ctx
+
+
+def _spec(action: str, body: NewCommand) -> dict[str, Any]:
+    spec: dict[str, Any] = {"action": action}
+    for key in ("delay", "message", "notAfter", "confirm"):
+        value = getattr(body, key)
+        if value is not None:
+            spec[key] = value
+    if body.run is not None:
+        spec["run"] = body.run.model_dump(exclude_none=True)
+    return spec
+
+
+def _program(spec: dict[str, Any]) -> str | None:
+    run = spec.get("run") or {}
+    if run.get("argv"):
+        return str(run["argv"][0])
+    if run.get("command"):
+        return str(run.get("shell") or "(default shell)")
+    return None
+
+
+def _issue(request: Request, admin: Admin, ref: str, action: str, body: NewCommand) -> Any:
+    ctx = _ctx(request)
+    store = ctx.store
+
+    def refuse(status: int, reason: str, target: str | None = ref) -> HTTPException:
+        store.audit(
+            admin.actor,
+            action_of(request),
+            "refused",
+            role=admin.role,
+            target=target,
+            detail={"action": action, "reason": reason},
+        )
+        return HTTPException(status, reason)
+
+    try:
+        device = one_device(ctx, ref)
+    except HTTPException as exc:
+        raise refuse(exc.status_code, str(exc.detail)) from None
+    if device["status"] == "revoked":
+        raise refuse(409, "this device is revoked: it will never poll again", device["id"])
+    if action == "erase" and body.confirm != device["id"]:
+        raise refuse(
+            422,
+            f"erase needs confirm equal to the device id ({device['id']}, "
+            f"{device['hostname']}): one device per request, typed back",
+            device["id"],
+        )
+    if action != "run" and body.run is not None:
+        raise refuse(422, f"'run' is only for action run, not {action}", device["id"])
+    spec = _spec(action, body)
+    try:
+        row, created = ctx.queue.issue(device["id"], spec, admin.actor, body.id)
+    except PlanError as exc:
+        raise refuse(
+            409 if isinstance(exc, CommandConflict) else 422, str(exc), device["id"]
+        ) from None
+    if created:
+        ctx.waiters.wake_threadsafe(f"device:{device['id']}")
+    detail = {"action": action, "command": row["id"], "hostname": device["hostname"]}
+    if _program(spec):
+        detail["program"] = _program(spec)
+    if not created:
+        detail["retry"] = True
+    store.audit(
+        admin.actor, action_of(request), "ok", role=admin.role, target=device["id"], detail=detail
+    )
+    return {**command_view(row, device["hostname"]), "created": created}
+
+
+@router.post("/devices/{ref}/commands/lock", status_code=201)
+def lock(ref: str, body: NewCommand, request: Request, admin: Admin = MANAGE) -> Any:
+    """Lock the device's graphical sessions (Linux, Windows)."""
+    return _issue(request, admin, ref, "lock", body)
+
+
+@router.post("/devices/{ref}/commands/restart", status_code=201)
+def restart(ref: str, body: NewCommand, request: Request, admin: Admin = MANAGE) -> Any:
+    """Warn logged-in users, wait ``delay`` seconds (default 60), restart; done once the
+    device is back with a new boot time."""
+    return _issue(request, admin, ref, "restart", body)
+
+
+@router.post("/devices/{ref}/commands/shutdown", status_code=201)
+def shutdown(ref: str, body: NewCommand, request: Request, admin: Admin = MANAGE) -> Any:
+    """Warn logged-in users, wait ``delay`` seconds (default 60), power off."""
+    return _issue(request, admin, ref, "shutdown", body)
+
+
+@router.post("/devices/{ref}/commands/run", status_code=201)
+def run(ref: str, body: NewCommand, request: Request, admin: Admin = MANAGE) -> Any:
+    """Run ``run.argv`` (no shell) or ``run.command`` (a shell) with a timeout; the result has
+    the exit code, stdout and stderr tails and the duration."""
+    return _issue(request, admin, ref, "run", body)
+
+
+@router.post("/devices/{ref}/commands/erase", status_code=201)
+def erase(ref: str, body: NewCommand, request: Request, admin: Admin = ADMINISTER) -> Any:
+    """Erase one device; ``confirm`` must be its id."""
+    return _issue(request, admin, ref, "erase", body)
+
+
+def _hostnames(ctx: Any) -> dict[str, str]:
+    return {d["id"]: d["hostname"] for d in ctx.store.list_devices()}
+
+
+@router.get("/commands")
+def list_commands(
+    request: Request,
+    device: str | None = None,
+    state: str | None = None,
+    limit: int = 100,
+    admin: Admin = READ,
+) -> list[dict[str, Any]]:
+    """Commands, newest first; ``device`` (id or hostname) and ``state`` filter."""
+    ctx = _ctx(request)
+    device_id = one_device(ctx, device)["id"] if device else None
+    names = _hostnames(ctx)
+    rows = ctx.queue.list(device_id, state, min(max(limit, 1), 10000))
+    return [command_view(r, names.get(r["device_id"])) for r in rows]
+
+
+def _one_command(ctx: Any, command_id: str, device: str | None) -> dict[str, Any]:
+    rows = ctx.queue.named(command_id)
+    if device:
+        device_id = one_device(ctx, device)["id"]
+        rows = [r for r in rows if r["device_id"] == device_id]
+    if not rows:
+        raise HTTPException(404, "no such command")
+    if len(rows) > 1:
+        raise HTTPException(
+            409,
+            f"{len(rows)} devices ran a command {command_id} (a policy's); add device=ID: "
+            + ", ".join(r["device_id"] for r in rows),
+        )
+    return dict(rows[0])
+
+
+@router.get("/commands/{command_id}")
+def show_command(
+    command_id: str, request: Request, device: str | None = None, admin: Admin = READ
+) -> dict[str, Any]:
+    """One command: state, exit code, output tails and times."""
+    ctx = _ctx(request)
+    row = _one_command(ctx, command_id, device)
+    return command_view(row, _hostnames(ctx).get(row["device_id"]))
+
+
+@router.post("/commands/{command_id}/cancel")
+def cancel_command(
+    command_id: str, request: Request, device: str | None = None, admin: Admin = MANAGE
+) -> dict[str, Any]:
+    """Cancel: a queued command is never delivered; a delivered one is marked cancel-requested
+    (the device may already run it; its result is still stored)."""
+    ctx = _ctx(request)
+    row = _one_command(ctx, command_id, device)
+    if row["source"] != "admin":
+        raise HTTPException(409, "a policy's command is not queued here: remove it from the policy")
+    fresh = ctx.queue.cancel(row)
+    if fresh["state"] == "cancelled":
+        outcome = "cancelled"
+    elif fresh["cancel_requested"] and fresh["state"] in ("delivered", "running"):
+        outcome = "cancel-requested"
+    else:
+        outcome = f"already {fresh['state']}"
+    ctx.store.audit(
+        admin.actor,
+        action_of(request),
+        "ok",
+        role=admin.role,
+        target=row["device_id"],
+        detail={"command": command_id, "result": outcome},
+    )
+    return {**command_view(fresh), "cancel": outcome}
+
+
+# -- devices -----------------------------------------------------------------------------------
+class Results(BaseModel):
+    """Results from the device's journal: final ones until acknowledged, ``running`` once."""
+
+    results: list[dict[str, Any]] = Field(max_length=500)
+
+
+@router.post("/device/commands/results", tags=["device"])
+async def post_results(request: Request) -> dict[str, Any]:
+    """Store each result once per (device, command id); acknowledge finals, even duplicates."""
+    ctx = _ctx(request)
+    device = await device_caller(request)
+    try:
+        body = Results.model_validate(json.loads(await request.body()))
+    except ValueError as exc:
+        raise HTTPException(422, f"bad results: {exc}") from None
+    acks, duplicates = [], []
+    for result in body.results:
+        outcome = await run_in_threadpool(ctx.queue.record, device["id"], result)
+        if result.get("status") != "running":
+            acks.append(result.get("id"))
+        if outcome == "duplicate":
+            duplicates.append(result.get("id"))
+    return {"acks": acks, "duplicates": duplicates}

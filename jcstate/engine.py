@@ -31,14 +31,24 @@ log = logging.getLogger(__name__)
 
 
 def context(
-    document: Any, host: Host, secrets: SecretSource | None = None, device: Any = None
+    document: Any,
+    host: Host,
+    secrets: SecretSource | None = None,
+    device: Any = None,
+    *,
+    escrow: Any = None,
 ) -> PlanContext:
-    """Parse the document's sections into models; facts are gathered when planning."""
+    """Parse the document's sections into models; facts are gathered when planning.
+
+    ``escrow``: the agent's callable ``(key: Secret, volume: str | None)`` that sends a FileVault
+    recovery key to the server; None in standalone runs.
+    """
     ctx = PlanContext(
         host=host,
         device=_as_dict(device),
         sources=dict(getattr(document, "sources", None) or {}),
         secrets=secrets if secrets is not None else NoSecrets(),
+        escrow=escrow,
     )
     spec = document.spec
     for res in RESOURCES:
@@ -98,10 +108,15 @@ def _plan(ctx: PlanContext) -> Plan:
 
 
 def plan(
-    document: Any, host: Host, secrets: SecretSource | None = None, *, device: Any = None
+    document: Any,
+    host: Host,
+    secrets: SecretSource | None = None,
+    *,
+    device: Any = None,
+    escrow: Any = None,
 ) -> Plan:
     """What would change on ``host`` to reach ``document`` (nothing runs)."""
-    return _plan(context(document, host, secrets, device))
+    return _plan(context(document, host, secrets, device, escrow=escrow))
 
 
 def apply(
@@ -111,9 +126,10 @@ def apply(
     *,
     check: bool = False,
     device: Any = None,
+    escrow: Any = None,
 ) -> Report:
     """Plan, then (unless ``check``) apply, re-read and report."""
-    ctx = context(document, host, secrets, device)
+    ctx = context(document, host, secrets, device, escrow=escrow)
     first = _plan(ctx)
     if check:
         return Report(plan=first, results=[], applied=False)

@@ -15,6 +15,7 @@ from typing import Any
 from jcstate.agent import signing
 from jcstate.agent.identity import Identity
 from jcstate.errors import AuthError, ServerError
+from jcstate.secret import Secret
 
 __all__ = ["Client", "Unreachable"]
 
@@ -126,4 +127,13 @@ class Client:
         """Send command results; the answer's ``acks`` are stored (or were already)."""
         return self.request(
             "POST", "/api/v1/device/commands/results", {"results": results}, timeout=timeout
+        )
+
+    def escrow(self, volume: str | None, key: Secret, *, timeout: float = 30) -> dict[str, Any]:
+        """Send a FileVault recovery key to the server (revealed only into the request body)."""
+        return self.request(
+            "POST",
+            "/api/v1/device/escrow",
+            {"volume": volume, "key": key.reveal()},
+            timeout=timeout,
         )

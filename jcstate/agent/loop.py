@@ -10,6 +10,8 @@ off exponentially with full jitter (honouring ``Retry-After``), keeping every re
 Only one agent runs per state directory (a lock file).
 A long poll that ends empty re-converges the last document every ``reconverge`` seconds, so
 drift made by hand is corrected even when no admin pushes anything.
+A policy with ``fileVault.escrowRecoveryKey`` has its recovery key sent to the server during the
+converge (:meth:`Agent._escrow`); when that fails, the next converge tries again.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from jcstate.agent.commands import QueuedCommands
 from jcstate.agent.identity import Identity
 from jcstate.agent.outbox import Outbox
 from jcstate.errors import AuthError, JcstateError, ServerError
+from jcstate.secret import Secret
 
 __all__ = ["Agent", "AgentConfig", "backoff_delay", "setup_logging"]
 
@@ -256,7 +259,11 @@ class Agent:
         host = Host(root=self.config.root)
         enrolled = self.identity.device() or {}
         report = engine.apply(
-            document, host, MappingSecrets(self._secrets), device={"id": enrolled.get("id", "")}
+            document,
+            host,
+            MappingSecrets(self._secrets),
+            device={"id": enrolled.get("id", "")},
+            escrow=self._escrow,
         )
         counts = report.counts() if callable(getattr(report, "counts", None)) else {}
         log.info("converged %s: %s", self._etag[:8], counts or ("ok" if report.ok else "failed"))
@@ -265,6 +272,15 @@ class Agent:
             "changed": bool(getattr(report, "changed", False)),
             "report": report.to_dict(),
         }
+
+    def _escrow(self, key: Secret, volume: str | None) -> None:
+        """Send a FileVault recovery key (a Secret) to the server; raises when it cannot.
+
+        A failure fails the plan's escrow step, so its stamp is not written and the next
+        converge tries again; meanwhile the key stays in its root-only 0600 file.
+        """
+        self.client.escrow(volume, key)
+        log.info("escrowed the FileVault recovery key of volume %s", volume or "?")
 
     def _facts(self) -> dict[str, Any]:
         from jcstate import engine

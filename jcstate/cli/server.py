@@ -4,6 +4,7 @@ server [--data DIR] [--database URL] [--listen HOST:PORT] [--tls-cert F --tls-ke
 server make-cert --out DIR [--name HOST ...]
 push REPO... [--dry-run] [-m MESSAGE]
 devices | device show|approve|revoke REF | device labels REF KEY=VALUE...
+device recovery-key REF [--volume V] [--all]
 token create --role ROLE | token list | token revoke ID
 connect-key create|list|revoke | audit | totp enroll USER | password set REF
 command lock|restart|shutdown|erase DEVICE | command run DEVICE -- ARGV...
@@ -267,6 +268,15 @@ def device_show(args: argparse.Namespace) -> int:
         columns = [c for c in COMMAND_COLUMNS if c[1] != "hostname"] + [("OUTPUT", "tail")]
         rows = [{**c, "tail": _last_line(c)} for c in data["commands"]]
         _print(args, rows, columns, indent="  ")
+    return 0
+
+
+def device_recovery_key(args: argparse.Namespace) -> int:
+    """Print a device's escrowed FileVault recovery key (administrators; every read is audited)."""
+    query = {k: v for k, v in (("volume", args.volume), ("all", args.all and "true")) if v}
+    data = _client(args).call("GET", f"/api/v1/devices/{args.ref}/recovery-key", **query)
+    columns = [("DEVICE", "device"), ("VOLUME", "volume"), ("ESCROWED", "escrowedAt")]
+    _print(args, data, [*columns, ("RECOVERY KEY", "key")])
     return 0
 
 
@@ -670,6 +680,11 @@ def register(sub: Any) -> None:
         q = _admin_parser(ds, action, text)
         q.add_argument("ref")
         q.set_defaults(handler=device_action, action=action)
+    q = _admin_parser(ds, "recovery-key", "show a device's escrowed FileVault recovery key")
+    q.add_argument("ref")
+    q.add_argument("--volume", help="the volume (LVGUUID) whose key to show")
+    q.add_argument("--all", action="store_true", help="the key of every volume")
+    q.set_defaults(handler=device_recovery_key)
     q = _admin_parser(ds, "labels", "replace a device's labels")
     q.add_argument("ref")
     q.add_argument("labels", nargs="*", metavar="KEY=VALUE")

@@ -144,6 +144,20 @@ commands = sa.Table(
 )
 
 
+# FileVault personal recovery keys escrowed by devices (issue 6), sealed by the vault with
+# ("recovery", "DEVICE/VOLUME") as associated data. A table of their own, not ``secrets``: the
+# newest ``secrets.updated_at`` is part of every device's etag, so a key stored there would make
+# every device re-download its document.
+recovery_keys = sa.Table(
+    "recovery_keys",
+    METADATA,
+    sa.Column("device_id", sa.String(32), primary_key=True),
+    sa.Column("volume", sa.String(255), primary_key=True),  # LVGUUID; "" when unknown
+    sa.Column("ciphertext", sa.Text, nullable=False),
+    sa.Column("escrowed_at", sa.Float, nullable=False),
+)
+
+
 def sqlite_url(data_dir: str | os.PathLike[str]) -> str:
     return "sqlite:///" + str(Path(data_dir, "jcstate.db").resolve())
 

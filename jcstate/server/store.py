@@ -404,6 +404,30 @@ class Store:
             gen = conn.execute(sa.select(sa.func.max(db.secrets.c.updated_at))).scalar()
         return (None if rev is None else int(rev)), float(gen or 0.0)
 
+    # -- escrowed recovery keys (sealed by the vault) ---------------------------------------
+    def set_recovery_key(self, device_id: str, volume: str, sealed: str) -> float:
+        """Store (or replace) a device's sealed recovery key for ``volume``; returns the time.
+
+        No notify and no effect on :meth:`generation`: no device's document depends on it.
+        """
+        k = db.recovery_keys
+        now = time.time()
+        with self._write() as conn:
+            conn.execute(k.delete().where(k.c.device_id == device_id, k.c.volume == volume))
+            conn.execute(
+                k.insert().values(
+                    device_id=device_id, volume=volume, ciphertext=sealed, escrowed_at=now
+                )
+            )
+        return now
+
+    def recovery_keys(self, device_id: str) -> list[Row]:
+        """A device's sealed recovery keys, newest first."""
+        k = db.recovery_keys
+        with self.engine.connect() as conn:
+            q = k.select().where(k.c.device_id == device_id).order_by(k.c.escrowed_at.desc())
+            return _rows(conn.execute(q))
+
     # -- audit -----------------------------------------------------------------------------
     def audit(
         self,

@@ -17,8 +17,9 @@ Changes (phase 50: after users and memberships, before commands):
   ``escrow`` change whose step hands the key (a :class:`~jcstate.secret.Secret`) and the volume's
   ``LVGUUID`` to ``ctx.escrow``, a callable the agent provides; then it writes a stamp (SHA-256
   of the key, never the key) so the next plan is empty. Without ``ctx.escrow`` (standalone
-  ``jcstate apply``) the plan only warns that the key stays in FILE. What the server does with
-  the key (encrypt at rest, show to administrators) is another issue: no server endpoint exists.
+  ``jcstate apply``) the plan only warns that the key stays in FILE. The agent's callable posts
+  the key to ``POST /api/v1/device/escrow``; the server seals it at rest and shows it only to
+  administrators (``jcstate device recovery-key``), every read audited.
 * **users** (once FileVault is on, ``users`` is authoritative): missing users are added with
   ``fdesetup add -inputplist``, whose property list on stdin carries ``Username``/``Password`` of
   a user who is already FileVault-enabled (fdesetup authenticates with it) and

@@ -84,6 +84,9 @@ def _request(server: Any, callers: Callers, caller: str, route: str) -> int:
     if "{ref}" in path:  # a password name, or a device
         ref = "pw1" if path.startswith("/api/v1/passwords/") else callers.fresh("ref")
         path = path.replace("{ref}", ref)
+    if route == "GET /api/v1/devices/{ref}/recovery-key":  # something to read back
+        sealed = server.ctx.vault.seal("recovery", f"{ref}/", Secret("1111-2222"))
+        server.ctx.store.set_recovery_key(ref, "", sealed)
     if "{command_id}" in path:  # a queued command of a fresh device
         row, _ = server.ctx.queue.issue(callers.fresh("ref"), {"action": "lock"}, "test")
         path = path.replace("{command_id}", row["id"])
@@ -114,6 +117,7 @@ def _request(server: Any, callers: Callers, caller: str, route: str) -> int:
         "POST /api/v1/devices/{ref}/commands/run": {"run": {"argv": ["id", "-u"]}},
         "POST /api/v1/devices/{ref}/commands/erase": {"confirm": ref},
         "POST /api/v1/device/commands/results": {"results": []},
+        "POST /api/v1/device/escrow": {"volume": None, "key": "AAAA-BBBB-CCCC"},
     }
     body_obj = bodies.get(route)
     headers: dict[str, str] = {"Content-Type": "application/json"}

@@ -12,7 +12,7 @@ import secrets as pysecrets
 import time
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
 from jcstate.errors import DocumentError, JcstateError
@@ -235,6 +235,49 @@ def approve_device(ref: str, request: Request, admin: Admin = ADMINISTER) -> dic
 def revoke_device(ref: str, request: Request, admin: Admin = ADMINISTER) -> dict[str, Any]:
     """Refuse the device's credential from now on; its held long-poll ends at once."""
     return _set_status(request, admin, ref, "revoked")
+
+
+# -- escrowed FileVault recovery keys -------------------------------------------------------
+@router.get("/devices/{ref}/recovery-key")
+def recovery_key(
+    ref: str,
+    request: Request,
+    volume: str | None = None,
+    every: bool = Query(False, alias="all"),
+    admin: Admin = ADMINISTER,
+) -> Any:
+    """The device's escrowed FileVault recovery key: the newest, that of ``volume``, or with
+    ``all=true`` one entry per volume (newest first). Every read is audited, never the key."""
+    ctx = _ctx(request)
+    row = _one_device(ctx, ref)
+    rows = ctx.store.recovery_keys(row["id"])
+    if volume is not None:
+        rows = [r for r in rows if r["volume"] == volume]
+    if not every:
+        rows = rows[:1]
+    if not rows:
+        ctx.store.audit(
+            admin.actor,
+            action_of(request),
+            "failed",
+            role=admin.role,
+            target=row["id"],
+            detail={"reason": "no recovery key escrowed", "volume": volume},
+        )
+        raise HTTPException(404, "no recovery key escrowed for this device")
+    keys = [
+        {
+            "device": row["id"],
+            "volume": r["volume"],
+            "key": ctx.vault.open(
+                "recovery", f"{row['id']}/{r['volume']}", r["ciphertext"]
+            ).reveal(),
+            "escrowedAt": r["escrowed_at"],
+        }
+        for r in rows
+    ]
+    _audit(request, admin, row["id"], volumes=[r["volume"] for r in rows])
+    return keys if every else keys[0]
 
 
 # -- admin tokens --------------------------------------------------------------------------

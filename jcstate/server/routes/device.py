@@ -1,4 +1,5 @@
-"""Routes a device calls: enroll, its own record, long-poll for work, post a report.
+"""Routes a device calls: enroll, its own record, long-poll for work, post a report, escrow a
+FileVault recovery key.
 
 A device can name no other device in any of these: every route acts on the device whose key
 signed the request, so reading another device's document, commands or secrets is impossible by
@@ -16,6 +17,7 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from jcstate.secret import Secret
 from jcstate.server.auth import device_caller, verify_signature
 
 __all__ = ["router"]
@@ -203,3 +205,38 @@ async def post_report(request: Request) -> dict[str, Any]:
         raise HTTPException(422, f"bad report: {exc}") from None
     stored = await run_in_threadpool(ctx.store.add_report, device["id"], report.model_dump())
     return {"ack": report.reportId, "duplicate": not stored}
+
+
+class Escrowed(BaseModel):
+    """A FileVault personal recovery key and the volume (LVGUUID) it unlocks, if known."""
+
+    volume: str | None = Field(default=None, max_length=255)
+    key: str = Field(min_length=1, max_length=1024, repr=False)
+
+
+@router.post("/device/escrow")
+async def escrow(request: Request) -> dict[str, Any]:
+    """Store the calling device's recovery key, sealed by the vault; a resend replaces it.
+
+    The key is never logged: the audit entry names the device and the volume only.
+    """
+    ctx = request.app.state.ctx
+    device = await device_caller(request)
+    try:
+        data = Escrowed.model_validate(json.loads(await request.body()))
+    except ValueError:
+        # the validation message could quote the key: say only what is wrong in general
+        raise HTTPException(422, "bad escrow: expected {volume: str|null, key: str}") from None
+    volume = data.volume or ""
+    key = Secret(data.key)
+    sealed = ctx.vault.seal("recovery", f"{device['id']}/{volume}", key)
+    at = await run_in_threadpool(ctx.store.set_recovery_key, device["id"], volume, sealed)
+    await run_in_threadpool(
+        ctx.store.audit,
+        f"device:{device['id']}",
+        "POST /api/v1/device/escrow",
+        "ok",
+        target=device["id"],
+        detail={"volume": volume},
+    )
+    return {"device": device["id"], "volume": volume, "escrowedAt": at}

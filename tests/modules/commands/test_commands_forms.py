@@ -4,10 +4,15 @@ One JSON file per case in ``forms/`` (``<case>.<os>.json``): the command, the ca
 of the programs it calls, and the expected status, message and argv, in order. Every case
 runs through the real runner and journal (under a temporary root), so a second run of the
 same id must run nothing.
+
+Placeholders in an expected argv: ``{ERASE_SCRIPT}`` is the module's constant (checked on its
+own in test_commands_model.py); ``{ENCODED:NAME}`` is ``-EncodedCommand``'s form (base64 of
+UTF-16LE) of the file ``forms/NAME``, the exact script recorded as a file of its own.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -22,6 +27,15 @@ from jcstate.modules.commands.windows import ERASE_SCRIPT
 
 FORMS = Path(__file__).parent / "forms"
 CASES = sorted(FORMS.glob("*.json"))
+
+
+def _expected_arg(arg: str) -> str:
+    if arg == "{ERASE_SCRIPT}":
+        return ERASE_SCRIPT
+    if arg.startswith("{ENCODED:") and arg.endswith("}"):
+        script = (FORMS / arg[len("{ENCODED:"):-1]).read_text()
+        return base64.b64encode(script.encode("utf-16-le")).decode("ascii")
+    return arg
 
 
 def _actions(os_name: str, sleeps: list[float]) -> Any:
@@ -41,14 +55,15 @@ def test_command_form(path: Path, tmp_path: Path) -> None:
     runner = CommandRunner(host, Journal(host), actions=_actions(os_name, sleeps))
     result = runner.run(case["command"])
     expect = case["expect"]
-    want_argv = [[ERASE_SCRIPT if a == "{ERASE_SCRIPT}" else a for a in argv]
-                 for argv in expect["argv"]]
+    want_argv = [[_expected_arg(a) for a in argv] for argv in expect["argv"]]
     assert [list(a) for a in host.commands_run] == want_argv
     assert result.status == expect["status"], result.message
     if "message" in expect:
         assert result.message == expect["message"]
     if "sleeps" in expect:
         assert sleeps == expect["sleeps"]
+    if "stdin" in expect:
+        assert host.stdin_seen == expect["stdin"]
     if "stdin_of_wall" in expect:
         assert host.stdin_seen[0] == expect["stdin_of_wall"]
     entry = Journal(host).get(case["command"]["id"])
@@ -60,6 +75,27 @@ def test_command_form(path: Path, tmp_path: Path) -> None:
         case["command"])
     assert host.commands_run == []
     assert again.status == result.status
+
+
+def test_windows_lock_script_runs_lockworkstation_in_the_console_session() -> None:
+    """The recorded script has the documented forms, and no command data inside it."""
+    script = (FORMS / "lock.windows.ps1").read_text()
+    lines = [line.strip() for line in script.splitlines()]
+    assert "$d = [Console]::In.ReadLine() | ConvertFrom-Json" in lines
+    assert "$user = (Get-CimInstance -ClassName Win32_ComputerSystem).UserName" in lines
+    assert "if (-not $user) { exit 3 }" in lines
+    assert ("$action = New-ScheduledTaskAction -Execute 'rundll32.exe' "
+            "-Argument 'user32.dll,LockWorkStation'") in lines
+    assert ("$principal = New-ScheduledTaskPrincipal -UserId $user -LogonType Interactive "
+            "-RunLevel Limited") in lines
+    assert "Start-ScheduledTask -TaskName $d.taskName" in lines
+    assert "$info = Get-ScheduledTaskInfo -TaskName $d.taskName" in lines
+    # The task is removed whatever happens once it exists.
+    register = next(i for i, line in enumerate(lines) if line.startswith("Register-"))
+    assert lines[register + 2] == "try {"
+    finally_at = lines.index("} finally {")
+    assert lines[finally_at + 1] == "Unregister-ScheduledTask -TaskName $d.taskName -Confirm:$false"
+    assert "jcstate-lock" not in script  # the name is data on stdin
 
 
 def test_every_os_has_cases() -> None:

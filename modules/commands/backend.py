@@ -61,8 +61,9 @@ class RunCommand:
         if result.status in ("succeeded", "running"):
             return
         if result.exit_code not in (None, 0):
-            raise CommandFailed([f"command {self.command.id}"], result.exit_code,
-                                result.stderr or result.message)
+            raise CommandFailed(
+                [f"command {self.command.id}"], result.exit_code, result.stderr or result.message
+            )
         raise HostError(f"command {self.command.id} {result.status}: {result.message}")
 
     def to_dict(self) -> dict[str, Any]:
@@ -105,8 +106,11 @@ class CommandsBackend:
                 continue
             if command.expired():
                 assert command.not_after is not None
-                _warn(ctx, f"command {command.id}: skipped, notAfter "
-                           f"{command.not_after.isoformat()} has passed")
+                _warn(
+                    ctx,
+                    f"command {command.id}: skipped, notAfter "
+                    f"{command.not_after.isoformat()} has passed",
+                )
                 continue
             changes.append(self._change(command, ctx))
         return changes
@@ -114,8 +118,11 @@ class CommandsBackend:
     def _change(self, command: Command, ctx: PlanContext, resume: int = 0) -> Change:
         fields = [FieldChange("action", None, command.action)]
         if command.run is not None:
-            what = command.run.command if command.run.command is not None else list(
-                command.run.argv or ())
+            what = (
+                command.run.command
+                if command.run.command is not None
+                else list(command.run.argv or ())
+            )
             fields.append(FieldChange("run", None, what))
             if command.run.user:
                 fields.append(FieldChange("user", None, command.run.user))
@@ -130,8 +137,7 @@ class CommandsBackend:
             action="run",
             phase=PHASE,
             fields=fields,
-            steps=[RunCommand(command, tuple(self.actions.describe(command)),
-                              self.journal_dir)],  # type: ignore[list-item]
+            steps=[RunCommand(command, tuple(self.actions.describe(command)), self.journal_dir)],  # type: ignore[list-item]
             source=ctx.sources.get(("commands", command.id)),
             summary=command.action,  # the report's head: "> command incident-42-lock (lock)"
         )

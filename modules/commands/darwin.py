@@ -24,9 +24,9 @@ __all__ = ["BACKEND", "DarwinActions", "power_argv", "run_argv"]
 
 _MDM_ONLY = {
     "lock": "lock is an MDM command on macOS (DeviceLock): send it through your MDM server; "
-            "the jcstate agent cannot lock a Mac",
+    "the jcstate agent cannot lock a Mac",
     "erase": "erase is an MDM command on macOS (EraseDevice): send it through your MDM "
-             "server; the jcstate agent cannot erase a Mac",
+    "server; the jcstate agent cannot erase a Mac",
 }
 
 
@@ -35,16 +35,18 @@ def power_argv(command: Command) -> list[str]:
     flag = "-r" if command.action == "restart" else "-h"
     minutes = -(-command.delay // 60)  # ceil: never less warning than asked for
     when = "now" if minutes == 0 else f"+{minutes}"
-    return ["shutdown", flag, when, default_warning(command.action, minutes * 60,
-                                                    command.message)]
+    return ["shutdown", flag, when, default_warning(command.action, minutes * 60, command.message)]
 
 
 def run_argv(command: Command) -> list[str]:
     """What action ``run`` executes on macOS."""
     assert command.run is not None
     spec = command.run
-    argv = list(spec.argv) if spec.argv is not None else [spec.shell or "/bin/sh", "-c",
-                                                           spec.command or ""]
+    argv = (
+        list(spec.argv)
+        if spec.argv is not None
+        else [spec.shell or "/bin/sh", "-c", spec.command or ""]
+    )
     if spec.user and spec.user != "root":
         argv = ["sudo", "-n", "-H", "-u", spec.user, "--", *argv]
     return argv
@@ -76,11 +78,19 @@ class DarwinActions:
         checkpoint(" ".join(argv[:3]))
         done = host.run(argv, check=False)
         if done.returncode != 0:
-            return Outcome(False, f"shutdown exited {done.returncode}: {done.stderr.strip()}",
-                           exit_code=done.returncode, stderr=done.stderr[-4096:])
+            return Outcome(
+                False,
+                f"shutdown exited {done.returncode}: {done.stderr.strip()}",
+                exit_code=done.returncode,
+                stderr=done.stderr[-4096:],
+            )
         if command.action == "restart":
-            return Outcome(True, f"restart scheduled ({argv[2]}); done once the boot time "
-                                 "changes", exit_code=0, awaiting_reboot=True)
+            return Outcome(
+                True,
+                f"restart scheduled ({argv[2]}); done once the boot time changes",
+                exit_code=0,
+                awaiting_reboot=True,
+            )
         return Outcome(True, f"shutdown scheduled ({argv[2]})", exit_code=0)
 
 

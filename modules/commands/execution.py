@@ -45,8 +45,9 @@ def actions_for(os_name: str) -> Actions:
 class CommandRunner:
     """Runs commands on ``host``, each id at most once, recorded in ``journal``."""
 
-    def __init__(self, host: Host, journal: Journal | None = None, *,
-                 actions: Actions | None = None):
+    def __init__(
+        self, host: Host, journal: Journal | None = None, *, actions: Actions | None = None
+    ):
         self.host = host
         self.journal = journal or Journal(host)
         self.actions = actions or actions_for(host.os)
@@ -80,8 +81,7 @@ class CommandRunner:
         if entry.state == "awaiting-reboot":
             return self._result(entry, "running", "waiting for the device to restart")
         # Settled already, so a started record here is an erase: it resumes until done.
-        log.warning("command %s: resuming %s (attempt %d)", cmd.id, cmd.action,
-                    entry.attempts + 1)
+        log.warning("command %s: resuming %s (attempt %d)", cmd.id, cmd.action, entry.attempts + 1)
         return self._perform(cmd, self.journal.resume(entry))
 
     def _first_run(self, cmd: Command) -> CommandResult:
@@ -92,8 +92,9 @@ class CommandRunner:
             refusal = "not run: erase needs a confirmation"
         else:
             refusal = self.actions.unsupported(cmd)
-        entry = self.journal.start(cmd.id, cmd.action, boot_time=boot_time(self.host),
-                                   command=cmd.to_dict())
+        entry = self.journal.start(
+            cmd.id, cmd.action, boot_time=boot_time(self.host), command=cmd.to_dict()
+        )
         if refusal:
             return self._finish(entry, Outcome(False, refusal))
         return self._perform(cmd, entry)
@@ -135,5 +136,4 @@ class CommandRunner:
 
     @staticmethod
     def _result(entry: Entry, status: Any, message: str) -> CommandResult:
-        return CommandResult(entry.id, entry.action, status, message,
-                             started_at=entry.started_at)
+        return CommandResult(entry.id, entry.action, status, message, started_at=entry.started_at)

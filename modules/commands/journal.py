@@ -135,8 +135,9 @@ class Journal:
             return Entry.from_dict(json.loads(text))
         except (ValueError, KeyError, TypeError):
             # An unreadable record still proves the id was started: never run it again.
-            return Entry(command_id, "unknown", "started", now_text(),
-                         notes=["journal record unreadable"])
+            return Entry(
+                command_id, "unknown", "started", now_text(), notes=["journal record unreadable"]
+            )
 
     # -- writing -----------------------------------------------------------------------
     def _write(self, entry: Entry) -> None:
@@ -159,14 +160,24 @@ class Journal:
                 self.host.make_dir(path, mode=0o700 if depth == len(parts) else 0o755)
 
     def start(
-        self, command_id: str, action: str, *, boot_time: float | None,
+        self,
+        command_id: str,
+        action: str,
+        *,
+        boot_time: float | None,
         command: dict[str, Any] | None = None,
     ) -> Entry:
         """Record durably that ``command_id`` is about to run. Refuses a known id."""
         if self.get(command_id) is not None:
             raise HostError(f"command {command_id} is already in the journal; not starting it")
-        entry = Entry(command_id, action, "started", now_text(), boot_time=boot_time,
-                      command=command if action == "erase" else None)
+        entry = Entry(
+            command_id,
+            action,
+            "started",
+            now_text(),
+            boot_time=boot_time,
+            command=command if action == "erase" else None,
+        )
         self._write(entry)
         return entry
 
@@ -219,27 +230,42 @@ class Journal:
             if entry.state == "started" and entry.action == "erase":
                 resume.append(entry)
             elif entry.state == "started":
-                self.finish(entry.id, self._result(
-                    entry, "interrupted",
-                    "interrupted: the agent stopped after starting this command and before "
-                    "recording its result; it is not run again",
-                ))
+                self.finish(
+                    entry.id,
+                    self._result(
+                        entry,
+                        "interrupted",
+                        "interrupted: the agent stopped after starting this command and before "
+                        "recording its result; it is not run again",
+                    ),
+                )
             elif entry.state == "awaiting-reboot" and rebooted_since(entry.boot_time, boot_time):
                 said = "; ".join(entry.notes)
-                self.finish(entry.id, self._result(
-                    entry, "succeeded",
-                    f"the device restarted (boot time changed){': ' + said if said else ''}",
-                ))
+                self.finish(
+                    entry.id,
+                    self._result(
+                        entry,
+                        "succeeded",
+                        f"the device restarted (boot time changed){': ' + said if said else ''}",
+                    ),
+                )
         return resume
 
     @staticmethod
     def _result(entry: Entry, status: Any, message: str) -> CommandResult:
-        return CommandResult(entry.id, entry.action, status, message,
-                             started_at=entry.started_at, finished_at=now_text())
+        return CommandResult(
+            entry.id,
+            entry.action,
+            status,
+            message,
+            started_at=entry.started_at,
+            finished_at=now_text(),
+        )
 
     def pending_results(self) -> list[CommandResult]:
         """Final results the server has not acknowledged yet, oldest first (the outbox)."""
         return [
-            e.result for e in self.entries()
+            e.result
+            for e in self.entries()
             if e.state == "finished" and not e.acknowledged and e.result is not None
         ]

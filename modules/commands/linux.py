@@ -63,9 +63,15 @@ def parse_sessions(text: str) -> list[Session]:
         if not line.strip():
             if block.get("Id"):
                 uid = block.get("User", "")
-                sessions.append(Session(block["Id"], block.get("Name", ""),
-                                        int(uid) if uid.isdigit() else None,
-                                        block.get("Type", ""), block.get("Class", "")))
+                sessions.append(
+                    Session(
+                        block["Id"],
+                        block.get("Name", ""),
+                        int(uid) if uid.isdigit() else None,
+                        block.get("Type", ""),
+                        block.get("Class", ""),
+                    )
+                )
             block = {}
             continue
         key, _, value = line.partition("=")
@@ -108,8 +114,11 @@ def wipe_targets(devices: list[dict[str, Any]]) -> list[tuple[str, list[str]]]:
         name = str(dev.get("name", ""))
         if dev.get("type") != "disk" or name.startswith(_NOT_DISKS) or not dev.get("path"):
             continue
-        parts = [d["path"] for d in _walk(dev.get("children") or [])
-                 if d.get("type") == "part" and d.get("path")]
+        parts = [
+            d["path"]
+            for d in _walk(dev.get("children") or [])
+            if d.get("type") == "part" and d.get("path")
+        ]
         out.append((dev["path"], list(reversed(parts))))
     return out
 
@@ -118,8 +127,11 @@ def run_argv(command: Command) -> list[str]:
     """What action ``run`` executes on Linux (and macOS but for the user switch)."""
     assert command.run is not None
     spec = command.run
-    argv = list(spec.argv) if spec.argv is not None else [spec.shell or "/bin/sh", "-c",
-                                                           spec.command or ""]
+    argv = (
+        list(spec.argv)
+        if spec.argv is not None
+        else [spec.shell or "/bin/sh", "-c", spec.command or ""]
+    )
     if spec.user and spec.user != "root":
         # runuser (util-linux, in every Debian): no password, no tty needed; sets HOME, USER,
         # LOGNAME and SHELL for the target and opens a PAM session like su.
@@ -143,12 +155,18 @@ class LinuxActions:
             return [("loginctl", "list-sessions"), ("loginctl", "lock-sessions")]
         if command.action in ("restart", "shutdown"):
             verb = "reboot" if command.action == "restart" else "poweroff"
-            return [("wall",), ("notify-send", "(each graphical session)"),
-                    ("sleep", str(command.delay)), ("systemctl", verb)]
+            return [
+                ("wall",),
+                ("notify-send", "(each graphical session)"),
+                ("sleep", str(command.delay)),
+                ("systemctl", verb),
+            ]
         if command.action == "erase":
-            return [("lsblk", "-J", "-o", "NAME,TYPE,FSTYPE,PATH"),
-                    ("cryptsetup", "erase", "--batch-mode", "(each LUKS volume)"),
-                    ("systemctl", "poweroff")]
+            return [
+                ("lsblk", "-J", "-o", "NAME,TYPE,FSTYPE,PATH"),
+                ("cryptsetup", "erase", "--batch-mode", "(each LUKS volume)"),
+                ("systemctl", "poweroff"),
+            ]
         return [tuple(run_argv(command))]
 
     def perform(self, host: Host, command: Command, checkpoint: Checkpoint) -> Outcome:
@@ -160,8 +178,9 @@ class LinuxActions:
             return self.erase(host, checkpoint)
         assert command.run is not None
         env = None if command.run.user and command.run.user != "root" else {"HOME": "/root"}
-        return run_process(host, run_argv(command), timeout=command.run.timeout, env=env,
-                           chroot=True)
+        return run_process(
+            host, run_argv(command), timeout=command.run.timeout, env=env, chroot=True
+        )
 
     # -- lock ----------------------------------------------------------------------------
     def sessions(self, host: Host) -> list[Session]:
@@ -172,8 +191,24 @@ class LinuxActions:
         ids = [line.split()[0] for line in listed.stdout.splitlines() if line.strip()]
         if not ids:
             return []
-        shown = _run(host, ["loginctl", "show-session", "-p", "Id", "-p", "Name", "-p", "User",
-                            "-p", "Type", "-p", "Class", *ids])
+        shown = _run(
+            host,
+            [
+                "loginctl",
+                "show-session",
+                "-p",
+                "Id",
+                "-p",
+                "Name",
+                "-p",
+                "User",
+                "-p",
+                "Type",
+                "-p",
+                "Class",
+                *ids,
+            ],
+        )
         if shown.returncode != 0:
             raise HostError(f"loginctl show-session failed: {_why(shown)}")
         return parse_sessions(shown.stdout)
@@ -185,15 +220,21 @@ class LinuxActions:
             return Outcome(False, f"cannot list sessions, nothing locked: {exc}")
         graphical = [s for s in sessions if s.graphical]
         if not graphical:
-            return Outcome(False, f"no graphical session to lock ({len(sessions)} session(s), "
-                                  "none graphical); the lock command needs a desktop session")
+            return Outcome(
+                False,
+                f"no graphical session to lock ({len(sessions)} session(s), "
+                "none graphical); the lock command needs a desktop session",
+            )
         done = _run(host, ["loginctl", "lock-sessions"])
         if done.returncode != 0:
-            return Outcome(False, f"loginctl lock-sessions failed: {_why(done)}",
-                           exit_code=done.returncode, stderr=done.stderr[-4096:])
+            return Outcome(
+                False,
+                f"loginctl lock-sessions failed: {_why(done)}",
+                exit_code=done.returncode,
+                stderr=done.stderr[-4096:],
+            )
         names = ", ".join(f"{s.id} ({s.user}, {s.type})" for s in graphical)
-        return Outcome(True, f"locked {len(graphical)} graphical session(s): {names}",
-                       exit_code=0)
+        return Outcome(True, f"locked {len(graphical)} graphical session(s): {names}", exit_code=0)
 
     # -- restart / shutdown --------------------------------------------------------------
     def warn(self, host: Host, command: Command) -> list[str]:
@@ -209,9 +250,21 @@ class LinuxActions:
         title = "Restart" if command.action == "restart" else "Shutdown"
         for s in graphical:
             env = {"DBUS_SESSION_BUS_ADDRESS": f"unix:path=/run/user/{s.uid}/bus"}
-            sent = _run(host, ["runuser", "-u", s.user, "--", "notify-send", "--urgency=critical",
-                               "--app-name=jcstate", f"{title} in {command.delay} s", text],
-                        env=env)
+            sent = _run(
+                host,
+                [
+                    "runuser",
+                    "-u",
+                    s.user,
+                    "--",
+                    "notify-send",
+                    "--urgency=critical",
+                    "--app-name=jcstate",
+                    f"{title} in {command.delay} s",
+                    text,
+                ],
+                env=env,
+            )
             if sent.returncode == 0:
                 notes.append(f"notified {s.user} (session {s.id})")
             elif sent.returncode == 127:
@@ -230,19 +283,28 @@ class LinuxActions:
         done = _run(host, ["systemctl", verb])
         summary = "; ".join(notes)
         if done.returncode != 0:
-            return Outcome(False, f"systemctl {verb} failed: {_why(done)} ({summary})",
-                           exit_code=done.returncode, stderr=done.stderr[-4096:])
+            return Outcome(
+                False,
+                f"systemctl {verb} failed: {_why(done)} ({summary})",
+                exit_code=done.returncode,
+                stderr=done.stderr[-4096:],
+            )
         if command.action == "restart":
-            return Outcome(True, f"reboot requested ({summary}); done once the boot time "
-                                 "changes", exit_code=0, awaiting_reboot=True)
+            return Outcome(
+                True,
+                f"reboot requested ({summary}); done once the boot time changes",
+                exit_code=0,
+                awaiting_reboot=True,
+            )
         return Outcome(True, f"power-off requested ({summary})", exit_code=0)
 
     # -- erase ---------------------------------------------------------------------------
     def erase(self, host: Host, checkpoint: Checkpoint) -> Outcome:
         listed = _run(host, ["lsblk", "-J", "-o", "NAME,TYPE,FSTYPE,PATH"])
         if listed.returncode != 0:
-            return Outcome(False, f"lsblk failed, nothing erased: {_why(listed)}",
-                           exit_code=listed.returncode)
+            return Outcome(
+                False, f"lsblk failed, nothing erased: {_why(listed)}", exit_code=listed.returncode
+            )
         devices = parse_lsblk(listed.stdout)
         luks = luks_volumes(devices)
         failures: list[str] = []
@@ -273,8 +335,9 @@ class LinuxActions:
         return Outcome(True, f"{what}; power-off requested", exit_code=0)
 
 
-def _run(host: Host, argv: list[str], *, stdin: str | None = None,
-         env: dict[str, str] | None = None) -> RunResult:
+def _run(
+    host: Host, argv: list[str], *, stdin: str | None = None, env: dict[str, str] | None = None
+) -> RunResult:
     """Run inside the managed system, never raising on a non-zero exit (127: not found)."""
     try:
         return host.run(argv, stdin=stdin, env=env, check=False, chroot=True, timeout=120)

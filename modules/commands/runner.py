@@ -86,8 +86,13 @@ def run_process(
     try:
         proc = host.spawn(argv, env=env, chroot=chroot)
     except CommandFailed as exc:  # the program does not exist
-        return Outcome(False, str(exc), exit_code=exc.returncode, stderr=exc.stderr,
-                       duration=time.monotonic() - start)
+        return Outcome(
+            False,
+            str(exc),
+            exit_code=exc.returncode,
+            stderr=exc.stderr,
+            duration=time.monotonic() - start,
+        )
     tails = (_Tail(cap), _Tail(cap))
     assert proc.stdout is not None and proc.stderr is not None
     readers = [

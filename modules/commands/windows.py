@@ -30,11 +30,26 @@ from jcstate.modules.commands.backend import CommandsBackend
 from jcstate.modules.commands.result import Outcome
 from jcstate.modules.commands.runner import run_process
 
-__all__ = ["BACKEND", "ERASE_SCRIPT", "LOCK_SCRIPT", "WindowsActions", "erase_argv", "lock_argv",
-           "lock_stdin", "power_argv", "run_argv"]
+__all__ = [
+    "BACKEND",
+    "ERASE_SCRIPT",
+    "LOCK_SCRIPT",
+    "WindowsActions",
+    "erase_argv",
+    "lock_argv",
+    "lock_stdin",
+    "power_argv",
+    "run_argv",
+]
 
-_POWERSHELL = ["powershell.exe", "-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass",
-               "-Command"]
+_POWERSHELL = [
+    "powershell.exe",
+    "-NoProfile",
+    "-NonInteractive",
+    "-ExecutionPolicy",
+    "Bypass",
+    "-Command",
+]
 _PWSH = ["pwsh.exe", "-NoProfile", "-NonInteractive", "-Command"]
 _CMD = ["cmd.exe", "/d", "/s", "/c"]
 _SHELLS = {"powershell": _POWERSHELL, "pwsh": _PWSH, "cmd": _CMD}
@@ -44,20 +59,22 @@ _MAX_WAIT = 315360000  # shutdown.exe /t: ten years, in seconds
 # Microsoft's documented form (MDM_RemoteWipe class, "Using PowerShell scripting with the WMI
 # Bridge Provider"), with doWipeProtectedMethod: the wipe survives a power cut and also cleans
 # the drive. A constant: nothing from the command is interpolated into it.
-ERASE_SCRIPT = "\n".join([
-    "$ErrorActionPreference = 'Stop'",
-    '$namespaceName = "root\\cimv2\\mdm\\dmmap"',
-    '$className = "MDM_RemoteWipe"',
-    '$methodName = "doWipeProtectedMethod"',
-    "$session = New-CimSession",
-    "$params = New-Object Microsoft.Management.Infrastructure.CimMethodParametersCollection",
-    '$param = [Microsoft.Management.Infrastructure.CimMethodParameter]::Create('
-    '"param", "", "String", "In")',
-    "$params.Add($param)",
-    "$instance = Get-CimInstance -Namespace $namespaceName -ClassName $className "
-    "-Filter \"ParentID='./Vendor/MSFT' and InstanceID='RemoteWipe'\"",
-    "$session.InvokeMethod($namespaceName, $instance, $methodName, $params)",
-])
+ERASE_SCRIPT = "\n".join(
+    [
+        "$ErrorActionPreference = 'Stop'",
+        '$namespaceName = "root\\cimv2\\mdm\\dmmap"',
+        '$className = "MDM_RemoteWipe"',
+        '$methodName = "doWipeProtectedMethod"',
+        "$session = New-CimSession",
+        "$params = New-Object Microsoft.Management.Infrastructure.CimMethodParametersCollection",
+        "$param = [Microsoft.Management.Infrastructure.CimMethodParameter]::Create("
+        '"param", "", "String", "In")',
+        "$params.Add($param)",
+        "$instance = Get-CimInstance -Namespace $namespaceName -ClassName $className "
+        "-Filter \"ParentID='./Vendor/MSFT' and InstanceID='RemoteWipe'\"",
+        "$session.InvokeMethod($namespaceName, $instance, $methodName, $params)",
+    ]
+)
 
 
 # LockWorkStation "is callable only by processes running on the interactive desktop"; the
@@ -97,7 +114,7 @@ exit 0
 """
 _LOCK_FAILURES = {
     3: "no interactive session to lock (nobody is signed in at the console); the lock command "
-       "needs a signed-in user",
+    "needs a signed-in user",
     4: "the lock task did not run within 10 s in the console user's session",
 }
 
@@ -124,19 +141,32 @@ def _lock(host: Host, command: Command) -> Outcome:
     if done.returncode in _LOCK_FAILURES:
         return Outcome(False, _LOCK_FAILURES[done.returncode], exit_code=done.returncode)
     if done.returncode == 5:
-        return Outcome(False, f"the lock task ran but failed: LastTaskResult "
-                              f"{done.stdout.strip()[-64:]}", exit_code=5)
+        return Outcome(
+            False,
+            f"the lock task ran but failed: LastTaskResult {done.stdout.strip()[-64:]}",
+            exit_code=5,
+        )
     text = (done.stderr.strip() or done.stdout.strip())[-4096:]
-    return Outcome(False, f"powershell.exe exited {done.returncode}: {text}",
-                   exit_code=done.returncode, stderr=done.stderr[-4096:])
+    return Outcome(
+        False,
+        f"powershell.exe exited {done.returncode}: {text}",
+        exit_code=done.returncode,
+        stderr=done.stderr[-4096:],
+    )
 
 
 def power_argv(command: Command) -> list[str]:
     """``shutdown.exe /r|/s /t SECONDS /c MESSAGE``."""
     flag = "/r" if command.action == "restart" else "/s"
     message = default_warning(command.action, command.delay, command.message)
-    return ["shutdown.exe", flag, "/t", str(min(command.delay, _MAX_WAIT)), "/c",
-            message[:_MAX_MESSAGE]]
+    return [
+        "shutdown.exe",
+        flag,
+        "/t",
+        str(min(command.delay, _MAX_WAIT)),
+        "/c",
+        message[:_MAX_MESSAGE],
+    ]
 
 
 def erase_argv() -> list[str]:
@@ -170,18 +200,27 @@ class WindowsActions:
         if spec is None:
             return None
         if spec.user and spec.user.upper() not in ("SYSTEM", "NT AUTHORITY\\SYSTEM"):
-            return (f"run as {spec.user} is not supported on Windows: the agent runs commands "
-                    "as SYSTEM only")
+            return (
+                f"run as {spec.user} is not supported on Windows: the agent runs commands "
+                "as SYSTEM only"
+            )
         if spec.command is not None and _shell_prefix(spec.shell) is None:
-            return (f"shell {spec.shell} is not supported on Windows: use powershell, pwsh or "
-                    "cmd, or give argv")
+            return (
+                f"shell {spec.shell} is not supported on Windows: use powershell, pwsh or "
+                "cmd, or give argv"
+            )
         return None
 
     def describe(self, command: Command) -> list[tuple[str, ...]]:
         if command.action == "lock":
-            return [(*_POWERSHELL[:-1], "-EncodedCommand",
-                     "(LockWorkStation through a one-shot scheduled task in the console user's "
-                     "session)")]
+            return [
+                (
+                    *_POWERSHELL[:-1],
+                    "-EncodedCommand",
+                    "(LockWorkStation through a one-shot scheduled task in the console user's "
+                    "session)",
+                )
+            ]
         if command.action in ("restart", "shutdown"):
             return [tuple(power_argv(command))]
         if command.action == "erase":
@@ -208,11 +247,19 @@ class WindowsActions:
         done = host.run(argv, check=False, timeout=300)
         if done.returncode != 0:
             text = (done.stderr.strip() or done.stdout.strip())[-4096:]
-            return Outcome(False, f"{argv[0]} exited {done.returncode}: {text}",
-                           exit_code=done.returncode, stderr=done.stderr[-4096:])
+            return Outcome(
+                False,
+                f"{argv[0]} exited {done.returncode}: {text}",
+                exit_code=done.returncode,
+                stderr=done.stderr[-4096:],
+            )
         if command.action == "restart":
-            return Outcome(True, f"restart in {command.delay} s announced; done once the "
-                                 "boot time changes", exit_code=0, awaiting_reboot=True)
+            return Outcome(
+                True,
+                f"restart in {command.delay} s announced; done once the boot time changes",
+                exit_code=0,
+                awaiting_reboot=True,
+            )
         messages = {
             "shutdown": f"shutdown in {command.delay} s announced",
             "erase": "RemoteWipe doWipeProtected accepted; Windows resets itself",

@@ -30,6 +30,11 @@ class RecordingHost(Host):
         for response in self.responses:
             prefix = tuple(response["argv"])
             if argv[: len(prefix)] == prefix:
-                return RunResult(argv, response.get("returncode", 0),
-                                 response.get("stdout", ""), response.get("stderr", ""), 0.0)
+                return RunResult(
+                    argv,
+                    response.get("returncode", 0),
+                    response.get("stdout", ""),
+                    response.get("stderr", ""),
+                    0.0,
+                )
         return RunResult(argv, 0, "", "", 0.0)

@@ -33,7 +33,7 @@ def _expected_arg(arg: str) -> str:
     if arg == "{ERASE_SCRIPT}":
         return ERASE_SCRIPT
     if arg.startswith("{ENCODED:") and arg.endswith("}"):
-        script = (FORMS / arg[len("{ENCODED:"):-1]).read_text()
+        script = (FORMS / arg[len("{ENCODED:") : -1]).read_text()
         return base64.b64encode(script.encode("utf-16-le")).decode("ascii")
     return arg
 
@@ -72,7 +72,8 @@ def test_command_form(path: Path, tmp_path: Path) -> None:
     # At most once: the same id again runs nothing and answers the journaled result.
     host.commands_run.clear()
     again = CommandRunner(host, Journal(host), actions=_actions(os_name, sleeps)).run(
-        case["command"])
+        case["command"]
+    )
     assert host.commands_run == []
     assert again.status == result.status
 
@@ -84,10 +85,14 @@ def test_windows_lock_script_runs_lockworkstation_in_the_console_session() -> No
     assert "$d = [Console]::In.ReadLine() | ConvertFrom-Json" in lines
     assert "$user = (Get-CimInstance -ClassName Win32_ComputerSystem).UserName" in lines
     assert "if (-not $user) { exit 3 }" in lines
-    assert ("$action = New-ScheduledTaskAction -Execute 'rundll32.exe' "
-            "-Argument 'user32.dll,LockWorkStation'") in lines
-    assert ("$principal = New-ScheduledTaskPrincipal -UserId $user -LogonType Interactive "
-            "-RunLevel Limited") in lines
+    assert (
+        "$action = New-ScheduledTaskAction -Execute 'rundll32.exe' "
+        "-Argument 'user32.dll,LockWorkStation'"
+    ) in lines
+    assert (
+        "$principal = New-ScheduledTaskPrincipal -UserId $user -LogonType Interactive "
+        "-RunLevel Limited"
+    ) in lines
     assert "Start-ScheduledTask -TaskName $d.taskName" in lines
     assert "$info = Get-ScheduledTaskInfo -TaskName $d.taskName" in lines
     # The task is removed whatever happens once it exists.
@@ -107,6 +112,7 @@ def test_notify_send_gets_the_session_bus_of_its_user(tmp_path: Path) -> None:
     case = json.loads((FORMS / "restart.linux.json").read_text())
     host = RecordingHost(str(tmp_path), "linux", case["responses"])
     CommandRunner(host, Journal(host), actions=LinuxActions(sleep=lambda s: None)).run(
-        case["command"])
+        case["command"]
+    )
     index = next(i for i, a in enumerate(host.commands_run) if "notify-send" in a)
     assert host.env_seen[index] == {"DBUS_SESSION_BUS_ADDRESS": "unix:path=/run/user/1000/bus"}

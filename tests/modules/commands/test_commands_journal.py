@@ -148,8 +148,9 @@ CommandRunner(Host(sys.argv[1], os_name="linux"), actions=Slow()).run(
 
 def _kill_mid_command(tmp_path: Path, command_id: str, action: str) -> None:
     marker = tmp_path / f"inside-{command_id}"
-    proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(tmp_path), str(marker),
-                             command_id, action])
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(tmp_path), str(marker), command_id, action]
+    )
     try:
         deadline = time.monotonic() + 30
         while not marker.exists():
@@ -188,4 +189,3 @@ def test_sigkill_mid_erase_resumes_until_done(tmp_path: Path) -> None:
     # Done now: another start-up resumes nothing.
     assert CommandRunner(host, actions=actions).recover() == []
     assert actions.calls == ["wipe"]
-

@@ -21,8 +21,9 @@ LOCK_AND_RUN = [
 ]
 
 
-def _plan(backend: object, host: RecordingHost, section: list[dict[str, object]]
-          ) -> tuple[list[Change], list[str]]:
+def _plan(
+    backend: object, host: RecordingHost, section: list[dict[str, object]]
+) -> tuple[list[Change], list[str]]:
     ctx = PlanContext(host=host)
     ctx.facts["commands"] = backend.gather(host)  # type: ignore[attr-defined]
     changes = backend.plan(parse(section), ctx)  # type: ignore[attr-defined]
@@ -30,11 +31,17 @@ def _plan(backend: object, host: RecordingHost, section: list[dict[str, object]]
 
 
 def test_new_ids_are_planned_then_the_plan_is_empty(tmp_path: Path) -> None:
-    host = RecordingHost(str(tmp_path), "linux", [
-        {"argv": ["loginctl", "list-sessions"], "stdout": "2 1000 alice seat0 tty2\n"},
-        {"argv": ["loginctl", "show-session"],
-         "stdout": "Id=2\nName=alice\nUser=1000\nType=x11\nClass=user\n"},
-    ])
+    host = RecordingHost(
+        str(tmp_path),
+        "linux",
+        [
+            {"argv": ["loginctl", "list-sessions"], "stdout": "2 1000 alice seat0 tty2\n"},
+            {
+                "argv": ["loginctl", "show-session"],
+                "stdout": "Id=2\nName=alice\nUser=1000\nType=x11\nClass=user\n",
+            },
+        ],
+    )
     changes, warnings = _plan(LINUX, host, LOCK_AND_RUN)
     assert [(c.kind, c.name, c.action, c.phase) for c in changes] == [
         ("commands", "incident-42-lock", "run", PHASE),
@@ -44,8 +51,10 @@ def test_new_ids_are_planned_then_the_plan_is_empty(tmp_path: Path) -> None:
     assert host.commands_run == []  # planning runs nothing
     step = changes[0].steps[0]
     assert isinstance(step, RunCommand)
-    assert step.to_dict()["programs"] == [["loginctl", "list-sessions"],
-                                          ["loginctl", "lock-sessions"]]
+    assert step.to_dict()["programs"] == [
+        ["loginctl", "list-sessions"],
+        ["loginctl", "lock-sessions"],
+    ]
     assert str(step).startswith("journal incident-42-lock started; loginctl")
     step.execute(host)  # through the journal
     assert ("loginctl", "lock-sessions") in host.commands_run
@@ -55,19 +64,24 @@ def test_new_ids_are_planned_then_the_plan_is_empty(tmp_path: Path) -> None:
 
 def test_expired_command_is_a_warning_not_a_change(tmp_path: Path) -> None:
     host = RecordingHost(str(tmp_path), "linux")
-    changes, warnings = _plan(LINUX, host, [
-        {"id": "late", "action": "lock", "notAfter": "2001-01-01T00:00:00Z"}])
+    changes, warnings = _plan(
+        LINUX, host, [{"id": "late", "action": "lock", "notAfter": "2001-01-01T00:00:00Z"}]
+    )
     assert changes == []
     assert warnings == ["command late: skipped, notAfter 2001-01-01T00:00:00+00:00 has passed"]
 
 
 def test_macos_lock_and_erase_are_plan_errors(tmp_path: Path) -> None:
     host = RecordingHost(str(tmp_path), "darwin")
-    changes, _ = _plan(DARWIN, host, [
-        {"id": "l", "action": "lock"},
-        {"id": "e", "action": "erase", "confirm": "erase"},
-        {"id": "r", "action": "restart"},
-    ])
+    changes, _ = _plan(
+        DARWIN,
+        host,
+        [
+            {"id": "l", "action": "lock"},
+            {"id": "e", "action": "erase", "confirm": "erase"},
+            {"id": "r", "action": "restart"},
+        ],
+    )
     errors = {c.name: c.error for c in changes}
     assert errors["l"] is not None and "MDM command on macOS" in errors["l"]
     assert errors["e"] is not None and "EraseDevice" in errors["e"]
@@ -78,16 +92,25 @@ def test_interrupted_command_is_not_planned_but_a_started_erase_is(tmp_path: Pat
     host = RecordingHost(str(tmp_path), "linux")
     journal = Journal(host)
     journal.start("lock-1", "lock", boot_time=None)
-    journal.start("wipe-1", "erase", boot_time=None,
-                  command={"id": "wipe-1", "action": "erase", "confirm": "erase"})
-    changes, warnings = _plan(LINUX, host, [
-        {"id": "lock-1", "action": "lock"},
-        {"id": "wipe-1", "action": "erase", "confirm": "erase"},
-    ])
+    journal.start(
+        "wipe-1",
+        "erase",
+        boot_time=None,
+        command={"id": "wipe-1", "action": "erase", "confirm": "erase"},
+    )
+    changes, warnings = _plan(
+        LINUX,
+        host,
+        [
+            {"id": "lock-1", "action": "lock"},
+            {"id": "wipe-1", "action": "erase", "confirm": "erase"},
+        ],
+    )
     assert [c.name for c in changes] == ["wipe-1"]
     assert changes[0].fields[-1].after == "attempt 2: erase was interrupted"
     assert warnings == [
-        "command lock-1: interrupted earlier (started, never finished); it is not run again"]
+        "command lock-1: interrupted earlier (started, never finished); it is not run again"
+    ]
 
 
 def test_report_head_names_the_action_and_results_still_map(tmp_path: Path) -> None:

@@ -44,16 +44,16 @@ def test_timeout_kills_the_whole_group(tmp_path: Path) -> None:
 
 
 def test_group_ignoring_sigterm_is_killed() -> None:
-    out = run_process(Host(), ["sh", "-c", "trap '' TERM; sleep 300"], timeout=0.5,
-                      kill_grace=0.5)
+    out = run_process(Host(), ["sh", "-c", "trap '' TERM; sleep 300"], timeout=0.5, kill_grace=0.5)
     assert out.timed_out and out.exit_code == TIMEOUT_EXIT
     assert out.duration < 10
 
 
 def test_leftover_children_do_not_outlive_the_command(tmp_path: Path) -> None:
     pid_file = tmp_path / "pid"
-    out = run_process(Host(), ["sh", "-c", f"sleep 300 >/dev/null 2>&1 & echo $! > {pid_file}"],
-                      timeout=10)
+    out = run_process(
+        Host(), ["sh", "-c", f"sleep 300 >/dev/null 2>&1 & echo $! > {pid_file}"], timeout=10
+    )
     assert out.exit_code == 0
     pid = int(pid_file.read_text())
     deadline = time.monotonic() + 5

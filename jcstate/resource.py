@@ -31,12 +31,21 @@ class PlanContext:
         default_factory=dict
     )  # id, hostname, os, osVersion, arch, labels
     desired: dict[str, Any] = field(default_factory=dict)  # resource key → parsed model
-    sources: dict[tuple[str, str], str] = field(default_factory=dict)  # (key, name) → file:line
+    sources: dict[str, str] = field(default_factory=dict)  # "users/alice", "sshMfa" → file:line
     secrets: Any = None  # a jcstate.secrets.SecretSource, for resources that need secrets
     warnings: list[str] = field(default_factory=list)  # plan-wide notes (a command skipped)
     # agent only: callable(key: Secret, volume: str | None) that sends a FileVault recovery key
     # to the server; None in standalone runs (the key then stays in its 0600 file)
     escrow: Any = None
+
+    def source(self, key: str, name: str | None = None) -> str | None:
+        """Where the policies ask for this resource (``file:line``; several places joined).
+
+        An entry without a place of its own (a user listed in ``sshMfa.users``) answers with
+        its section's place.
+        """
+        found = self.sources.get(f"{key}/{name}") if name is not None else None
+        return found or self.sources.get(key)
 
 
 class Backend(Protocol):

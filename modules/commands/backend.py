@@ -138,7 +138,7 @@ class CommandsBackend:
             phase=PHASE,
             fields=fields,
             steps=[RunCommand(command, tuple(self.actions.describe(command)), self.journal_dir)],  # type: ignore[list-item]
-            source=ctx.sources.get(("commands", command.id)),
+            source=ctx.source("commands", command.id),
             summary=command.action,  # the report's head: "> command incident-42-lock (lock)"
         )
         reason = self.actions.unsupported(command)

@@ -65,10 +65,7 @@ class DarwinGroups:
                             f"({', '.join(sorted(lost))}) from group {spec.name}; {_LOCKOUT_HINT}"
                         )
             for change in planned:
-                sources: dict[Any, str] = ctx.sources
-                change.source = sources.get(f"groups/{spec.name}") or sources.get(
-                    ("groups", spec.name)
-                )
+                change.source = ctx.source("groups", spec.name)
             changes += planned
         return sorted(
             changes, key=lambda c: (c.phase, c.action == "create" and "-i" not in _argv(c))

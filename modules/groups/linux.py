@@ -25,11 +25,6 @@ PHASE_MEMBERS = 30
 _LOCKOUT_HINT = "set allowLockout: true on this group to allow it"
 
 
-def _source(ctx: PlanContext, name: str) -> str | None:
-    sources: dict[Any, str] = ctx.sources
-    return sources.get(f"groups/{name}") or sources.get(("groups", name))
-
-
 class LinuxGroups:
     """The ``groups`` resource on Linux (shadow-utils)."""
 
@@ -52,7 +47,7 @@ class LinuxGroups:
             if spec.name == admin_group and lost and not spec.allow_lockout:
                 _refuse_lockout(planned, spec, lost)
             for change in planned:
-                change.source = _source(ctx, spec.name)
+                change.source = ctx.source("groups", spec.name)
             changes += planned
         # groupadd picks a free gid for a group without one; it must not take one that another
         # change of this run asks for, so those go first (the engine keeps order within a phase)

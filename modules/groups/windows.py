@@ -75,11 +75,8 @@ class WindowsGroups:
                 ctx.warnings.append(f"groups/{spec.name}: gid not supported on Windows (skipped)")
                 for change in planned:
                     change.skipped_fields = ["gid"]
-            sources: dict[Any, str] = ctx.sources
             for change in planned:
-                change.source = sources.get(f"groups/{spec.name}") or sources.get(
-                    ("groups", spec.name)
-                )
+                change.source = ctx.source("groups", spec.name)
             changes += planned
         return changes
 

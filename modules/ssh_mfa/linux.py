@@ -182,7 +182,7 @@ class LinuxSshMfa:
     def plan(self, desired: SshMfa, ctx: PlanContext) -> list[Change]:
         facts: MfaFacts = ctx.facts[KIND]
         want = desired.mfa_users
-        source = ctx.sources.get((KIND, KIND))
+        source = ctx.source(KIND)
         changes: list[Change] = []
         if want and facts.module is None:
             changes.append(_package_change(facts))
@@ -342,7 +342,7 @@ def _secret_change(user: str, desired: SshMfa, facts: MfaFacts, ctx: PlanContext
         fields=fields,
         requires=requires,
         steps=[WriteSecretFile(path, content, user, totp_file.MODE)],
-        source=ctx.sources.get((KIND, user)),
+        source=ctx.source(KIND, user),
     )
 
 
@@ -395,7 +395,7 @@ def _config_change(want: tuple[str, ...], facts: MfaFacts, ctx: PlanContext) -> 
             for f in files
         ],
         steps=[ApplySshConfig(tuple(files), want)],
-        source=ctx.sources.get((KIND, KIND)),
+        source=ctx.source(KIND),
     )
 
 

@@ -121,7 +121,7 @@ class DarwinUsers:
                 )
             for change in planned:
                 change.skipped_fields = not_here
-                change.source = _source(ctx, spec.name)
+                change.source = ctx.source("users", spec.name)
                 if spec.name in lost and not spec.allow_lockout and not change.error:
                     change.error = (
                         f"this would leave the system without an admin account that can log in "
@@ -130,11 +130,6 @@ class DarwinUsers:
             changes += planned
         # sysadminctl picks a free uid for a user without one: explicit uids go first
         return sorted(changes, key=lambda c: (c.phase, c.action == "create" and not _has_uid(c)))
-
-
-def _source(ctx: PlanContext, name: str) -> str | None:
-    sources: dict[Any, str] = ctx.sources
-    return sources.get(f"users/{name}") or sources.get(("users", name))
 
 
 def _losses(facts: DirectoryFacts, desired: list[UserSpec], groups: tuple[Any, ...]) -> set[str]:

@@ -43,11 +43,6 @@ LOCK_EXPIRE = 1  # days since epoch: 1970-01-02, i.e. long expired
 _LOCKOUT_HINT = "set allowLockout: true on this user to allow it"
 
 
-def _source(ctx: PlanContext, name: str) -> str | None:
-    sources: dict[Any, str] = ctx.sources
-    return sources.get(f"users/{name}") or sources.get(("users", name))
-
-
 class LinuxUsers:
     """The ``users`` resource on Linux (shadow-utils)."""
 
@@ -91,7 +86,7 @@ class LinuxUsers:
             planned = _plan_user(spec, env)
             refusal = _lockout_refusal(spec, facts, lost)
             for change in planned:
-                change.source = _source(ctx, spec.name)
+                change.source = ctx.source("users", spec.name)
                 if refusal and not change.error:
                     change.error = refusal
             changes += planned

@@ -121,10 +121,7 @@ class WindowsUsers:
                 )
             for change in planned:
                 change.skipped_fields = not_here
-                sources: dict[Any, str] = ctx.sources
-                change.source = sources.get(f"users/{spec.name}") or sources.get(
-                    ("users", spec.name)
-                )
+                change.source = ctx.source("users", spec.name)
                 if key(spec.name) in lost_keys and not spec.allow_lockout and not change.error:
                     change.error = (
                         "this would leave the system without an admin account that can log in "

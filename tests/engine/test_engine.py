@@ -241,3 +241,15 @@ def test_nothing_ran_means_no_second_read(kv: Host, monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(engine, "_plan", lambda ctx: calls.append(1) or real(ctx))
     report = engine.apply(doc, kv)
     assert report.ok and report.results == [] and calls == [1]
+
+
+def test_sources_name_the_policy_line_of_each_resource(tmp_path: Path) -> None:
+    from jcstate.resource import PlanContext
+
+    ctx = PlanContext(
+        host=Host(root=str(tmp_path)), sources={"users/alice": "a.yaml:3", "sshMfa": "b.yaml:9"}
+    )
+    assert ctx.source("users", "alice") == "a.yaml:3"
+    assert ctx.source("sshMfa", "alice") == "b.yaml:9"  # an entry of a section: the section
+    assert ctx.source("sshMfa") == "b.yaml:9"
+    assert ctx.source("users", "bob") is None

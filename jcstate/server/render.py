@@ -6,6 +6,10 @@ any other. Parsed repos are cached per revision and rendered documents per *etag
 everything a rendering depends on: revision, secrets generation and the device's attributes.
 Reported facts are a rendering input but not part of the etag, so a report never makes the
 document change under the agent's feet (that would loop).
+
+The expensive part (select, render, merge, secrets) is shared between devices whose documents
+are provably identical: same revision, secrets generation, OS and matched policies, where no
+template of those policies can read ``device`` or ``facts``. The etag stays per device.
 """
 
 from __future__ import annotations
@@ -35,6 +39,20 @@ class Rendered:
     document: dict[str, Any] | None
     secrets: dict[str, dict[str, str]] = field(default_factory=dict)
     error: str | None = None
+    # revision, document, secrets and error as JSON object members, serialised once per shared
+    # rendering: the work route only adds the etag and commands around it
+    body: bytes = field(default=b"", repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.body:
+            members = {
+                "revision": self.revision,
+                "document": self.document,
+                "secrets": self.secrets,
+                "error": self.error,
+            }
+            text = json.dumps(members, separators=(",", ":"))[1:-1]
+            object.__setattr__(self, "body", text.encode())
 
 
 def etag_for(revision: int | None, secrets_gen: float, device: dict[str, Any]) -> str:
@@ -101,6 +119,40 @@ def repo_from_files(files: dict[str, str]) -> Any:
             ) from None
 
 
+def device_independent(policy: Any) -> bool:
+    """Whether no template of ``policy`` can read ``device`` or ``facts`` (only ``vars``).
+
+    Conservative: a template that mentions either word anywhere, reads any name but ``vars``,
+    or does not parse counts as device-dependent.
+    """
+    from jinja2 import TemplateSyntaxError, meta, nodes
+
+    from jcstate.document.render import is_template
+    from jcstate.document.sandbox import environment
+
+    env = environment()
+    stack: list[Any] = [getattr(policy, "spec", None) or {}]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+        elif is_template(value):
+            if "device" in value or "facts" in value:
+                return False
+            try:
+                tree = env.parse(value)
+            except TemplateSyntaxError:
+                return False
+            if not meta.find_undeclared_variables(tree) <= {"vars"}:
+                return False
+            # ``self`` is not an undeclared name to Jinja2, but it reaches the whole context
+            if any(node.name == "self" for node in tree.find_all(nodes.Name)):
+                return False
+    return True
+
+
 def needed_secrets(spec: dict[str, Any]) -> tuple[list[str], list[str]]:
     """(TOTP users, password refs) a rendered document needs."""
     mfa = spec.get("sshMfa") or {}
@@ -124,6 +176,10 @@ class Renderer:
         self._rendered: OrderedDict[str, Rendered] = OrderedDict()
         self._cache_size = cache_size
         self._secretful: dict[int, bool] = {}  # id(repo) → does any policy name a secret
+        # id(repo) → per policy (repo order): can its rendering be shared between devices
+        self._independent: dict[int, tuple[bool, ...]] = {}
+        # renderings shared by devices with equal documents, see _shared_key
+        self._shared: OrderedDict[tuple[Any, ...], Rendered] = OrderedDict()
 
     def remember(self, revision: int, repo: Any) -> None:
         """Cache a repo parsed elsewhere (the push that stored it), so no device waits for it."""
@@ -137,6 +193,7 @@ class Renderer:
         while len(self._repos) > 3:
             _, old = self._repos.popitem(last=False)
             self._secretful.pop(id(old), None)
+            self._independent.pop(id(old), None)
 
     def cached(
         self, device: dict[str, Any], generation: tuple[int | None, float]
@@ -181,7 +238,7 @@ class Renderer:
             cached = self._rendered.get(etag)
         if cached is not None:
             return cached
-        rendered = self._render(device, revision, etag)
+        rendered = self._render(device, generation, etag)
         with self._lock:
             self._rendered[etag] = rendered
             while len(self._rendered) > self._cache_size:
@@ -192,11 +249,57 @@ class Renderer:
         """The rendered Document for a device row (DocumentError on a conflict)."""
         return repo.document_for(device_of(device), facts=device.get("facts") or {})
 
-    def _render(self, device: dict[str, Any], revision: int | None, etag: str) -> Rendered:
+    def _shared_key(
+        self, repo: Any, device: dict[str, Any], generation: tuple[int | None, float]
+    ) -> tuple[Any, ...] | None:
+        """The key of a rendering every device with it shares, or None (render per device).
+
+        Selection reads the device, so the matched policies are part of the key; rendering
+        reads only ``vars`` when no matched template mentions ``device`` or ``facts``, except
+        that a templated name is checked against the device's OS rules, so the OS is too.
+        """
+        policies = getattr(repo, "policies", None) or []
+        with self._lock:
+            independent = self._independent.get(id(repo))
+        if independent is None:
+            independent = tuple(device_independent(p) for p in policies)
+            with self._lock:
+                self._independent[id(repo)] = independent
+        target = device_of(device)
+        matched = tuple(i for i, p in enumerate(policies) if p.matches(target))
+        if not all(independent[i] for i in matched):
+            return None
+        return (generation[0], generation[1], device["os"], matched)
+
+    def _render(
+        self, device: dict[str, Any], generation: tuple[int | None, float], etag: str
+    ) -> Rendered:
+        revision = generation[0]
         if revision is None:
             return Rendered(etag, None, None)
         try:
-            doc = self.document(self.repo(revision), device)
+            repo = self.repo(revision)
+        except JcstateError as exc:
+            return Rendered(etag, revision, None, error=str(exc))
+        key = self._shared_key(repo, device, generation)
+        if key is None:
+            return self._render_one(repo, device, revision, etag)
+        with self._lock:
+            shared = self._shared.get(key)
+        if shared is None:
+            shared = self._render_one(repo, device, revision, "")
+            with self._lock:
+                self._shared[key] = shared
+                while len(self._shared) > self._cache_size:
+                    self._shared.popitem(last=False)
+        # only the etag differs; the document, secrets and serialised body are the same objects
+        return Rendered(
+            etag, shared.revision, shared.document, shared.secrets, shared.error, shared.body
+        )
+
+    def _render_one(self, repo: Any, device: dict[str, Any], revision: int, etag: str) -> Rendered:
+        try:
+            doc = self.document(repo, device)
         except JcstateError as exc:
             return Rendered(etag, revision, None, error=str(exc))
         data = doc.to_dict()

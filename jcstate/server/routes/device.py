@@ -145,14 +145,7 @@ async def work(
             if check_queue:
                 queued = await run_in_threadpool(ctx.queue.deliver, device["id"], commands)
             if rendered.etag != etag:
-                return _answer(
-                    rendered.etag,
-                    rendered.revision,
-                    rendered.document,
-                    rendered.secrets,
-                    rendered.error,
-                    queued,
-                )
+                return _full_answer(rendered, queued)
             if queued:
                 return _answer(etag, rendered.revision, None, {}, None, queued)
             remaining = deadline - time.monotonic()
@@ -185,6 +178,23 @@ def _answer(
         "commands": commands or [],
     }
     return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
+
+
+def _full_answer(rendered: Any, commands: list[dict[str, Any]]) -> Response:
+    # the document part was serialised once for every device sharing it: add the etag and
+    # commands around those bytes (same members, same order as _answer)
+    body = b"".join(
+        (
+            b'{"etag":',
+            json.dumps(rendered.etag).encode(),
+            b",",
+            rendered.body,
+            b',"commands":',
+            json.dumps(commands, separators=(",", ":")).encode(),
+            b"}",
+        )
+    )
+    return Response(body, media_type="application/json")
 
 
 def _state(ctx: Any, device_id: str) -> tuple[dict[str, Any] | None, Any]:

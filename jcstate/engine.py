@@ -16,7 +16,7 @@ import time
 from itertools import groupby
 from typing import Any
 
-from jcstate.errors import JcstateError
+from jcstate.errors import JcstateError, PlanError
 from jcstate.host import Host
 from jcstate.plan import Change, Plan, Run, Step
 from jcstate.registry import RESOURCES
@@ -53,7 +53,11 @@ def context(
     spec = document.spec
     for res in RESOURCES:
         if res.key in spec and spec[res.key] is not None:
-            ctx.desired[res.key] = res.parse(spec[res.key])
+            try:
+                ctx.desired[res.key] = res.parse(spec[res.key])
+            except (ValueError, TypeError) as exc:
+                # a rendered value the schema could not see (a template giving a bad date)
+                raise PlanError(f"{res.key}: {exc}") from exc
     return ctx
 
 

@@ -253,3 +253,11 @@ def test_sources_name_the_policy_line_of_each_resource(tmp_path: Path) -> None:
     assert ctx.source("sshMfa", "alice") == "b.yaml:9"  # an entry of a section: the section
     assert ctx.source("sshMfa") == "b.yaml:9"
     assert ctx.source("users", "bob") is None
+
+
+def test_a_value_the_model_cannot_take_is_a_plan_error(tmp_path: Path) -> None:
+    from jcstate.errors import PlanError
+
+    doc = Doc({"users": [{"name": "alice", "expires": "tomorrow-ish"}]})
+    with pytest.raises(PlanError, match="users: "):
+        engine.plan(doc, Host(root=str(tmp_path), os_name="linux"))

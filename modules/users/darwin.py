@@ -21,6 +21,10 @@ options used, from Apple's manual pages:
 * remove: ``sysadminctl -deleteUser NAME`` (deletes the home), with ``-keepHome`` unless
   ``removeHome: true``.
 
+Lock-out safety refuses removing or locking the user logged in at the screen (the owner of
+``/dev/console``, see ``directory.py``) unless ``allowLockout: true``; when that owner could not
+be read, the plan only warns.
+
 A password is set when the account is created; macOS offers no way to compare a plaintext with
 the stored ShadowHashData short of reading the hash, which jcstate does not, so a changed
 secret is not re-applied to an existing account (docs/platforms.md).
@@ -122,14 +126,48 @@ class DarwinUsers:
             for change in planned:
                 change.skipped_fields = not_here
                 change.source = ctx.source("users", spec.name)
-                if spec.name in lost and not spec.allow_lockout and not change.error:
-                    change.error = (
-                        f"this would leave the system without an admin account that can log in "
-                        f"({spec.name} is the last one); {_LOCKOUT_HINT}"
+                refusal = _lockout_refusal(spec, change, facts, lost)
+                if refusal and not change.error:
+                    change.error = refusal
+                if _ends_session(change) and facts.console_problem and not spec.allow_lockout:
+                    ctx.warnings.append(
+                        f"users/{spec.name}: not checked whether {spec.name} is logged in on the "
+                        f"console ({facts.console_problem})"
                     )
             changes += planned
         # sysadminctl picks a free uid for a user without one: explicit uids go first
         return sorted(changes, key=lambda c: (c.phase, c.action == "create" and not _has_uid(c)))
+
+
+def _ends_session(change: Change) -> str | None:
+    """ "remove" or "lock" when ``change`` takes an existing account away, else None."""
+    if change.action == "remove":
+        return "remove"
+    if change.action == "update" and any(
+        f.field == "state" and f.after == "locked" for f in change.fields
+    ):
+        return "lock"
+    return None
+
+
+def _lockout_refusal(
+    spec: UserSpec, change: Change, facts: DirectoryFacts, lost: set[str]
+) -> str | None:
+    """Why ``change`` must not run without ``allowLockout: true`` (wording as on Linux)."""
+    if spec.allow_lockout:
+        return None
+    verb = _ends_session(change)
+    if verb and facts.console == spec.name:
+        return (
+            f"this would {verb} {spec.name}, who is logged in on the console (/dev/console); "
+            f"{_LOCKOUT_HINT}"
+        )
+    if spec.name in lost:
+        return (
+            f"this would leave the system without an admin account that can log in "
+            f"({spec.name} is the last one); {_LOCKOUT_HINT}"
+        )
+    return None
 
 
 def _losses(facts: DirectoryFacts, desired: list[UserSpec], groups: tuple[Any, ...]) -> set[str]:

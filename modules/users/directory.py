@@ -7,6 +7,12 @@ plist: an array with one dict per record, whose keys are attribute types
 (``dsAttrTypeStandard:RecordName``, ``dsAttrTypeNative:IsHidden``) and whose values are arrays of
 strings, even for single values. It is parsed with :mod:`plistlib`, never by scraping text.
 
+The console user (for lock-out safety) is the owner of ``/dev/console``, which the login window
+hands to whoever logs in at the screen: ``stat -f %Su /dev/console`` (BSD stat(1): ``-f`` takes a
+format, ``%Su`` is the owner's user name). ``root`` means the login window is showing, nobody is
+logged in. A failed ``stat`` leaves the console user unknown; planning then warns and refuses
+nothing on that account.
+
 Shared by the ``users``, ``groups`` and ``fileVault`` backends for macOS.
 """
 
@@ -16,17 +22,19 @@ import plistlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from jcstate.errors import HostError
+from jcstate.errors import CommandFailed, HostError
 from jcstate.host import Host
 
 __all__ = [
     "ADMIN_GROUP",
+    "CONSOLE_ARGV",
     "DarwinGroup",
     "DarwinUser",
     "DirectoryFacts",
     "GROUP_ATTRIBUTES",
     "USER_ATTRIBUTES",
     "gather",
+    "parse_console",
     "parse_groups",
     "parse_records",
     "parse_users",
@@ -49,6 +57,7 @@ GROUP_ATTRIBUTES = ("RecordName", "PrimaryGroupID", "GroupMembership")
 
 USERS_ARGV = ("dscl", "-plist", ".", "-readall", "/Users", *USER_ATTRIBUTES)
 GROUPS_ARGV = ("dscl", "-plist", ".", "-readall", "/Groups", *GROUP_ATTRIBUTES)
+CONSOLE_ARGV = ("stat", "-f", "%Su", "/dev/console")
 
 
 @dataclass(frozen=True)
@@ -80,6 +89,8 @@ class DirectoryFacts:
 
     users: dict[str, DarwinUser] = field(default_factory=dict)
     groups: dict[str, DarwinGroup] = field(default_factory=dict)
+    console: str | None = None  # who is logged in at the screen; None: nobody (or unknown)
+    console_problem: str | None = None  # why the console user is unknown, if it is
 
     def gid_of(self, group: str) -> int | None:
         entry = self.groups.get(group)
@@ -193,10 +204,28 @@ def parse_groups(data: bytes) -> dict[str, DarwinGroup]:
     return out
 
 
+def parse_console(returncode: int, stdout: str, stderr: str) -> tuple[str | None, str | None]:
+    """``stat -f %Su /dev/console``'s result → (console user or None, why unknown or None)."""
+    owner = stdout.strip()
+    if returncode != 0 or not owner or "\n" in owner:
+        detail = stderr.strip() or f"exit status {returncode}, output {stdout.strip()!r}"
+        return None, f"stat /dev/console failed: {detail}"
+    return (None if owner == "root" else owner), None
+
+
 def gather(host: Host) -> DirectoryFacts:
-    """Two dscl calls, whatever the number of accounts."""
+    """Two dscl calls, whatever the number of accounts, and one stat for the console user."""
     users = host.run(USERS_ARGV)
     groups = host.run(GROUPS_ARGV)
+    try:
+        console = host.run(CONSOLE_ARGV, check=False)
+    except CommandFailed as exc:  # stat missing or hung: raised even with check=False
+        user, problem = None, f"stat /dev/console failed: {exc}"
+    else:
+        user, problem = parse_console(console.returncode, console.stdout, console.stderr)
     return DirectoryFacts(
-        users=parse_users(users.stdout.encode()), groups=parse_groups(groups.stdout.encode())
+        users=parse_users(users.stdout.encode()),
+        groups=parse_groups(groups.stdout.encode()),
+        console=user,
+        console_problem=problem,
     )

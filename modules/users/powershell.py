@@ -49,6 +49,9 @@ _GROUP = (
 # serialise as {BinaryLength, AccountDomainSid, Value}); -Depth 5 because ConvertTo-Json's default
 # depth of 2 would flatten the member lists to strings. Windows PowerShell 5.1 writes DateTime
 # as "\/Date(ms)\/", PowerShell 7 as ISO 8601: the parser reads both.
+# The console user is Win32_ComputerSystem's UserName ("DOMAIN\user", $null when nobody is
+# logged in at the console); a failed CIM query is caught into Console.Error, so lock-out safety
+# can warn instead of the whole facts call failing.
 FACTS = """$ErrorActionPreference = 'Stop'
 $users = @(Get-LocalUser | ForEach-Object {
   [ordered]@{ Name = $_.Name; FullName = $_.FullName; Enabled = $_.Enabled;
@@ -59,7 +62,11 @@ $groups = @(Get-LocalGroup | ForEach-Object {
     Members = @(Get-LocalGroupMember -Group $g | ForEach-Object {
       [ordered]@{ Name = $_.Name; SID = $_.SID.Value; ObjectClass = $_.ObjectClass;
                   PrincipalSource = [string]$_.PrincipalSource } }) } })
-[ordered]@{ Users = $users; Groups = $groups } | ConvertTo-Json -Depth 5 -Compress
+$console = [ordered]@{ UserName = $null; Error = $null }
+try { $console.UserName = (Get-CimInstance -ClassName Win32_ComputerSystem).UserName }
+catch { $console.Error = [string]$_.Exception.Message }
+[ordered]@{ Users = $users; Groups = $groups; Console = $console } |
+  ConvertTo-Json -Depth 5 -Compress
 """
 
 _HAVE = "$have = @(Get-LocalGroupMember -Group $g | ForEach-Object { $_.SID.Value })\n"

@@ -14,6 +14,10 @@ stdin. Cmdlets (Microsoft.PowerShell.LocalAccounts, learn.microsoft.com):
 * admin: ``Add-/Remove-LocalGroupMember`` on the group found with ``Get-LocalGroup -SID
   S-1-5-32-544``, so a German "Administratoren" works the same.
 
+Lock-out safety refuses removing or disabling the user logged in at the console
+(``Win32_ComputerSystem.UserName``, gathered with the other facts) unless ``allowLockout: true``;
+when that query failed, the plan only warns.
+
 Not manageable through LocalAccounts and reported as skipped: uid (Windows has SIDs), shell,
 home, primaryGroup, sshAuthorizedKeys, hidden, removeHome. A password is set at creation only;
 Windows offers no way to compare it without trying a logon.
@@ -122,13 +126,47 @@ class WindowsUsers:
             for change in planned:
                 change.skipped_fields = not_here
                 change.source = ctx.source("users", spec.name)
-                if key(spec.name) in lost_keys and not spec.allow_lockout and not change.error:
-                    change.error = (
-                        "this would leave the system without an admin account that can log in "
-                        f"({spec.name} is the last one); {_LOCKOUT_HINT}"
+                refusal = _lockout_refusal(spec, change, facts, lost_keys)
+                if refusal and not change.error:
+                    change.error = refusal
+                if _ends_session(change) and facts.console_problem and not spec.allow_lockout:
+                    ctx.warnings.append(
+                        f"users/{spec.name}: not checked whether {spec.name} is logged in on the "
+                        f"console ({facts.console_problem})"
                     )
             changes += planned
         return changes
+
+
+def _ends_session(change: Change) -> str | None:
+    """ "remove" or "lock" when ``change`` takes an existing account away, else None."""
+    if change.action == "remove":
+        return "remove"
+    if change.action == "update" and any(
+        f.field == "state" and f.after == "locked" for f in change.fields
+    ):
+        return "lock"
+    return None
+
+
+def _lockout_refusal(
+    spec: UserSpec, change: Change, facts: WindowsFacts, lost_keys: set[str]
+) -> str | None:
+    """Why ``change`` must not run without ``allowLockout: true`` (wording as on Linux)."""
+    if spec.allow_lockout:
+        return None
+    verb = _ends_session(change)
+    if verb and facts.on_console(spec.name):
+        return (
+            f"this would {verb} {spec.name}, who is logged in on the console "
+            f"(Win32_ComputerSystem.UserName); {_LOCKOUT_HINT}"
+        )
+    if key(spec.name) in lost_keys:
+        return (
+            "this would leave the system without an admin account that can log in "
+            f"({spec.name} is the last one); {_LOCKOUT_HINT}"
+        )
+    return None
 
 
 def _plan_user(spec: UserSpec, env: _Env) -> list[Change]:

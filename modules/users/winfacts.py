@@ -1,15 +1,19 @@
 """Windows local accounts as ``Get-LocalUser``/``Get-LocalGroup``/``Get-LocalGroupMember`` say.
 
 One PowerShell call (``powershell.SCRIPTS["facts"]``) prints one JSON object,
-``{"Users": [...], "Groups": [...]}``, made with ``ConvertTo-Json -Depth 5 -Compress``. Shapes, as
-Microsoft documents them for the LocalAccounts objects (LocalUser, LocalGroup, LocalPrincipal):
+``{"Users": [...], "Groups": [...], "Console": {...}}``, made with ``ConvertTo-Json -Depth 5
+-Compress``. Shapes, as Microsoft documents them for the LocalAccounts objects (LocalUser,
+LocalGroup, LocalPrincipal):
 
 * user: ``Name``, ``FullName``, ``Enabled`` (bool), ``SID`` (string, selected as ``.SID.Value``),
   ``AccountExpires`` (null, or a DateTime: ``"\\/Date(1798675200000)\\/"`` from Windows PowerShell
   5.1's ConvertTo-Json, ``"2027-01-01T00:00:00"`` from PowerShell 7);
 * group: ``Name``, ``SID``, ``Members``: each ``Name`` (``COMPUTER\\alice``, or ``DOMAIN\\bob``),
   ``SID``, ``ObjectClass`` (``User``/``Group``) and ``PrincipalSource`` (``Local``,
-  ``ActiveDirectory``, ``AzureAD``, ``MicrosoftAccount``).
+  ``ActiveDirectory``, ``AzureAD``, ``MicrosoftAccount``);
+* console: ``UserName`` of ``Win32_ComputerSystem`` (``DOMAIN\\user`` of whoever is logged in at
+  the console, null when nobody is) and ``Error``, the message when that CIM query failed (then
+  the console user is unknown). Facts without ``Console`` (older output) mean nobody.
 
 Names are case-insensitive on Windows: facts are keyed by the case-folded name. The
 Administrators group is found by its well-known SID ``S-1-5-32-544``, never by its name, which is
@@ -69,6 +73,12 @@ class WinGroup:
 class WindowsFacts:
     users: dict[str, WinUser] = field(default_factory=dict)  # by key(name)
     groups: dict[str, WinGroup] = field(default_factory=dict)  # by key(name)
+    console: str | None = None  # user part of the console session's DOMAIN\user; None: nobody
+    console_problem: str | None = None  # why the console user is unknown, if it is
+
+    def on_console(self, user: str) -> bool:
+        """Whether ``user`` (a local name) is the one logged in at the console."""
+        return self.console is not None and key(self.console) == key(user)
 
     def user(self, name: str) -> WinUser | None:
         return self.users.get(key(name))
@@ -181,7 +191,24 @@ def parse(text: str) -> WindowsFacts:
         )
         group = WinGroup(str(item["Name"]), str(item.get("SID") or ""), members)
         facts.groups[key(group.name)] = group
+    facts.console, facts.console_problem = _console(data.get("Console"))
     return facts
+
+
+def _console(value: Any) -> tuple[str | None, str | None]:
+    """The facts' Console object → (user part of UserName or None, why unknown or None).
+
+    Only the part after the backslash is kept and compared with local names: a domain account
+    of the same name as a local one is then taken for it, which errs on the side of refusing.
+    """
+    if value is None:
+        return None, None
+    if not isinstance(value, dict):
+        raise HostError("powershell: facts: Console must be an object")
+    if value.get("Error"):
+        return None, f"Win32_ComputerSystem query failed: {value['Error']}"
+    name = value.get("UserName")
+    return (_short(str(name)) if name else None), None
 
 
 def gather(host: Host) -> WindowsFacts:

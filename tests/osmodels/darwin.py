@@ -23,6 +23,9 @@ success). It is a model, not a Mac: what it says about macOS is only as true as 
   appears to be active for user 'NAME'."; list lines "shortname,UUID"; the deferral file is a
   plist with RecoveryKey, LVGUUID, EnabledUser, written when the deferred user logs in
   (:meth:`MacModel.login`).
+* ``stat -f %Su /dev/console`` (BSD stat(1), ``%Su``: the owner's user name): the login window
+  gives /dev/console to whoever logs in at the screen, so it prints the user last logged in with
+  :meth:`MacModel.login`, or ``root`` when nobody is; ``console_unreadable`` makes it fail.
 """
 
 from __future__ import annotations
@@ -103,6 +106,8 @@ class MacModel(MemoryFiles, Host):
         self.homes: set[str] = {"/Users/ladmin", "/var/root"}
         self.fv = FileVaultState()
         self.stdin_seen: list[str] = []  # what reached stdin, for tests that check secrets
+        self.console_user: str | None = None  # who is logged in at the screen
+        self.console_unreadable = False  # stat of /dev/console fails (for "unknown" tests)
 
     # -- Host ------------------------------------------------------------------------------
     def run(
@@ -126,6 +131,7 @@ class MacModel(MemoryFiles, Host):
             "dseditgroup": self._dseditgroup,
             "pwpolicy": self._pwpolicy,
             "fdesetup": self._fdesetup,
+            "stat": self._stat,
         }.get(argv[0])
         if tool is None:
             raise ModelError(f"not a macOS tool this model knows: {argv}")
@@ -140,7 +146,11 @@ class MacModel(MemoryFiles, Host):
 
     # -- hand edits for drift tests, and the user's side of FileVault ------------------------
     def login(self, user: str) -> None:
-        """``user`` logs in: a deferred enablement for them (or anyone) now happens."""
+        """``user`` logs in at the screen: they own /dev/console, and a deferred enablement for
+        them (or anyone) now happens."""
+        if user not in self.users:
+            raise ModelError(f"login: no such user {user}")
+        self.console_user = user
         if self.fv.deferred_to is None or self.fv.deferred_to not in ("", user):
             return
         self.fv.on, self.fv.users, self.fv.deferred_to = True, [user], None
@@ -152,6 +162,15 @@ class MacModel(MemoryFiles, Host):
         }
         if self.fv.deferral_file is not None:
             self.write_file(self.fv.deferral_file, plistlib.dumps(info))
+
+    # -- stat --------------------------------------------------------------------------------
+    def _stat(self, args: list[str], stdin: str | None) -> str:
+        if args != ["-f", "%Su", "/dev/console"]:
+            raise ModelError(f"stat: only the console owner is modelled, not {args}")
+        if self.console_unreadable:
+            raise _Fail(1, "stat: /dev/console: stat: Operation not permitted")
+        user = self.console_user
+        return f"{user if user in self.users else 'root'}\n"
 
     # -- dscl --------------------------------------------------------------------------------
     def _dscl(self, args: list[str], stdin: str | None) -> str:

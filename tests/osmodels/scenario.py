@@ -172,7 +172,12 @@ def _reads(argv: tuple[str, ...]) -> bool:
 
     if argv[0] == "powershell.exe":
         return decode(argv[-1]) == SCRIPTS["facts"]
-    return argv[:2] in (("dscl", "-plist"), ("fdesetup", "status"), ("fdesetup", "list"))
+    return argv[:2] in (
+        ("dscl", "-plist"),
+        ("fdesetup", "status"),
+        ("fdesetup", "list"),
+        ("stat", "-f"),
+    )
 
 
 def plan(

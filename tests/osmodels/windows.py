@@ -22,6 +22,9 @@ Microsoft.PowerShell.LocalAccounts):
   (``WindowsModel(admin_name="Administratoren")`` models a German Windows).
 * Facts are printed the way Windows PowerShell 5.1's ``ConvertTo-Json -Compress`` prints the
   facts script's objects: DateTime as ``"\\/Date(ms)\\/"``, members' Name as ``COMPUTER\\user``.
+  Their ``Console`` object carries Win32_ComputerSystem's ``UserName`` (``COMPUTER\\user`` of the
+  user last :meth:`WindowsModel.login`'d, null when nobody is) or, when ``console_error`` is set,
+  that query's error message with a null UserName.
 """
 
 from __future__ import annotations
@@ -97,6 +100,14 @@ class WindowsModel(MemoryFiles, Host):
         ]
         self._join(admin_name, "it-admin")
         self.stdin_seen: list[str] = []
+        self.console_user: str | None = None  # who is logged in at the console
+        self.console_error: str | None = None  # the CIM query's failure, for "unknown" tests
+
+    def login(self, user: str) -> None:
+        """``user`` logs in at the console (Win32_ComputerSystem.UserName shows them)."""
+        if _key(user) not in self.users:
+            raise ModelError(f"login: no such user {user}")
+        self.console_user = self.users[_key(user)].name
 
     def add_user(self, name: str, full_name: str = "", password: str | None = None) -> None:
         """A hand edit (drift) or setup: a local user as New-LocalUser would make it."""
@@ -265,6 +276,15 @@ class WindowsModel(MemoryFiles, Host):
             }
             for g in self.groups.values()
         ]
-        text = json.dumps({"Users": users, "Groups": groups}, separators=(",", ":"))
+        logged_in = self.console_user is not None and _key(self.console_user) in self.users
+        console = {
+            "UserName": None
+            if self.console_error or not logged_in
+            else f"{COMPUTER}\\{self.console_user}",
+            "Error": self.console_error,
+        }
+        text = json.dumps(
+            {"Users": users, "Groups": groups, "Console": console}, separators=(",", ":")
+        )
         # Windows PowerShell 5.1 escapes the slashes of its DateTime form: "\/Date(ms)\/"
         return text.replace('"/Date(', '"\\/Date(').replace(')/"', ')\\/"')

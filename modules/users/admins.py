@@ -10,9 +10,16 @@ A projected admin must be kept, enabled (``state: present``) and in the admin gr
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["losses"]
+from jcstate.modules.users.skipped import skipped
+
+if TYPE_CHECKING:
+    from jcstate.modules.users.model import UserSpec
+    from jcstate.plan import Change
+    from jcstate.resource import PlanContext
+
+__all__ = ["annotate", "ends_session", "losses"]
 
 
 def losses(
@@ -59,3 +66,46 @@ def losses(
     if not admins_now or any(after(name) for name in candidates):
         return set()
     return set(admins_now)
+
+
+def ends_session(change: Change) -> str | None:
+    """ "remove" or "lock" when ``change`` takes an existing account away, else None."""
+    if change.action == "remove":
+        return "remove"
+    if change.action == "update" and any(
+        f.field == "state" and f.after == "locked" for f in change.fields
+    ):
+        return "lock"
+    return None
+
+
+def annotate(
+    spec: UserSpec,
+    planned: list[Change],
+    ctx: PlanContext,
+    *,
+    supports: frozenset[str],
+    os_label: str,
+    refusal: Callable[[Change], str | None],
+    console_problem: str | None,
+) -> list[Change]:
+    """What the macOS and Windows backends add to a user's changes: the fields this OS skips
+    (on the changes and as a warning), the policy line, lock-out refusals, and a warning when
+    the console user could not be read for a change that would end a session."""
+    not_here = skipped(spec, supports)
+    if not_here:
+        ctx.warnings.append(
+            f"users/{spec.name}: {', '.join(not_here)} not supported on {os_label} (skipped)"
+        )
+    for change in planned:
+        change.skipped_fields = not_here
+        change.source = ctx.source("users", spec.name)
+        why = refusal(change)
+        if why and not change.error:
+            change.error = why
+        if ends_session(change) and console_problem and not spec.allow_lockout:
+            ctx.warnings.append(
+                f"users/{spec.name}: not checked whether {spec.name} is logged in on the "
+                f"console ({console_problem})"
+            )
+    return planned

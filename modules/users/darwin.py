@@ -38,10 +38,9 @@ from typing import Any
 from jcstate.document.names import name_problem
 from jcstate.host import Host
 from jcstate.modules.users import directory
-from jcstate.modules.users.admins import losses
+from jcstate.modules.users.admins import annotate, ends_session, losses
 from jcstate.modules.users.directory import ADMIN_GROUP, DarwinUser, DirectoryFacts, can_log_in
 from jcstate.modules.users.model import UserSpec
-from jcstate.modules.users.skipped import skipped
 from jcstate.plan import Change, FieldChange, Run, Step
 from jcstate.resource import PlanContext
 from jcstate.secret import Secret
@@ -118,36 +117,17 @@ class DarwinUsers:
         changes: list[Change] = []
         for spec in desired:
             planned = _plan_user(spec, env)
-            not_here = skipped(spec, self.supports)
-            if not_here:
-                ctx.warnings.append(
-                    f"users/{spec.name}: {', '.join(not_here)} not supported on macOS (skipped)"
-                )
-            for change in planned:
-                change.skipped_fields = not_here
-                change.source = ctx.source("users", spec.name)
-                refusal = _lockout_refusal(spec, change, facts, lost)
-                if refusal and not change.error:
-                    change.error = refusal
-                if _ends_session(change) and facts.console_problem and not spec.allow_lockout:
-                    ctx.warnings.append(
-                        f"users/{spec.name}: not checked whether {spec.name} is logged in on the "
-                        f"console ({facts.console_problem})"
-                    )
-            changes += planned
+            changes += annotate(
+                spec,
+                planned,
+                ctx,
+                supports=self.supports,
+                os_label="macOS",
+                refusal=lambda change, spec=spec: _lockout_refusal(spec, change, facts, lost),
+                console_problem=facts.console_problem,
+            )
         # sysadminctl picks a free uid for a user without one: explicit uids go first
         return sorted(changes, key=lambda c: (c.phase, c.action == "create" and not _has_uid(c)))
-
-
-def _ends_session(change: Change) -> str | None:
-    """ "remove" or "lock" when ``change`` takes an existing account away, else None."""
-    if change.action == "remove":
-        return "remove"
-    if change.action == "update" and any(
-        f.field == "state" and f.after == "locked" for f in change.fields
-    ):
-        return "lock"
-    return None
 
 
 def _lockout_refusal(
@@ -156,7 +136,7 @@ def _lockout_refusal(
     """Why ``change`` must not run without ``allowLockout: true`` (wording as on Linux)."""
     if spec.allow_lockout:
         return None
-    verb = _ends_session(change)
+    verb = ends_session(change)
     if verb and facts.console == spec.name:
         return (
             f"this would {verb} {spec.name}, who is logged in on the console (/dev/console); "

@@ -32,10 +32,9 @@ from typing import Any
 from jcstate.document.names import name_problem
 from jcstate.host import Host
 from jcstate.modules.users import winfacts
-from jcstate.modules.users.admins import losses
+from jcstate.modules.users.admins import annotate, ends_session, losses
 from jcstate.modules.users.model import NEVER, UserSpec, expiry_text
 from jcstate.modules.users.powershell import script_run
-from jcstate.modules.users.skipped import skipped
 from jcstate.modules.users.winfacts import ADMINISTRATORS_SID, WindowsFacts, WinUser, key
 from jcstate.plan import Change, FieldChange, Step
 from jcstate.resource import PlanContext
@@ -118,35 +117,16 @@ class WindowsUsers:
         changes: list[Change] = []
         for spec in desired:
             planned = _plan_user(spec, env)
-            not_here = skipped(spec, self.supports)
-            if not_here:
-                ctx.warnings.append(
-                    f"users/{spec.name}: {', '.join(not_here)} not supported on Windows (skipped)"
-                )
-            for change in planned:
-                change.skipped_fields = not_here
-                change.source = ctx.source("users", spec.name)
-                refusal = _lockout_refusal(spec, change, facts, lost_keys)
-                if refusal and not change.error:
-                    change.error = refusal
-                if _ends_session(change) and facts.console_problem and not spec.allow_lockout:
-                    ctx.warnings.append(
-                        f"users/{spec.name}: not checked whether {spec.name} is logged in on the "
-                        f"console ({facts.console_problem})"
-                    )
-            changes += planned
+            changes += annotate(
+                spec,
+                planned,
+                ctx,
+                supports=self.supports,
+                os_label="Windows",
+                refusal=lambda change, spec=spec: _lockout_refusal(spec, change, facts, lost_keys),
+                console_problem=facts.console_problem,
+            )
         return changes
-
-
-def _ends_session(change: Change) -> str | None:
-    """ "remove" or "lock" when ``change`` takes an existing account away, else None."""
-    if change.action == "remove":
-        return "remove"
-    if change.action == "update" and any(
-        f.field == "state" and f.after == "locked" for f in change.fields
-    ):
-        return "lock"
-    return None
 
 
 def _lockout_refusal(
@@ -155,7 +135,7 @@ def _lockout_refusal(
     """Why ``change`` must not run without ``allowLockout: true`` (wording as on Linux)."""
     if spec.allow_lockout:
         return None
-    verb = _ends_session(change)
+    verb = ends_session(change)
     if verb and facts.on_console(spec.name):
         return (
             f"this would {verb} {spec.name}, who is logged in on the console "

@@ -62,41 +62,68 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class Conn:
-    """One keep-alive HTTP/1.1 connection; just enough of the protocol for uvicorn's answers."""
+class Conn(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection; just enough of the protocol for uvicorn's answers.
+
+    A protocol rather than a stream reader: the arrival time of an answer is taken in
+    ``data_received`` the moment its last byte is in, before any parsing, so the figures
+    measure the server and the network, not this simulator's queue of 10,000 coroutines.
+    """
 
     def __init__(self, port: int):
         self.port = port
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
+        self.transport: asyncio.Transport | None = None
+        self._buf = bytearray()
+        self._answer: asyncio.Future[tuple[int, bytes, float]] | None = None
 
+    # -- asyncio.Protocol ---------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self._buf += data
+        end = self._buf.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        lines = bytes(self._buf[:end]).lower().split(b"\r\n")
+        length = 0
+        for line in lines[1:]:
+            if line.startswith(b"content-length:"):
+                length = int(line[15:])
+        total = end + 4 + length
+        if len(self._buf) < total:
+            return
+        arrived = time.time()
+        status = int(lines[0][9:12])
+        body = bytes(self._buf[end + 4 : total])
+        del self._buf[:total]
+        if self._answer is not None and not self._answer.done():
+            self._answer.set_result((status, body, arrived))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if self._answer is not None and not self._answer.done():
+            self._answer.set_exception(ConnectionError("closed"))
+
+    # -- requests -----------------------------------------------------------------------------
     async def request(
         self, method: str, target: str, body: bytes, headers: dict[str, str]
-    ) -> tuple[int, bytes]:
+    ) -> tuple[int, bytes, float]:
+        """(status, body, arrival time) of one request on this connection."""
+        loop = asyncio.get_running_loop()
         for attempt in range(3):
             try:
-                if self.writer is None:
-                    self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+                if self.transport is None:
+                    await loop.create_connection(lambda: self, "127.0.0.1", self.port)
                 head = f"{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                 head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
                 head += f"Content-Length: {len(body)}\r\nContent-Type: application/json\r\n\r\n"
-                self.writer.write(head.encode() + body)
-                await self.writer.drain()
-                assert self.reader is not None
-                status_line = await self.reader.readline()
-                if not status_line:
-                    raise ConnectionError("closed")
-                status = int(status_line.split()[1])
-                length = 0
-                while True:
-                    line = await self.reader.readline()
-                    if line in (b"\r\n", b""):
-                        break
-                    name, _, value = line.decode().partition(":")
-                    if name.lower() == "content-length":
-                        length = int(value)
-                return status, await self.reader.readexactly(length)
-            except (ConnectionError, OSError, asyncio.IncompleteReadError):
+                self._buf.clear()
+                self._answer = loop.create_future()
+                assert self.transport is not None
+                self.transport.write(head.encode() + body)
+                return await self._answer
+            except (ConnectionError, OSError):
                 self.close()
                 if attempt == 2:
                     raise
@@ -104,9 +131,9 @@ class Conn:
         raise AssertionError("unreachable")
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-        self.reader = self.writer = None
+        if self.transport is not None:
+            self.transport.close()
+        self.transport = None
 
 
 @dataclass
@@ -116,19 +143,21 @@ class SimAgent:
     device_id: str = ""
     etag: str = ""
     revision: int | None = None
+    cursor: int = 0  # the highest command seq handled, sent with every poll as the agent does
     polling_since: float = 0.0  # when the current long poll (with an etag) was sent
     received: dict[int, float] = field(default_factory=dict)  # revision → time it arrived
+    commands: dict[str, float] = field(default_factory=dict)  # command id → time it arrived
     errors: int = 0
     apply_s: float = 1.0
 
     def __post_init__(self) -> None:
         self.conn = Conn(self.port)
 
-    async def call(self, method: str, target: str, payload: Any = None) -> tuple[int, Any]:
+    async def call(self, method: str, target: str, payload: Any = None) -> tuple[int, Any, float]:
         body = b"" if payload is None else json.dumps(payload).encode()
         headers = signing.sign_headers(self.key, method, target, body, self.device_id)
-        status, raw = await self.conn.request(method, target, body, headers)
-        return status, json.loads(raw) if raw else None
+        status, raw, arrived = await self.conn.request(method, target, body, headers)
+        return status, json.loads(raw) if raw else None, arrived
 
     async def enroll(self, connect_key: str, n: int) -> None:
         raw = self.key.public_key().public_bytes(
@@ -136,7 +165,7 @@ class SimAgent:
         )
         import base64
 
-        status, answer = await self.call(
+        status, answer, _ = await self.call(
             "POST",
             "/api/v1/enroll",
             {
@@ -153,11 +182,12 @@ class SimAgent:
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            query = urllib.parse.urlencode({"etag": self.etag, "wait": "55"})
+            params = {"etag": self.etag, "wait": "55", "commands": str(self.cursor)}
+            query = urllib.parse.urlencode(params)
             self.polling_since = time.time() if self.etag else 0.0
             try:
-                status, work = await self.call("GET", f"/api/v1/device/work?{query}")
-            except (ConnectionError, OSError, asyncio.IncompleteReadError):
+                status, work, arrived = await self.call("GET", f"/api/v1/device/work?{query}")
+            except (ConnectionError, OSError):
                 self.errors += 1
                 await asyncio.sleep(1)
                 continue
@@ -166,8 +196,15 @@ class SimAgent:
                 self.errors += 1
                 await asyncio.sleep(1)
                 continue
+            if work["commands"]:
+                results = []
+                for command in work["commands"]:
+                    self.commands.setdefault(command["id"], arrived)
+                    self.cursor = max(self.cursor, int(command["seq"]))
+                    results.append({"id": command["id"], "status": "succeeded", "exitCode": 0})
+                await self.call("POST", "/api/v1/device/commands/results", {"results": results})
             if work["document"] is not None:
-                self.received[work["revision"]] = time.time()
+                self.received[work["revision"]] = arrived
                 self.etag, self.revision = work["etag"], work["revision"]
                 # a real agent plans and applies before it reports: spread like that
                 await asyncio.sleep(random.uniform(0.5, 1.5) * self.apply_s)
@@ -192,6 +229,28 @@ def _admin_push(url: str, token: str, rev_text: str) -> int:
     )
     with urllib.request.urlopen(req, timeout=60) as resp:
         return int(json.loads(resp.read())["revision"])
+
+
+def _admin_command(url: str, token: str, device_id: str) -> str:
+    """Queue a ``run`` command for one device; its id."""
+    body = json.dumps({"run": {"argv": ["true"]}}).encode()
+    req = urllib.request.Request(
+        f"{url}/api/v1/devices/{device_id}/commands/run",
+        data=body,
+        method="POST",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        return str(json.loads(resp.read())["id"])
+
+
+def _wake_lines(data_dir: str) -> list[str]:
+    """The server's ``wake:`` log lines so far (held polls, answered at once, time)."""
+    try:
+        with open(os.path.join(data_dir, "server.log")) as f:
+            return [line.split(" wake: ", 1)[1].strip() for line in f if " wake: " in line]
+    except OSError:
+        return []
 
 
 def _pct(values: list[float], p: float) -> float:
@@ -222,7 +281,11 @@ async def bench(args: argparse.Namespace, database: str | None) -> dict[str, Any
         pid = int(open(os.path.join(tmp, "server.pid")).read())
         server = None
     else:
-        server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        log_file = open(os.path.join(tmp, "server.log"), "w")  # noqa: SIM115 (closed below)
+        server = subprocess.Popen(
+            [*argv, "--log-level", "info"], stdout=subprocess.DEVNULL, stderr=log_file
+        )
+        log_file.close()
         pid = server.pid
     url = f"http://127.0.0.1:{port}"
     try:
@@ -282,6 +345,7 @@ async def bench(args: argparse.Namespace, database: str | None) -> dict[str, Any
         rounds = []
         for i in range(args.pushes):
             cpu0 = proc.cpu_times()
+            wakes_before = len(_wake_lines(tmp))
             t_push = time.time()
             rev = await loop.run_in_executor(
                 None, _admin_push, url, token, POLICY.replace("REV", str(i + 1))
@@ -305,9 +369,29 @@ async def bench(args: argparse.Namespace, database: str | None) -> dict[str, Any
                     "max_ms": round(max(lat) * 1000, 1) if lat else None,
                     # the whole round: wake, every report and every new poll
                     "server_cpu_s": round(cpu1.user + cpu1.system - cpu0.user - cpu0.system, 2),
+                    # the server's own account: how long answering the held polls took it
+                    # (on PostgreSQL a push wakes twice: its NOTIFY and the local wake)
+                    "server_wake": _wake_lines(tmp)[wakes_before:],
                 }
             )
             await asyncio.sleep(1)
+        # commands: one at a time to a random device while every other poll stays held
+        command_lat: list[float] = []
+        for agent in random.sample(agents, min(args.commands, len(agents))):
+            t_cmd = time.time()
+            cid = await loop.run_in_executor(None, _admin_command, url, token, agent.device_id)
+            deadline = time.monotonic() + 10
+            while cid not in agent.commands and time.monotonic() < deadline:
+                await asyncio.sleep(0.002)
+            if cid in agent.commands:
+                command_lat.append(agent.commands[cid] - t_cmd)
+        commands = {
+            "sent": args.commands,
+            "delivered": len(command_lat),
+            "p50_ms": round(_pct(command_lat, 50) * 1000, 1),
+            "p99_ms": round(_pct(command_lat, 99) * 1000, 1),
+            "max_ms": round(max(command_lat) * 1000, 1) if command_lat else None,
+        }
         rss_after = proc.memory_info().rss
         stop.set()
         for t in tasks:
@@ -325,6 +409,7 @@ async def bench(args: argparse.Namespace, database: str | None) -> dict[str, Any
             "server_cpu_idle_pct": round(idle_cpu * 100, 1),
             "client_errors": sum(a.errors for a in agents),
             "pushes": rounds,
+            "commands": commands,
         }
     finally:
         if server is not None:  # an attached server is not ours to stop
@@ -347,6 +432,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--agents", type=int, default=1000)
     parser.add_argument("--pushes", type=int, default=3)
+    parser.add_argument(
+        "--commands", type=int, default=100, help="commands sent one by one to random agents"
+    )
     parser.add_argument("--attach-port", type=int, help="use a running server on this port")
     parser.add_argument("--attach-data", help="that server's data dir (tokens, server.pid)")
     parser.add_argument(
@@ -368,7 +456,12 @@ def main() -> None:
             conn.execute(f'CREATE DATABASE "{name}"')
         database = args.postgres.rsplit("/", 1)[0] + "/" + name
     try:
-        result = asyncio.run(bench(args, database))
+        try:
+            import uvloop  # the server's event loop too; the simulator keeps up with it
+        except ImportError:
+            result = asyncio.run(bench(args, database))
+        else:
+            result = uvloop.run(bench(args, database))
     finally:
         if name:
             import psycopg

@@ -105,6 +105,50 @@ class Client:
             raise ServerError(f"{method} {path}: HTTP {resp.status}: {answer.get('detail', '')}")
         return answer if isinstance(answer, dict) else {"items": answer}
 
+    def download(
+        self, path: str, *, limit: int = 64 * 1024 * 1024, timeout: float = 120.0
+    ) -> bytes:
+        """A signed GET whose answer is raw bytes (a release wheel), at most ``limit`` of them.
+
+        Errors as :meth:`request`: Unreachable, AuthError, ServerError (also for a larger body).
+        """
+        target = self._prefix + path
+        device = self.identity.device()
+        headers = signing.sign_headers(
+            self.identity.private_key, "GET", target, b"", device["id"] if device else ""
+        )
+        try:
+            conn = self._connection(timeout)
+            conn.request("GET", target, body=b"", headers=headers)
+            resp = conn.getresponse()
+            length = resp.getheader("Content-Length") or ""
+            if resp.status == 200 and length.isdigit() and int(length) > limit:
+                self.close()  # the unread body must not stay on a kept-alive connection
+                raise ServerError(f"GET {path}: {length} bytes is more than {limit}")
+            raw = resp.read(limit + 1)
+            if len(raw) > limit:
+                self.close()  # the rest of the body is still on the wire
+        except (OSError, http.client.HTTPException) as exc:
+            self.close()
+            raise Unreachable(f"{self.server}: {exc}") from exc
+        if resp.status in (429, 502, 503, 504):
+            retry = resp.getheader("Retry-After")
+            raise Unreachable(
+                f"{self.server}: HTTP {resp.status}",
+                float(retry) if retry and retry.isdigit() else None,
+            )
+        if resp.status != 200:
+            try:
+                detail = json.loads(raw).get("detail", resp.status)
+            except (ValueError, AttributeError):
+                detail = raw[:200].decode(errors="replace")
+            if resp.status in (401, 403):
+                raise AuthError(f"{self.server} refused the device: {detail}")
+            raise ServerError(f"GET {path}: HTTP {resp.status}: {detail}")
+        if len(raw) > limit:
+            raise ServerError(f"GET {path}: more than {limit} bytes")
+        return raw
+
     # -- the device API ----------------------------------------------------------------------
     def enroll(self, connect_key: str, info: dict[str, str]) -> dict[str, Any]:
         body = {"connectKey": connect_key, "publicKey": self.identity.public_key_b64, **info}

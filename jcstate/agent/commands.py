@@ -16,6 +16,7 @@ server too). A restart is still ``running`` until the agent comes back with a ne
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -23,28 +24,48 @@ from jcstate.errors import JcstateError, PlanError
 
 if TYPE_CHECKING:
     from jcstate.host import Host
-    from jcstate.modules.commands.actions import Actions
+    from jcstate.modules.commands.actions import Actions, SelfUpdate
     from jcstate.modules.commands.execution import CommandRunner
     from jcstate.modules.commands.result import CommandResult
 
-__all__ = ["QueuedCommands"]
+__all__ = ["JOURNAL_DIR", "QueuedCommands"]
 
 log = logging.getLogger("jcstate.agent")
+
+# = jcstate.modules.commands.journal.DEFAULT_DIR (a test keeps them equal), named here so that
+# looking for records does not import the journal
+JOURNAL_DIR = "/var/lib/jcstate/journal"
 
 
 class QueuedCommands:
     """Delivered commands → journal → results until acknowledged."""
 
     def __init__(
-        self, host: Host, *, actions: Actions | None = None, journal_dir: str | None = None
+        self,
+        host: Host | str,
+        *,
+        actions: Actions | None = None,
+        journal_dir: str | None = None,
+        updater: SelfUpdate | None = None,
     ):
-        self.host = host
+        """``host``: the managed system, or its root path (the Host is then made on first use).
+        ``updater``: the agent's self-update, which carries out ``update`` commands."""
+        self._host = host
         self._actions = actions
+        self._updater = updater
         self._journal_dir = journal_dir
         self._runner: CommandRunner | None = None
         self.cursor = 0  # highest seq handled by this process
         self._unsent: list[dict[str, Any]] = []  # results that could not be journaled
         self._dirty = True  # the journal may hold unsent results (always true at start)
+
+    @property
+    def host(self) -> Host:
+        if isinstance(self._host, str):
+            from jcstate.host import Host
+
+            self._host = Host(root=self._host)
+        return self._host
 
     @property
     def runner(self) -> CommandRunner:
@@ -54,12 +75,32 @@ class QueuedCommands:
             from jcstate.modules.commands.journal import DEFAULT_DIR, Journal
 
             journal = Journal(self.host, self._journal_dir or DEFAULT_DIR)
-            self._runner = CommandRunner(self.host, journal, actions=self._actions)
+            self._runner = CommandRunner(
+                self.host, journal, actions=self._actions, updater=self._updater
+            )
         return self._runner
+
+    def _journal_is_empty(self) -> bool:
+        """No command was ever journaled here (checked without loading the machinery)."""
+        if self._runner is not None:
+            return False
+        root = self._host if isinstance(self._host, str) else self._host.root
+        path = os.path.join(root, (self._journal_dir or JOURNAL_DIR).lstrip("/"))
+        try:
+            names = os.listdir(path)
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False  # the journal will say what is wrong
+        return not any(n.endswith(".json") and not n.startswith(".") for n in names)
 
     def recover(self) -> list[CommandResult]:
         """At start-up: interrupted commands, finished restarts, erases resumed to the end."""
         self._dirty = True
+        if self._journal_is_empty():
+            if self._updater is not None:
+                self._updater.recover()  # what the runner's recover would do first
+            return []
         return self.runner.recover()
 
     def run(
@@ -98,6 +139,13 @@ class QueuedCommands:
             results.append(result)
         return results
 
+    def retry_due(self) -> list[CommandResult]:
+        """Run an update that waited out its back-off (:mod:`jcstate.agent.update`), if due."""
+        if self._updater is None or self._updater.due() is None:
+            return []
+        self._dirty = True
+        return self.runner.retry_due()
+
     def journal_changed(self) -> None:
         """A converge ran (a policy's commands write to the same journal): look again."""
         self._dirty = True
@@ -106,6 +154,9 @@ class QueuedCommands:
         """Final results the server has not acknowledged, oldest first."""
         if not self._dirty and not self._unsent:
             return []
+        if self._journal_is_empty():
+            self._dirty = False
+            return list(self._unsent)
         pending = [r.to_dict() for r in self.runner.journal.pending_results()]
         if not pending:
             self._dirty = False

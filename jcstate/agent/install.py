@@ -60,6 +60,9 @@ After=network-online.target
 
 [Service]
 Type=simple
+# a self-update installs releases beside each other and switches INSTALL_DIR/current
+# (docs/updates.md): the agent runs whichever release that link points to
+Environment={shlex.quote("PYTHONPATH=" + plan.install_dir + "/current")}
 ExecStart={exec_start}
 Restart=always
 RestartSec=5

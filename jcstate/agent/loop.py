@@ -1,7 +1,8 @@
 """The agent loop: lock → enroll once → settle commands → (send results → poll → converge →
 run commands → report)*.
 
-On a new document the agent plans and applies it with the engine, puts the report (plan,
+On a new document the agent has a worker process plan and apply it with the engine
+(:mod:`jcstate.agent.worker`; this process never imports the engine), puts the report (plan,
 results, facts) in the durable outbox, and sends the outbox before polling again. Security
 commands the server queued for this device come in the same poll and run after the converge,
 in order, each at most once (:mod:`jcstate.agent.commands`); their results are sent from the
@@ -11,19 +12,21 @@ Only one agent runs per state directory (a lock file).
 A long poll that ends empty re-converges the last document every ``reconverge`` seconds, so
 drift made by hand is corrected even when no admin pushes anything.
 A policy with ``fileVault.escrowRecoveryKey`` has its recovery key sent to the server during the
-converge (:meth:`Agent._escrow`); when that fails, the next converge tries again.
+converge (by the worker, :class:`~jcstate.agent.worker.Escrow`); when that fails, the next
+converge tries again.
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
-import logging.handlers
 import os
 import random
+import signal
+import subprocess
+import sys
 import time
-import uuid
-from dataclasses import dataclass
 from typing import Any
 
 from jcstate import __version__
@@ -31,29 +34,54 @@ from jcstate.agent.client import Client, Unreachable
 from jcstate.agent.commands import QueuedCommands
 from jcstate.agent.identity import Identity
 from jcstate.agent.outbox import Outbox
+from jcstate.agent.update import Updater, fetch_from
 from jcstate.errors import AuthError, JcstateError, ServerError
-from jcstate.secret import Secret
 
-__all__ = ["Agent", "AgentConfig", "backoff_delay", "setup_logging"]
+__all__ = ["Agent", "AgentConfig", "WorkerError", "backoff_delay", "setup_logging"]
 
 RESULTS_PER_REQUEST = 100
 
 log = logging.getLogger("jcstate.agent")
 
 
-@dataclass
 class AgentConfig:
-    server: str
-    connect_key: str = ""
-    ca_file: str | None = None
-    state_dir: str = "/var/lib/jcstate"
-    log_file: str | None = "/var/log/jcstate.log"
-    install_dir: str = "/opt/jcstate"
-    root: str = "/"
-    wait: float = 55.0  # long-poll length asked of the server
-    max_backoff: float = 300.0
-    reconverge: float = 1800.0
-    once: bool = False  # converge once and exit (tests, cron)
+    """The agent's settings (``jcstate agent`` flags).
+
+    A plain class, not a dataclass: ``dataclasses`` (and ``inspect``) would cost the resident
+    agent about 1 MB.
+    """
+
+    def __init__(
+        self,
+        server: str,
+        connect_key: str = "",
+        ca_file: str | None = None,
+        state_dir: str = "/var/lib/jcstate",
+        log_file: str | None = "/var/log/jcstate.log",
+        install_dir: str = "/opt/jcstate",
+        root: str = "/",
+        wait: float = 55.0,
+        max_backoff: float = 300.0,
+        reconverge: float = 1800.0,
+        once: bool = False,
+        worker_timeout: float = 1800.0,
+    ):
+        self.server = server
+        self.connect_key = connect_key
+        self.ca_file = ca_file
+        self.state_dir = state_dir
+        self.log_file = log_file
+        self.install_dir = install_dir
+        self.root = root
+        self.wait = wait  # long-poll length asked of the server
+        self.max_backoff = max_backoff
+        self.reconverge = reconverge  # re-apply the last document this often, seconds
+        self.once = once  # converge once and exit (tests, cron)
+        self.worker_timeout = worker_timeout  # a converge worker running longer is killed
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"AgentConfig({fields})"
 
 
 def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | None = None) -> float:
@@ -62,17 +90,50 @@ def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | No
     return max(delay, retry_after or 0.0)
 
 
+class ReopeningFileHandler(logging.FileHandler):
+    """A log file that logrotate may move away: reopened when the path names another file.
+
+    ``logging.handlers.WatchedFileHandler`` does the same, but importing ``logging.handlers``
+    (pickle, queue, struct, …) costs the resident agent about 0.6 MB.
+    """
+
+    def __init__(self, filename: str):
+        super().__init__(filename, encoding="utf-8")
+        self._identity = self._opened()
+
+    def _opened(self) -> tuple[int, int]:
+        st = os.fstat(self.stream.fileno())
+        return st.st_dev, st.st_ino
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            st = os.stat(self.baseFilename)
+            moved = (st.st_dev, st.st_ino) != self._identity
+        except FileNotFoundError:
+            moved = True
+        if moved and self.stream is not None:
+            self.stream.flush()
+            self.stream.close()
+            self.stream = self._open()
+            self._identity = self._opened()
+        super().emit(record)
+
+
 def setup_logging(log_file: str | None, level: int = logging.INFO) -> None:
-    """Log to a file that logrotate may move away: WatchedFileHandler reopens it."""
+    """Log to a file that logrotate may move away (no ``copytruncate`` needed)."""
     if not log_file:
         return
     os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
-    handler = logging.handlers.WatchedFileHandler(log_file)
+    handler = ReopeningFileHandler(log_file)
     os.chmod(log_file, 0o640)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("jcstate")
     root.addHandler(handler)
     root.setLevel(level)
+
+
+class WorkerError(JcstateError):
+    """A converge worker crashed, was killed, timed out or answered garbage."""
 
 
 class AlreadyRunning(JcstateError):
@@ -94,10 +155,10 @@ class Agent:
         self._etag = ""
         self._last_converge = 0.0
         self._failures = 0
+        self._enroll_facts: dict[str, Any] | None = None  # facts sent when enrolling
         self._server_error: str | None = None  # the server could not render our document
-        from jcstate.host import Host
-
-        self.commands = QueuedCommands(Host(root=config.root), actions=actions)
+        updater = Updater(config.install_dir, config.state_dir, fetch_from(self.client))
+        self.commands = QueuedCommands(config.root, actions=actions, updater=updater)
         self._recovered = False  # commands settled after the last start (crash, reboot)
 
     # -- single instance ---------------------------------------------------------------------
@@ -138,7 +199,10 @@ class Agent:
             return str(device["id"])
         if not self.config.connect_key:
             raise JcstateError("not enrolled yet: give --connect-key")
-        facts = self._facts()
+        if self._enroll_facts is None:
+            # read once: an unreachable server must not start a worker at every retry
+            self._enroll_facts = self._facts()
+        facts = self._enroll_facts
         info = {
             "hostname": str(facts.get("hostname") or ""),
             "os": str(facts.get("os") or ""),
@@ -211,6 +275,8 @@ class Agent:
             self.converge()
         if work.get("commands"):
             self.run_commands(work["commands"])
+        if self.commands.retry_due():  # a self-update's next attempt (jcstate.agent.update)
+            self.flush()
 
     def run_commands(self, delivered: list[dict[str, Any]]) -> None:
         """Run queued commands in order, each at most once; send their results."""
@@ -229,66 +295,118 @@ class Agent:
             log.info("could not tell the server %s is running: %s", command["id"], exc)
 
     def converge(self) -> None:
-        """Plan and apply the current document; queue the report; send the queue."""
-        payload: dict[str, Any] = {"reportId": uuid.uuid4().hex, "etag": self._etag}
-        try:
-            payload.update(self._apply())
-        except JcstateError as exc:
-            log.error("converge failed: %s", exc)
-            payload.update({"ok": False, "changed": False, "error": str(exc), "report": {}})
-        try:
-            payload["facts"] = self._facts()
-        except JcstateError as exc:
-            payload["facts"] = {"error": str(exc)}
-        self.outbox.put(payload)
+        """Plan and apply the current document in a worker; queue the report; send the queue."""
+        self._converge_into_outbox()  # its report is on disk, and no longer in memory
         self._last_converge = time.monotonic()
         self.commands.journal_changed()  # a policy's commands may have run
         self.flush()
 
-    def _apply(self) -> dict[str, Any]:
-        from jcstate import engine
-        from jcstate.host import Host
-        from jcstate.secrets import MappingSecrets
-
-        if self._document is None:
-            error = self._server_error or "no document"
-            return {"ok": False, "changed": False, "report": {}, "error": error}
-        from jcstate.document import Document
-
-        document = Document.from_dict(self._document)
-        host = Host(root=self.config.root)
+    def _converge_into_outbox(self) -> None:
+        payload: dict[str, Any] = {"reportId": os.urandom(16).hex(), "etag": self._etag}
         enrolled = self.identity.device() or {}
-        report = engine.apply(
-            document,
-            host,
-            MappingSecrets(self._secrets),
-            device={"id": enrolled.get("id", "")},
-            escrow=self._escrow,
-        )
-        counts = report.counts() if callable(getattr(report, "counts", None)) else {}
-        log.info("converged %s: %s", self._etag[:8], counts or ("ok" if report.ok else "failed"))
-        return {
-            "ok": bool(report.ok),
-            "changed": bool(getattr(report, "changed", False)),
-            "report": report.to_dict(),
+        request = {
+            "mode": "converge",
+            "document": self._document,
+            "error": self._server_error,
+            "secrets": self._secrets,
+            "etag": self._etag,
+            "deviceId": enrolled.get("id", ""),
         }
-
-    def _escrow(self, key: Secret, volume: str | None) -> None:
-        """Send a FileVault recovery key (a Secret) to the server; raises when it cannot.
-
-        A failure fails the plan's escrow step, so its stamp is not written and the next
-        converge tries again; meanwhile the key stays in its root-only 0600 file.
-        """
-        self.client.escrow(volume, key)
-        log.info("escrowed the FileVault recovery key of volume %s", volume or "?")
+        try:
+            answer = self._work(request)
+        except WorkerError as exc:
+            log.error("converge failed: %s", exc)
+            answer = {"ok": False, "error": str(exc), "facts": {"error": str(exc)}}
+        payload["ok"] = bool(answer.get("ok"))
+        payload["changed"] = bool(answer.get("changed"))
+        payload["report"] = answer.get("report") or {}
+        if answer.get("error"):
+            payload["error"] = str(answer["error"])
+        facts = answer.get("facts")
+        if not isinstance(facts, dict):
+            facts = {"error": "the converge worker sent no facts"}
+        elif "error" not in facts:
+            facts["agentVersion"] = self.version()
+        payload["facts"] = facts
+        self.outbox.put(payload)
 
     def _facts(self) -> dict[str, Any]:
-        from jcstate import engine
-        from jcstate.host import Host
-
-        facts = engine.device_facts(Host(root=self.config.root))
+        facts = self._work({"mode": "facts"}).get("facts")
+        if not isinstance(facts, dict):
+            raise WorkerError("the converge worker sent no facts")
         facts["agentVersion"] = self.version()
         return facts
+
+    def _work(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Run one :mod:`jcstate.agent.worker` on ``request``; its answer, or WorkerError.
+
+        The request (with the document's secrets) goes through the worker's stdin only. The
+        worker has a process group of its own, so a timeout kills it with everything it
+        started; the lifeline pipe stops it when this process dies.
+        """
+        lifeline, keep = os.pipe()
+        request = {
+            **request,
+            "root": self.config.root,
+            "server": self.client.server,
+            "caFile": self.config.ca_file,
+            "stateDir": self.config.state_dir,
+            "logFile": self.config.log_file or None,
+            "logLevel": logging.getLogger("jcstate").getEffectiveLevel(),
+            "lifeline": lifeline,
+        }
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "jcstate.agent.worker"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                pass_fds=(lifeline,),
+                process_group=0,
+            )
+        except OSError as exc:
+            os.close(keep)
+            raise WorkerError(f"could not start the converge worker: {exc}") from exc
+        finally:
+            os.close(lifeline)
+        timeout = self.config.worker_timeout
+        try:
+            out, _ = proc.communicate(json.dumps(request).encode(), timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            try:
+                proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.wait()  # a process that left the group still holds stdout: let it be
+            raise WorkerError(
+                f"the converge worker ran longer than {timeout:g} s and was killed"
+            ) from None
+        except BaseException:
+            _kill_group(proc)
+            proc.wait()
+            raise
+        finally:
+            os.close(keep)
+        try:
+            answer = json.loads(out)
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict):
+            answer = None
+        status = proc.returncode
+        if status != 0:
+            if answer is not None and answer.get("error"):
+                raise WorkerError(str(answer["error"]))
+            if status < 0:
+                try:
+                    name = signal.Signals(-status).name
+                except ValueError:
+                    name = f"signal {-status}"
+                raise WorkerError(f"the converge worker was killed by {name}")
+            raise WorkerError(f"the converge worker exited with status {status}")
+        if answer is None:
+            text = out[:200].decode(errors="replace")
+            raise WorkerError(f"the converge worker answered something else than JSON: {text!r}")
+        return answer
 
     def flush(self) -> int:
         """Send queued reports and command results oldest first; each is dropped only once
@@ -312,3 +430,11 @@ class Agent:
             self.commands.acknowledge([str(i) for i in answer.get("acks", [])])
             sent += len(answer.get("acks", []))
         return sent
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the worker and whatever it started (its own process group)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass

@@ -16,9 +16,9 @@ another body. The server keeps only the device's public key. ::
 from __future__ import annotations
 
 import base64
-import hashlib
-import secrets
+import os
 import time
+from typing import Any
 
 __all__ = [
     "DATE",
@@ -27,6 +27,7 @@ __all__ = [
     "NONCE",
     "SIGNATURE",
     "canonical",
+    "message_for",
     "sign_headers",
     "verify",
 ]
@@ -41,19 +42,40 @@ MAX_SKEW = 300  # seconds a request's date may differ from the server's clock
 def canonical(
     method: str, target: str, body: bytes, date: str, nonce: str, device_id: str
 ) -> bytes:
-    digest = hashlib.sha256(body).hexdigest()
+    return message_for(method, target, _sodium_sha256(body), date, nonce, device_id)
+
+
+def message_for(
+    method: str, target: str, body_digest: str, date: str, nonce: str, device_id: str
+) -> bytes:
+    """The signed message, given the body's SHA-256 in hex (the server uses hashlib)."""
     return "\n".join(
-        ["jcstate-v1", method.upper(), target, digest, date, nonce, device_id]
+        ["jcstate-v1", method.upper(), target, body_digest, date, nonce, device_id]
     ).encode()
 
 
+def _sodium_sha256(body: bytes) -> str:
+    # the agent: libsodium's SHA-256 (loaded for signing anyway) rather than hashlib, whose
+    # OpenSSL binding costs the resident agent about 0.5 MB. Not for the server: cffi releases
+    # the GIL on every call, and an event loop that gives it up per request waits for threads.
+    from nacl.bindings import crypto_hash_sha256
+
+    return str(crypto_hash_sha256(body).hex())
+
+
 def sign_headers(
-    private_key, method: str, target: str, body: bytes, device_id: str
-) -> dict[str, str]:  # type: ignore[no-untyped-def]
-    """Headers that authenticate one request; ``private_key`` is an Ed25519PrivateKey."""
+    private_key: Any, method: str, target: str, body: bytes, device_id: str
+) -> dict[str, str]:
+    """Headers that authenticate one request.
+
+    ``private_key`` is the agent's :class:`~jcstate.agent.identity.DeviceKey`, or any Ed25519
+    key whose ``sign(message)`` gives the signature: cryptography's ``Ed25519PrivateKey`` (the
+    load benchmark's simulated devices) or PyNaCl's ``SigningKey`` (a ``SignedMessage``).
+    """
     date = str(int(time.time()))
-    nonce = secrets.token_hex(16)
-    sig = private_key.sign(canonical(method, target, body, date, nonce, device_id))
+    nonce = os.urandom(16).hex()  # what secrets.token_hex does, without importing hmac
+    signed = private_key.sign(canonical(method, target, body, date, nonce, device_id))
+    sig = getattr(signed, "signature", signed)  # PyNaCl prepends the signature to the message
     return {
         DEVICE: device_id,
         DATE: date,
@@ -63,7 +85,10 @@ def sign_headers(
 
 
 def verify(public_key_b64: str, signature_b64: str, message: bytes) -> bool:
-    """True when ``signature_b64`` is the device key's signature over ``message``."""
+    """True when ``signature_b64`` is the device key's signature over ``message``.
+
+    The server's side: cryptography is imported here, on first use, never by the agent.
+    """
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 

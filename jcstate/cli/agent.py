@@ -27,6 +27,7 @@ def run_agent(args: argparse.Namespace) -> int:
         max_backoff=args.max_backoff,
         reconverge=args.reconverge,
         once=args.once,
+        worker_timeout=args.worker_timeout,
     )
     return Agent(config).run()
 
@@ -50,6 +51,21 @@ def install_agent(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Version(argparse.Action):
+    """``--version``: the version of the code that would run. It imports the agent first, so
+    a broken installation fails here (the self-update's smoke test of a new release)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any):
+        super().__init__(option_strings, dest, nargs=0, help="print the agent's version, exit")
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        import jcstate
+        import jcstate.agent.loop  # noqa: F401  (what the agent needs to start)
+
+        print(f"jcstate agent {jcstate.__version__}")
+        parser.exit()
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--server", help="server URL, e.g. https://jcstate.example:8443")
     p.add_argument("--connect-key", help="admits this device once (not a secret)")
@@ -67,6 +83,7 @@ def register(sub: Any) -> None:
         description="Enroll once, then long-poll the server and converge.",
     )
     _common(p)
+    p.add_argument("--version", action=_Version)
     p.add_argument("--wait", type=float, default=55.0, help="long-poll length, seconds")
     p.add_argument("--max-backoff", type=float, default=300.0)
     p.add_argument(
@@ -74,6 +91,12 @@ def register(sub: Any) -> None:
         type=float,
         default=1800.0,
         help="re-apply the current document this often, seconds",
+    )
+    p.add_argument(
+        "--worker-timeout",
+        type=float,
+        default=1800.0,
+        help="kill a converge worker still running after this many seconds",
     )
     p.add_argument("--once", action="store_true", help="converge once and exit")
     p.set_defaults(handler=run_agent)

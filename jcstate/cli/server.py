@@ -8,7 +8,10 @@ device recovery-key REF [--volume V] [--all]
 token create --role ROLE | token list | token revoke ID
 connect-key create|list|revoke | audit | totp enroll USER | password set REF
 command lock|restart|shutdown|erase DEVICE | command run DEVICE -- ARGV...
+command update DEVICE --version V [--retry]
 command show ID | command list [--device D] | command cancel ID
+release push WHEEL | release list | release delete VERSION [--force]
+release deploy VERSION (--all | --label KEY=VALUE... | DEVICE...) [--retry]
 
 Admin commands find the server and token in ``--server URL --token T`` or ``JCSTATE_SERVER`` /
 ``JCSTATE_TOKEN`` (``--ca-file`` / ``JCSTATE_CA_FILE`` for a private CA). Listings take
@@ -65,6 +68,18 @@ def _raise_open_files_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+def _log_to_stderr(level: str) -> None:
+    """The server's own messages (``jcstate.*``) at ``--log-level``, beside uvicorn's."""
+    import logging
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("jcstate")
+    logger.addHandler(handler)
+    logger.setLevel(level.upper())
+    logger.propagate = False
+
+
 def run_server(args: argparse.Namespace) -> int:
     from jcstate.server.bootstrap import bootstrap, prepare_data_dir, secret_key
 
@@ -101,6 +116,7 @@ def run_server(args: argparse.Namespace) -> int:
     from jcstate.server.app import Settings, create_app
 
     _raise_open_files_limit()
+    _log_to_stderr(args.log_level)
     app = create_app(Settings(database=database, secret_key=key, max_wait=args.max_wait))
     scheme = "https" if tls else "http"
     print(f"jcstate server listening on {scheme}://{host}:{port}", flush=True)
@@ -115,6 +131,7 @@ def run_server(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=5,  # held long polls would otherwise delay a stop by 60 s
         backlog=16384,
         access_log=args.access_log,
+        proxy_headers=False,  # nothing reads the client's address; don't trust forwarded ones
     )
     return 0
 
@@ -219,6 +236,7 @@ DEVICE_COLUMNS = [
     ("ID", "id"),
     ("HOSTNAME", "hostname"),
     ("OS", "os"),
+    ("AGENT", "agentVersion"),
     ("STATUS", "status"),
     ("ACTIVITY", "activity"),
     ("ONLINE", "online"),
@@ -462,6 +480,10 @@ def command_issue(args: argparse.Namespace) -> int:
         body["run"] = _run_spec(args)
     if args.action == "erase":
         body["confirm"] = args.confirm if args.confirm is not None else _typed_back(client, ref)
+    if args.action == "update":
+        body["version"] = args.version
+        if args.retry:
+            body["retry"] = True
     data = client.call("POST", f"/api/v1/devices/{ref}/commands/{args.action}", body)
     if args.output == "json":
         _print(args, data)
@@ -580,6 +602,7 @@ def _register_commands(sub: Any) -> None:
         "shutdown": "warn users, wait, power off",
         "erase": "erase the device (administrator; the device id typed back)",
         "run": "run a program: jcstate command run [OPTIONS] DEVICE -- ARGV...",
+        "update": "install a release of the agent (administrator; docs/updates.md)",
     }
     for action, text in texts.items():
         q = _admin_parser(cs, action, text)
@@ -590,6 +613,11 @@ def _register_commands(sub: Any) -> None:
             q.add_argument("--message", help="added to the warning users see")
         if action == "erase":
             q.add_argument("--confirm", metavar="ID", help="the device id, instead of typing it")
+        if action == "update":
+            q.add_argument("--version", required=True, help="a release on the server")
+            q.add_argument(
+                "--retry", action="store_true", help="try a version the device holds again"
+            )
         if action == "run":
             q.add_argument("argv", nargs="*", help="the program and its arguments, after --")
             q.add_argument("--command-line", help="a command line for --shell instead of argv")
@@ -610,6 +638,99 @@ def _register_commands(sub: Any) -> None:
     q.add_argument("id")
     q.add_argument("--device", help="for a policy's command id, which device")
     q.set_defaults(handler=command_cancel)
+
+
+# -- agent releases --------------------------------------------------------------------------
+RELEASE_COLUMNS = [
+    ("VERSION", "version"),
+    ("SHA256", "sha256"),
+    ("SIZE", "size"),
+    ("UPLOADED", "createdAt"),
+    ("BY", "createdBy"),
+]
+
+
+def release_push(args: argparse.Namespace) -> int:
+    """Upload a wheel of jcstate as a release devices can be updated to."""
+    with open(args.wheel, "rb") as f:
+        data = f.read()
+    answer = _client(args).call("POST", "/api/v1/releases", data=data)
+    if args.output == "json":
+        _print(args, answer)
+    else:
+        print(f"stored release {answer['version']}: {answer['size']} bytes")
+        print(f"sha256 {answer['sha256']}")
+    return 0
+
+
+def release_list(args: argparse.Namespace) -> int:
+    _print(args, _client(args).call("GET", "/api/v1/releases"), RELEASE_COLUMNS)
+    return 0
+
+
+def release_delete(args: argparse.Namespace) -> int:
+    params = {"force": "true"} if args.force else {}
+    _client(args).call("DELETE", f"/api/v1/releases/{args.version}", **params)
+    print(f"deleted release {args.version}")
+    return 0
+
+
+def release_deploy(args: argparse.Namespace) -> int:
+    """Queue one update command per chosen device; print each command's id."""
+    import urllib.parse
+
+    if bool(args.all) + bool(args.label) + bool(args.devices) != 1:
+        raise JcstateError("choose the devices: --all, --label KEY=VALUE..., or device names")
+    client = _client(args)
+    if args.devices:
+        refs = list(args.devices)
+    else:
+        wanted = dict(_pair(text) for text in args.label)
+        refs = [
+            d["id"]
+            for d in client.call("GET", "/api/v1/devices")
+            if d["status"] == "active"
+            and all((d.get("labels") or {}).get(k) == v for k, v in wanted.items())
+        ]
+    if not refs:
+        raise JcstateError("no active device matches")
+    body: dict[str, Any] = {"version": args.version}
+    if args.retry:
+        body["retry"] = True
+    queued = []
+    for ref in refs:
+        path = f"/api/v1/devices/{urllib.parse.quote(ref, safe='')}/commands/update"
+        queued.append(client.call("POST", path, body))
+    if args.output == "json":
+        _print(args, queued)
+        return 0
+    for row in queued:
+        print(row["id"])
+    print(f"queued update to {args.version} for {len(queued)} device(s)", file=sys.stderr)
+    return 0
+
+
+def _register_releases(sub: Any) -> None:
+    p = sub.add_parser("release", help="agent releases: push, list, delete, deploy")
+    rs = p.add_subparsers(dest="release_command", metavar="ACTION")
+    rs.required = True
+    q = _admin_parser(rs, "push", "upload a wheel of jcstate as a release (administrator)")
+    q.add_argument("wheel", help="e.g. dist/jcstate-0.2.0-py3-none-any.whl")
+    q.set_defaults(handler=release_push)
+    _admin_parser(rs, "list", "releases on the server").set_defaults(handler=release_list)
+    q = _admin_parser(rs, "delete", "delete a release (administrator)", listing=False)
+    q.add_argument("version")
+    q.add_argument("--force", action="store_true", help="even with unfinished updates to it")
+    q.set_defaults(handler=release_delete)
+    q = _admin_parser(rs, "deploy", "queue an update to a release on many devices")
+    q.add_argument("version")
+    q.add_argument("devices", nargs="*", metavar="DEVICE", help="device ids or hostnames")
+    q.add_argument("--all", action="store_true", help="every active device")
+    q.add_argument(
+        "--label", action="append", default=[], metavar="KEY=VALUE", help="active devices with it"
+    )
+    q.add_argument("--retry", action="store_true", help="also where the version is held")
+    q.set_defaults(handler=release_deploy)
 
 
 # -- argument parsing ------------------------------------------------------------------------
@@ -739,6 +860,7 @@ def register(sub: Any) -> None:
     q.set_defaults(handler=totp_enroll)
 
     _register_commands(sub)
+    _register_releases(sub)
 
     p = sub.add_parser("password", help="passwords held by the server (password.secretRef)")
     pw = p.add_subparsers(dest="password_command", metavar="ACTION")

@@ -28,14 +28,19 @@ class AdminClient:
     def close(self) -> None:
         self._session.close()
 
-    def call(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
+    def call(
+        self, method: str, path: str, body: Any = None, *, data: bytes | None = None, **params: Any
+    ) -> Any:
+        """``body`` goes as JSON; ``data`` (a release wheel) as application/octet-stream."""
         import requests
 
         try:
             resp = self._session.request(
                 method,
                 self.server + path,
-                json=body,
+                json=body if data is None else None,
+                data=data,
+                headers=None if data is None else {"Content-Type": "application/octet-stream"},
                 params=params or None,
                 verify=self._verify,
                 timeout=self._timeout,

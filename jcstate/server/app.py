@@ -22,13 +22,14 @@ from fastapi import FastAPI
 from jcstate import __version__
 from jcstate.server import db
 from jcstate.server.commands import CommandQueue
+from jcstate.server.longpoll import LongPoll
 from jcstate.server.render import Renderer
-from jcstate.server.routes import admin, commands, device
+from jcstate.server.routes import admin, commands, device, releases
 from jcstate.server.store import NOTIFY_CHANNEL, Store
 from jcstate.server.vault import Vault
 from jcstate.server.wake import Waiters, listen
 
-__all__ = ["ServerContext", "Settings", "create_app"]
+__all__ = ["App", "ServerContext", "Settings", "create_app"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class Settings:
     online_after: float = 90.0  # a device seen this recently is online
     migrate: bool = True
     clock: Callable[[], float] = time.time  # the command queue's clock (tests move it)
+    raw_longpoll: bool = True  # serve the work route as raw ASGI (jcstate.server.longpoll)
 
 
 @dataclass
@@ -84,6 +86,16 @@ class ServerContext:
             self._gen_refresh = asyncio.ensure_future(run_in_threadpool(self.generation))
         return await asyncio.shield(self._gen_refresh)
 
+    async def prepare_wake(self) -> None:
+        """Before a push wakes the held polls: read the new generation and have its revision
+        parsed, so that a woken poll finds both in memory (also in a server process the push
+        did not go through)."""
+        revision, _ = await self.current_generation()
+        if revision is not None:
+            from starlette.concurrency import run_in_threadpool
+
+            await run_in_threadpool(self.renderer.repo, revision)
+
     def generation(self) -> tuple[int | None, float]:
         """(newest revision, secrets generation), cached until the next "all" wake.
 
@@ -99,6 +111,20 @@ class ServerContext:
             return value
 
 
+class App(FastAPI):
+    """The FastAPI application, with the long poll served in front of it (see
+    :mod:`jcstate.server.longpoll`): at a push, every microsecond per answer counts 10,000
+    times."""
+
+    longpoll: LongPoll | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if self.longpoll is not None and self.longpoll.handles(scope):
+            await self.longpoll(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings) -> FastAPI:
     engine = db.connect(settings.database)
     if settings.migrate:
@@ -107,6 +133,7 @@ def create_app(settings: Settings) -> FastAPI:
     vault = Vault(settings.secret_key)
     ctx = ServerContext(settings, store, vault, Renderer(store, vault))
     ctx.queue = CommandQueue(store, clock=settings.clock)
+    ctx.waiters.prepare = ctx.prepare_wake  # once per push, before the held polls wake
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -136,7 +163,7 @@ def create_app(settings: Settings) -> FastAPI:
                     await task
             engine.dispose()
 
-    app = FastAPI(
+    app = App(
         title="jcstate",
         version=__version__,
         description="Declarative device management server: policies, devices, long-poll work.",
@@ -148,6 +175,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(device.router)
     app.include_router(admin.router)
     app.include_router(commands.router)
+    app.include_router(releases.router)
+    if settings.raw_longpoll:
+        app.longpoll = LongPoll(ctx)
 
     @app.get("/api/v1/health", tags=["health"])
     def health() -> dict[str, Any]:

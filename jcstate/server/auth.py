@@ -8,7 +8,9 @@ be replayed. Every refusal on an admin route lands in the audit log.
 
 from __future__ import annotations
 
+import hashlib
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +21,15 @@ from jcstate.agent import signing
 from jcstate.server.roles import allows
 from jcstate.server.store import Store
 
-__all__ = ["Admin", "action_of", "device_caller", "require", "verify_signature"]
+__all__ = [
+    "Admin",
+    "action_of",
+    "authenticate_device",
+    "check_signature",
+    "device_caller",
+    "require",
+    "verify_signature",
+]
 
 
 @dataclass(frozen=True)
@@ -76,8 +86,28 @@ def require(needed: str) -> Any:
 async def verify_signature(request: Request, public_key: str, device_id: str) -> bytes:
     """Check the request's signature, date and nonce; return the body. Raises 401."""
     body = await request.body()
-    h = request.headers
-    date, nonce, sig = h.get(signing.DATE), h.get(signing.NONCE), h.get(signing.SIGNATURE)
+    target = request.url.path
+    if request.url.query:
+        target += "?" + request.url.query
+    check_signature(request.method, target, request.headers, body, public_key, device_id)
+    return body
+
+
+def check_signature(
+    method: str,
+    target: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    public_key: str,
+    device_id: str,
+) -> None:
+    """Check a request's signature over ``method``, ``target`` (path?query) and ``body``,
+    its date and the nonce's length. Raises 401."""
+    date, nonce, sig = (
+        headers.get(signing.DATE),
+        headers.get(signing.NONCE),
+        headers.get(signing.SIGNATURE),
+    )
     if not (date and nonce and sig) or len(nonce) > 64:
         raise HTTPException(401, "request is not signed")
     try:
@@ -86,20 +116,44 @@ async def verify_signature(request: Request, public_key: str, device_id: str) ->
         raise HTTPException(401, "bad request date") from None
     if skew > signing.MAX_SKEW:
         raise HTTPException(401, f"request date is {int(skew)} s off the server's clock")
-    target = request.url.path
-    if request.url.query:
-        target += "?" + request.url.query
-    message = signing.canonical(request.method, target, body, date, nonce, device_id)
+    digest = hashlib.sha256(body).hexdigest()
+    message = signing.message_for(method, target, digest, date, nonce, device_id)
     if not signing.verify(public_key, sig, message):
         raise HTTPException(401, "bad request signature")
-    return body
 
 
 async def device_caller(request: Request, *, allow_pending: bool = False) -> dict[str, Any]:
     """The device that signed this request (its row). 401 unknown or bad, 403 revoked/pending."""
-    ctx = request.app.state.ctx
+    body = await request.body()
+    target = request.url.path
+    if request.url.query:
+        target += "?" + request.url.query
+    return await authenticate_device(
+        request.app.state.ctx,
+        request.method,
+        target,
+        request.headers,
+        body,
+        allow_pending=allow_pending,
+    )
+
+
+async def authenticate_device(
+    ctx: Any,
+    method: str,
+    target: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    allow_pending: bool = False,
+) -> dict[str, Any]:
+    """The device whose key signed this request, its row read fresh; the nonce is spent.
+
+    401 for an unknown device, a bad signature or a replay; 403 for a revoked device, or a
+    pending one unless ``allow_pending``.
+    """
     store: Store = ctx.store
-    device_id = request.headers.get(signing.DEVICE, "")
+    device_id = headers.get(signing.DEVICE, "")
     # a device's public key never changes, so it is cached; its status is read fresh below
     public_key = ctx.public_keys.get(device_id)
     if public_key is None and device_id:
@@ -108,9 +162,9 @@ async def device_caller(request: Request, *, allow_pending: bool = False) -> dic
             ctx.public_keys[device_id] = public_key
     if public_key is None:
         raise HTTPException(401, "unknown device")
-    await verify_signature(request, public_key, device_id)
+    check_signature(method, target, headers, body, public_key, device_id)
     now = time.time()
-    nonce = request.headers[signing.NONCE]
+    nonce = headers[signing.NONCE]
     device = await run_in_threadpool(
         store.accept_request, device_id, nonce, now + 2 * signing.MAX_SKEW, now
     )

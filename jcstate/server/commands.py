@@ -362,7 +362,12 @@ def command_view(row: Row, hostname: str | None = None) -> dict[str, Any]:
     }
     if hostname is not None:
         view["hostname"] = hostname
-    for key, name in (("run", "run"), ("delay", "delay"), ("message", "warning")):
+    for key, name in (
+        ("run", "run"),
+        ("delay", "delay"),
+        ("message", "warning"),
+        ("update", "update"),
+    ):
         if key in body:
             view[name] = body[key]
     return view

@@ -158,6 +158,22 @@ recovery_keys = sa.Table(
 )
 
 
+# Releases of the agent (self-update, SPEC 6): wheels uploaded by administrators, kept in the
+# database so that every server process behind a load balancer serves the same bytes. Devices
+# download a release by its sha256, which the update command carries.
+releases = sa.Table(
+    "releases",
+    METADATA,
+    sa.Column("version", sa.String(64), primary_key=True),
+    sa.Column("sha256", sa.String(64), nullable=False, unique=True),
+    sa.Column("size", sa.Integer, nullable=False),
+    sa.Column("filename", sa.String(255), nullable=False),  # rebuilt from the wheel's metadata
+    sa.Column("data", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+)
+
+
 def sqlite_url(data_dir: str | os.PathLike[str]) -> str:
     return "sqlite:///" + str(Path(data_dir, "jcstate.db").resolve())
 

@@ -9,7 +9,9 @@ document change under the agent's feet (that would loop).
 
 The expensive part (select, render, merge, secrets) is shared between devices whose documents
 are provably identical: same revision, secrets generation, OS and matched policies, where no
-template of those policies can read ``device`` or ``facts``. The etag stays per device.
+template of those policies can read ``device`` or ``facts``. Such devices share one etag too (a
+digest of that key), so a push that wakes 10,000 of them sends one prebuilt answer to each; other
+devices' etags are per device.
 """
 
 from __future__ import annotations
@@ -21,13 +23,22 @@ import tempfile
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from jcstate.errors import DocumentError, JcstateError, Problem
 from jcstate.server.store import Store
 from jcstate.server.vault import Vault
 
-__all__ = ["Rendered", "Renderer", "device_of", "etag_for", "repo_from_files", "safe_relpath"]
+__all__ = [
+    "Rendered",
+    "Renderer",
+    "device_of",
+    "etag_for",
+    "repo_from_files",
+    "safe_relpath",
+    "shared_etag",
+]
 
 
 @dataclass(frozen=True)
@@ -54,6 +65,13 @@ class Rendered:
             text = json.dumps(members, separators=(",", ":"))[1:-1]
             object.__setattr__(self, "body", text.encode())
 
+    @cached_property
+    def answer(self) -> bytes:
+        """The whole work answer without commands, built once however many devices get it."""
+        return b"".join(
+            (b'{"etag":', json.dumps(self.etag).encode(), b",", self.body, b',"commands":[]}')
+        )
+
 
 def etag_for(revision: int | None, secrets_gen: float, device: dict[str, Any]) -> str:
     inputs = {
@@ -69,6 +87,12 @@ def etag_for(revision: int | None, secrets_gen: float, device: dict[str, Any]) -
         ],
     }
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def shared_etag(key: tuple[Any, ...]) -> str:
+    """The etag of a rendering shared by every device whose :meth:`Renderer._shared_key` is
+    ``key``: their documents are equal, so one etag (and one answer) serves them all."""
+    return "s" + hashlib.sha256(json.dumps(key).encode()).hexdigest()[:31]
 
 
 def device_of(row: dict[str, Any]) -> Any:
@@ -107,16 +131,21 @@ def repo_from_files(files: dict[str, str]) -> Any:
             with open(full, "w", encoding="utf-8") as f:
                 f.write(text)
             paths.append(full)
+        prefix = tmp + os.sep
         try:
-            return load_repo(paths)
+            repo = load_repo(paths)
         except DocumentError as exc:
-            prefix = tmp + os.sep
             raise DocumentError(
                 [
                     Problem(p.file.removeprefix(prefix), p.line, p.column, p.message)
                     for p in exc.problems
                 ]
             ) from None
+    # documents name where a resource came from: the repo's path, not this temporary copy
+    for policy in repo.policies:
+        policy.file = policy.file.removeprefix(prefix)
+        policy.positions.file = policy.positions.file.removeprefix(prefix)
+    return repo
 
 
 def device_independent(policy: Any) -> bool:
@@ -199,15 +228,36 @@ class Renderer:
         self, device: dict[str, Any], generation: tuple[int | None, float]
     ) -> Rendered | None:
         """The rendering when it needs no database or parsing (safe on the event loop)."""
-        etag = etag_for(generation[0], generation[1], device)
+        revision = generation[0]
+        if revision is None:
+            return self.for_device(device, generation)
         with self._lock:
-            hit = self._rendered.get(etag)
-            if hit is not None or generation[0] is None:
-                return hit
-            repo = self._repos.get(generation[0])
-        if repo is None or self._needs_secrets(repo):
+            repo = self._repos.get(revision)
+        if repo is None:
             return None
+        key = self._shared_key(repo, device, generation)
+        with self._lock:
+            if key is not None:
+                hit = self._shared.get(key)
+            else:
+                hit = self._rendered.get(etag_for(revision, generation[1], device))
+        if hit is not None or self._needs_secrets(repo):
+            return hit
         return self.for_device(device, generation)
+
+    def etag(self, device: dict[str, Any], generation: tuple[int | None, float]) -> str:
+        """The etag the device's current document has (parses the revision if needed)."""
+        revision = generation[0]
+        if revision is not None:
+            try:
+                repo = self.repo(revision)
+            except JcstateError:
+                pass
+            else:
+                key = self._shared_key(repo, device, generation)
+                if key is not None:
+                    return shared_etag(key)
+        return etag_for(revision, generation[1], device)
 
     def _needs_secrets(self, repo: Any) -> bool:
         # secrets are read from the database: such repos are rendered in a worker thread
@@ -233,17 +283,44 @@ class Renderer:
 
     def for_device(self, device: dict[str, Any], generation: tuple[int | None, float]) -> Rendered:
         revision, secrets_gen = generation
+        if revision is not None:
+            try:
+                repo = self.repo(revision)
+            except JcstateError as exc:
+                return Rendered(
+                    etag_for(revision, secrets_gen, device), revision, None, error=str(exc)
+                )
+            key = self._shared_key(repo, device, generation)
+            if key is not None:
+                return self._shared_rendering(repo, device, key)
         etag = etag_for(revision, secrets_gen, device)
         with self._lock:
             cached = self._rendered.get(etag)
         if cached is not None:
             return cached
-        rendered = self._render(device, generation, etag)
+        if revision is None:
+            rendered = Rendered(etag, None, None)
+        else:
+            rendered = self._render_one(repo, device, revision, etag)
         with self._lock:
             self._rendered[etag] = rendered
             while len(self._rendered) > self._cache_size:
                 self._rendered.popitem(last=False)
         return rendered
+
+    def _shared_rendering(
+        self, repo: Any, device: dict[str, Any], key: tuple[Any, ...]
+    ) -> Rendered:
+        """The one rendering (same etag, document and answer) of every device with ``key``."""
+        with self._lock:
+            shared = self._shared.get(key)
+        if shared is None:
+            shared = self._render_one(repo, device, key[0], shared_etag(key))
+            with self._lock:
+                shared = self._shared.setdefault(key, shared)
+                while len(self._shared) > self._cache_size:
+                    self._shared.popitem(last=False)
+        return shared
 
     def document(self, repo: Any, device: dict[str, Any]) -> Any:
         """The rendered Document for a device row (DocumentError on a conflict)."""
@@ -270,32 +347,6 @@ class Renderer:
         if not all(independent[i] for i in matched):
             return None
         return (generation[0], generation[1], device["os"], matched)
-
-    def _render(
-        self, device: dict[str, Any], generation: tuple[int | None, float], etag: str
-    ) -> Rendered:
-        revision = generation[0]
-        if revision is None:
-            return Rendered(etag, None, None)
-        try:
-            repo = self.repo(revision)
-        except JcstateError as exc:
-            return Rendered(etag, revision, None, error=str(exc))
-        key = self._shared_key(repo, device, generation)
-        if key is None:
-            return self._render_one(repo, device, revision, etag)
-        with self._lock:
-            shared = self._shared.get(key)
-        if shared is None:
-            shared = self._render_one(repo, device, revision, "")
-            with self._lock:
-                self._shared[key] = shared
-                while len(self._shared) > self._cache_size:
-                    self._shared.popitem(last=False)
-        # only the etag differs; the document, secrets and serialised body are the same objects
-        return Rendered(
-            etag, shared.revision, shared.document, shared.secrets, shared.error, shared.body
-        )
 
     def _render_one(self, repo: Any, device: dict[str, Any], revision: int, etag: str) -> Rendered:
         try:

@@ -344,6 +344,8 @@ class Store:
                 }
                 if isinstance(facts, dict):
                     values["facts"] = facts
+                    if isinstance(facts.get("agentVersion"), str) and facts["agentVersion"]:
+                        values["agent_version"] = facts["agentVersion"][:50]  # after an update
                 conn.execute(
                     db.devices.update().where(db.devices.c.id == device_id).values(**values)
                 )
@@ -427,6 +429,64 @@ class Store:
         with self.engine.connect() as conn:
             q = k.select().where(k.c.device_id == device_id).order_by(k.c.escrowed_at.desc())
             return _rows(conn.execute(q))
+
+    # -- agent releases (self-update) --------------------------------------------------------
+    _RELEASE_COLUMNS = ("version", "sha256", "size", "filename", "created_at", "created_by")
+
+    def add_release(
+        self, *, version: str, sha256: str, filename: str, data: bytes, created_by: str
+    ) -> Row | None:
+        """Store a release; None when its version (or the same bytes) is already stored."""
+        row = {
+            "version": version,
+            "sha256": sha256,
+            "size": len(data),
+            "filename": filename,
+            "created_at": time.time(),
+            "created_by": created_by,
+        }
+        try:
+            with self._write() as conn:
+                conn.execute(db.releases.insert().values(data=data, **row))
+        except IntegrityError:
+            return None
+        return row
+
+    def list_releases(self) -> list[Row]:
+        """Every release without its bytes, newest upload first."""
+        r = db.releases
+        cols = [r.c[name] for name in self._RELEASE_COLUMNS]
+        with self.engine.connect() as conn:
+            return _rows(conn.execute(sa.select(*cols).order_by(r.c.created_at.desc())))
+
+    def release(self, version: str) -> Row | None:
+        """One release by version, without its bytes."""
+        r = db.releases
+        cols = [r.c[name] for name in self._RELEASE_COLUMNS]
+        with self.engine.connect() as conn:
+            rows = _rows(conn.execute(sa.select(*cols).where(r.c.version == version)))
+        return rows[0] if rows else None
+
+    def has_release(self, sha256: str) -> bool:
+        r = db.releases
+        with self.engine.connect() as conn:
+            return (
+                conn.execute(sa.select(r.c.version).where(r.c.sha256 == sha256)).first() is not None
+            )
+
+    def release_data(self, sha256: str) -> tuple[str, bytes] | None:
+        """(file name, wheel bytes) of the release with this digest."""
+        r = db.releases
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                sa.select(r.c.filename, r.c.data).where(r.c.sha256 == sha256)
+            ).first()
+        return None if found is None else (str(found.filename), bytes(found.data))
+
+    def delete_release(self, version: str) -> bool:
+        r = db.releases
+        with self._write() as conn:
+            return conn.execute(r.delete().where(r.c.version == version)).rowcount > 0
 
     # -- audit -----------------------------------------------------------------------------
     def audit(

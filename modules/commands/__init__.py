@@ -15,6 +15,12 @@ The model is what a policy (or the server's queue) says::
               timeout: 300}
         notAfter: 2026-12-01T00:00:00Z
 
+The server's queue has one more action, ``update`` (the agent installs a release of itself:
+``jcstate.agent.update``); a policy cannot ask for it::
+
+    {"id": "c-1f…", "action": "update",
+     "update": {"version": "0.2.0", "sha256": "<64 hex>", "retry": false}}
+
 How a command is carried out is each OS's business (``linux.py``, ``windows.py``,
 ``darwin.py``); that it happens at most once is the journal's (``journal.py``) and the
 runner's (``execution.py``). Planning (``backend.py``) compares the policy's ids with the
@@ -38,20 +44,27 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "ID_PATTERN",
     "RESOURCE",
+    "RELEASE_VERSION",
     "RunSpec",
+    "UpdateSpec",
     "parse",
     "parse_command",
 ]
 
-Action = Literal["lock", "restart", "shutdown", "erase", "run"]
-ACTIONS: tuple[str, ...] = ("lock", "restart", "shutdown", "erase", "run")
+Action = Literal["lock", "restart", "shutdown", "erase", "run", "update"]
+ACTIONS: tuple[str, ...] = ("lock", "restart", "shutdown", "erase", "run", "update")
 # The id names a journal file: no '/', never '.' or '..' (it starts with a letter or digit).
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 DEFAULT_DELAY = 60  # seconds users get to save their work before restart/shutdown
 DEFAULT_TIMEOUT = 300  # seconds before a `run` command's process group is killed
 MAX_DELAY = 86400
-_FIELDS = {"id", "action", "run", "confirm", "notAfter", "delay", "message"}
+# A release's version names a directory on the device (INSTALL_DIR/releases/VERSION): it starts
+# with a digit (never '.' or '..') and has no '/'. Wide enough for PEP 440 (0.2.0rc1, 1.0+local).
+RELEASE_VERSION = re.compile(r"[0-9][0-9A-Za-z.+!_-]{0,63}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_FIELDS = {"id", "action", "run", "confirm", "notAfter", "delay", "message", "update"}
 _RUN_FIELDS = {"command", "argv", "shell", "user", "timeout"}
+_UPDATE_FIELDS = {"version", "sha256", "retry"}
 
 
 @dataclass(frozen=True)
@@ -78,6 +91,24 @@ class RunSpec:
 
 
 @dataclass(frozen=True)
+class UpdateSpec:
+    """What action ``update`` installs: a release of the agent, by version and wheel digest.
+
+    ``retry``: the admin asks again for a version the device holds after three failures.
+    """
+
+    version: str
+    sha256: str
+    retry: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"version": self.version, "sha256": self.sha256}
+        if self.retry:
+            out["retry"] = True
+        return out
+
+
+@dataclass(frozen=True)
 class Command:
     """One security command, as a policy or the server's queue gives it."""
 
@@ -88,6 +119,7 @@ class Command:
     not_after: dt.datetime | None = None
     delay: int = DEFAULT_DELAY
     message: str | None = None
+    update: UpdateSpec | None = None
 
     def expired(self, now: dt.datetime | None = None) -> bool:
         """True when ``notAfter`` has passed: a device that has not run it skips it."""
@@ -108,6 +140,8 @@ class Command:
             out["delay"] = self.delay
         if self.message is not None:
             out["message"] = self.message
+        if self.update is not None:
+            out["update"] = self.update.to_dict()
         return out
 
 
@@ -127,6 +161,11 @@ def parse(section: Any) -> tuple[Command, ...]:
         seen.add(cmd.id)
         if cmd.action == "erase" and cmd.confirm != "erase":
             raise PlanError(f"commands: {cmd.id}: an erase command needs 'confirm: erase'")
+        if cmd.action == "update":
+            raise PlanError(
+                f"commands: {cmd.id}: action update is queued by the server "
+                "(jcstate command update), not written in a policy"
+            )
     return tuple(commands)
 
 
@@ -152,6 +191,11 @@ def parse_command(item: Any, *, where: str = "command") -> Command:
         raise PlanError(f"{where}: action run needs a 'run' mapping (command or argv)")
     if action != "run" and run is not None:
         raise PlanError(f"{where}: 'run' is only for action run")
+    update = _parse_update(item.get("update"), where) if "update" in item else None
+    if action == "update" and update is None:
+        raise PlanError(f"{where}: action update needs an 'update' mapping (version, sha256)")
+    if action != "update" and update is not None:
+        raise PlanError(f"{where}: 'update' is only for action update")
     delay = item.get("delay", DEFAULT_DELAY)
     if isinstance(delay, bool) or not isinstance(delay, int) or not 0 <= delay <= MAX_DELAY:
         raise PlanError(f"{where}: delay must be whole seconds between 0 and {MAX_DELAY}")
@@ -169,7 +213,28 @@ def parse_command(item: Any, *, where: str = "command") -> Command:
         not_after=_parse_time(item.get("notAfter"), where),
         delay=delay,
         message=message,
+        update=update,
     )
+
+
+def _parse_update(update: Any, where: str) -> UpdateSpec:
+    if not isinstance(update, dict):
+        raise PlanError(f"{where}: update must be a mapping with version and sha256")
+    unknown = set(update) - _UPDATE_FIELDS
+    if unknown:
+        raise PlanError(f"{where}: update: unknown field(s): {', '.join(sorted(unknown))}")
+    version, sha256 = update.get("version"), update.get("sha256")
+    if not isinstance(version, str) or not RELEASE_VERSION.fullmatch(version):
+        raise PlanError(
+            f"{where}: update.version must be a release version (a digit first; letters, "
+            "digits, '.', '+', '!', '_', '-'; at most 64)"
+        )
+    if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
+        raise PlanError(f"{where}: update.sha256 must be 64 lowercase hex digits")
+    retry = update.get("retry", False)
+    if not isinstance(retry, bool):
+        raise PlanError(f"{where}: update.retry must be true or false")
+    return UpdateSpec(version=version, sha256=sha256, retry=retry)
 
 
 def _parse_run(run: Any, where: str) -> RunSpec:

@@ -11,6 +11,11 @@ calls :meth:`CommandRunner.run` with the command as delivered)::
         send(result.to_dict()); runner.journal.acknowledge(result.id)   # once the server has it
 
 A second ``run`` with a known id never runs anything: it returns the journaled result.
+
+Action ``update`` is the exception that proves the rule: its record stays ``started`` while
+the agent's :class:`~jcstate.modules.commands.actions.SelfUpdate` retries it with back-off
+(``running`` until then), and it ends ``succeeded`` or ``failed`` like any other; a new
+update command supersedes one still waiting for its next attempt.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from typing import Any
 from jcstate.errors import JcstateError
 from jcstate.host import Host
 from jcstate.modules.commands import Command, parse_command
-from jcstate.modules.commands.actions import Actions
+from jcstate.modules.commands.actions import Actions, SelfUpdate
 from jcstate.modules.commands.boot import boot_time
 from jcstate.modules.commands.journal import Entry, Journal, now_text
 from jcstate.modules.commands.result import CommandResult, Outcome
@@ -46,11 +51,18 @@ class CommandRunner:
     """Runs commands on ``host``, each id at most once, recorded in ``journal``."""
 
     def __init__(
-        self, host: Host, journal: Journal | None = None, *, actions: Actions | None = None
+        self,
+        host: Host,
+        journal: Journal | None = None,
+        *,
+        actions: Actions | None = None,
+        updater: SelfUpdate | None = None,
     ):
+        """``updater``: the agent's self-update; without it ``update`` commands fail."""
         self.host = host
         self.journal = journal or Journal(host)
         self.actions = actions or actions_for(host.os)
+        self.updater = updater
         self._settled = False
 
     def _settle(self) -> list[Entry]:
@@ -60,7 +72,10 @@ class CommandRunner:
         return resume
 
     def recover(self) -> list[CommandResult]:
-        """At start-up: settle interrupted commands and finished restarts, resume erases."""
+        """At start-up: settle interrupted commands and finished restarts, resume erases and
+        updates (an update whose back-off has not passed stays ``running``)."""
+        if self.updater is not None:
+            self.updater.recover()
         results = []
         for entry in self._settle():
             if entry.command is None:
@@ -80,6 +95,8 @@ class CommandRunner:
             return entry.result  # a duplicate delivery: nothing runs
         if entry.state == "awaiting-reboot":
             return self._result(entry, "running", "waiting for the device to restart")
+        if entry.action == "update":
+            return self._update(cmd, entry)  # its next attempt, when the back-off has passed
         # Settled already, so a started record here is an erase: it resumes until done.
         log.warning("command %s: resuming %s (attempt %d)", cmd.id, cmd.action, entry.attempts + 1)
         return self._perform(cmd, self.journal.resume(entry))
@@ -90,6 +107,9 @@ class CommandRunner:
             refusal = "not run: its notAfter time has passed"
         elif cmd.action == "erase" and not cmd.confirm:
             refusal = "not run: erase needs a confirmation"
+        elif cmd.action == "update":
+            if self.updater is None:
+                refusal = "not run: this agent cannot update itself (no release download)"
         else:
             refusal = self.actions.unsupported(cmd)
         entry = self.journal.start(
@@ -99,8 +119,41 @@ class CommandRunner:
             return self._finish(entry, Outcome(False, refusal))
         return self._perform(cmd, entry)
 
+    def retry_due(self) -> list[CommandResult]:
+        """Run the update waiting for a retry, if its back-off has passed (each poll)."""
+        command = self.updater.due() if self.updater is not None else None
+        if command is None:
+            return []
+        assert self.updater is not None
+        entry = self.journal.get(str(command.get("id")))
+        if entry is not None and entry.state == "finished" and entry.result is not None:
+            self.updater.finished(entry.result)  # settled meanwhile (superseded): forget it
+            return []
+        return [self.run(command)]
+
+    def _update(self, cmd: Command, entry: Entry) -> CommandResult:
+        if self.updater is None:  # `jcstate apply` settling a journal the agent shares
+            return self._finish(entry, Outcome(False, "not run: no agent to update"))
+        older = self.updater.pending()
+        if older is not None and older != cmd.id:
+            waiting = self.journal.get(older)
+            if waiting is not None and waiting.state == "started":
+                self._finish(waiting, Outcome(False, f"superseded by update command {cmd.id}"))
+        try:
+            outcome = self.updater.perform(cmd)
+        except (JcstateError, OSError) as exc:
+            outcome = Outcome(False, f"update failed: {exc}")
+        if outcome.pending:
+            log.info("command %s: %s", cmd.id, outcome.message)
+            return self._result(entry, "running", outcome.message)
+        result = self._finish(entry, outcome)
+        self.updater.finished(result)  # journaled first: a restart into the release may follow
+        return result
+
     def _perform(self, cmd: Command, entry: Entry) -> CommandResult:
         log.info("command %s: %s", cmd.id, cmd.action)
+        if cmd.action == "update":
+            return self._update(cmd, entry)
 
         def checkpoint(note: str) -> None:
             self.journal.await_reboot(cmd.id, note)

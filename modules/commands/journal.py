@@ -15,8 +15,10 @@ A record's life::
 ``start`` is written *before* anything runs. A record found ``started`` later means the
 process died in between: :meth:`Journal.recover` reports it ``interrupted`` and it never
 runs again — except ``erase``, which is resumed until it finishes (half an erase is worse
-than a repeated one). An id the journal holds is never started again, whatever its state;
-acknowledging only drops the output that was kept for the server, never the id.
+than a repeated one), and ``update``, which stays ``started`` between its attempts and is
+resumed after a restart (installing a release twice is harmless). An id the journal holds
+is never started again, whatever its state; acknowledging only drops the output that was
+kept for the server, never the id.
 
 One writer at a time: the agent's single-instance lock, or one ``jcstate apply``.
 """
@@ -37,6 +39,7 @@ from jcstate.modules.commands.result import CommandResult
 __all__ = ["DEFAULT_DIR", "Entry", "Journal", "now_text"]
 
 DEFAULT_DIR = "/var/lib/jcstate/journal"
+RESUMED = ("erase", "update")  # actions whose started record is run again, not "interrupted"
 State = Literal["started", "awaiting-reboot", "finished"]
 
 
@@ -47,7 +50,7 @@ def now_text() -> str:
 
 @dataclass
 class Entry:
-    """One command's record. ``command`` is kept only for erase, which may need resuming."""
+    """One command's record. ``command`` is kept only for what may be resumed (RESUMED)."""
 
     id: str
     action: str
@@ -176,7 +179,7 @@ class Journal:
             "started",
             now_text(),
             boot_time=boot_time,
-            command=command if action == "erase" else None,
+            command=command if action in RESUMED else None,
         )
         self._write(entry)
         return entry
@@ -219,15 +222,15 @@ class Journal:
 
     # -- after a crash or a reboot -------------------------------------------------------
     def recover(self, boot_time: float | None) -> list[Entry]:
-        """Settle what an earlier process left unfinished; return the erases to resume.
+        """Settle what an earlier process left unfinished; return the entries to resume.
 
-        started (not erase)   → finished, interrupted (it never runs again)
-        awaiting-reboot       → finished, succeeded, once the boot time has changed
-        started erase         → returned, to be run again by the caller
+        started (not RESUMED)   → finished, interrupted (it never runs again)
+        awaiting-reboot         → finished, succeeded, once the boot time has changed
+        started erase / update  → returned, to be run again by the caller
         """
         resume = []
         for entry in self.entries():
-            if entry.state == "started" and entry.action == "erase":
+            if entry.state == "started" and entry.action in RESUMED:
                 resume.append(entry)
             elif entry.state == "started":
                 self.finish(

@@ -19,7 +19,9 @@ FINAL_STATUSES = ("succeeded", "failed", "interrupted")
 
 @dataclass(frozen=True)
 class Outcome:
-    """What one OS action did. ``awaiting_reboot``: done only once the boot time changes."""
+    """What one OS action did. ``awaiting_reboot``: done only once the boot time changes.
+    ``pending``: not final, the action is tried again later (an update waiting out its back-off).
+    """
 
     ok: bool
     message: str = ""
@@ -30,6 +32,7 @@ class Outcome:
     timed_out: bool = False
     duration: float = 0.0
     awaiting_reboot: bool = False
+    pending: bool = False
 
 
 @dataclass(frozen=True)

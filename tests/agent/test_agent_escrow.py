@@ -1,7 +1,8 @@
-"""The agent hands the engine an escrow callable that posts the recovery key, signed, to the server.
+"""The converge worker hands the engine an escrow callable that posts the recovery key, signed.
 
 The engine and FileVault side (the step fails and is retried when the callable raises) is in
-tests/osmodels/test_filevault_escrow.py; this checks the agent's wiring against a live server.
+tests/osmodels/test_filevault_escrow.py; this checks the worker's wiring against a live server:
+the worker builds its signed client from the agent's state directory, as the same user.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import live
 import pytest
 
 from jcstate import engine
+from jcstate.agent import worker
 from jcstate.agent.client import Unreachable
 from jcstate.agent.loop import Agent, AgentConfig
 from jcstate.errors import JcstateError
@@ -37,12 +39,11 @@ def _agent(server_url: str, connect_key: str, tmp_path: Any) -> Agent:
     return Agent(config)
 
 
-def test_apply_gets_an_escrow_that_posts_the_key(sqlite_server, tmp_path, monkeypatch):
+def test_the_worker_gives_apply_an_escrow_that_posts_the_key(sqlite_server, tmp_path, monkeypatch):
     server = sqlite_server
     agent = _agent(server.url, server.connect_key, tmp_path)
     server.opened.append(agent.client)
     device_id = agent.enroll()
-    agent._document = {"apiVersion": "jcstate/v1", "spec": {}}
     passed: dict[str, Any] = {}
     real_apply = engine.apply
 
@@ -51,11 +52,24 @@ def test_apply_gets_an_escrow_that_posts_the_key(sqlite_server, tmp_path, monkey
         return real_apply(*args, **kwargs)
 
     monkeypatch.setattr(engine, "apply", spy)
-    agent._apply()
+    # the request the agent sends its worker (see Agent._work), answered in this process
+    answer = worker.run(
+        {
+            "mode": "converge",
+            "root": agent.config.root,
+            "document": {"apiVersion": "jcstate/v1", "spec": {}},
+            "deviceId": device_id,
+            "server": server.url,
+            "stateDir": agent.config.state_dir,
+        }
+    )
+    assert answer["ok"] is True and answer["facts"]["hostname"] == "mac-escrow"
+    assert passed["device"] == {"id": device_id}
     escrow = passed["escrow"]
     assert callable(escrow)
 
     escrow(Secret(KEY), VOLUME)
+    server.opened.append(escrow)
     got = server.admin().call("GET", f"/api/v1/devices/{device_id}/recovery-key")
     assert (got["volume"], got["key"]) == (VOLUME, KEY)
     [entry] = [a for a in server.ctx.store.list_audit() if a["action"].endswith("/escrow")]
@@ -68,9 +82,9 @@ def test_escrow_raises_when_the_server_is_unreachable(sqlite_server, tmp_path):
     enrolled.enroll()
     enrolled.close()
     # the same identity, now pointed at a port nobody listens on
-    agent = _agent(f"http://127.0.0.1:{live.free_port()}", "", tmp_path)
+    escrow = worker.Escrow(f"http://127.0.0.1:{live.free_port()}", str(tmp_path / "state"))
     with pytest.raises(Unreachable) as caught:
-        agent._escrow(Secret(KEY), VOLUME)
+        escrow(Secret(KEY), VOLUME)
     assert isinstance(caught.value, JcstateError)  # the engine turns it into a failed step
     assert KEY not in str(caught.value)
-    agent.close()
+    escrow.close()

@@ -150,5 +150,39 @@ def test_cli_agent_once_uses_version_txt_and_logs(sqlite_server, tmp_path):
         timeout=60,
     )
     assert out.returncode == 0, out.stderr
-    assert "enrolled as device" in (tmp_path / "agent.log").read_text()
+    logged = (tmp_path / "agent.log").read_text()
+    assert "enrolled as device" in logged
+    assert "jcstate.agent: converged " in logged  # the worker logs to the agent's file
     assert server.ctx.store.list_devices()[0]["agent_version"] == "9.9.9"
+
+
+def test_enrolling_against_an_unreachable_server_reads_facts_once(tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = AgentConfig(
+        server=f"http://127.0.0.1:{port}",
+        connect_key="jck_x",
+        state_dir=str(tmp_path / "state"),
+        log_file=None,
+        install_dir=str(tmp_path / "opt"),
+        root=_root(tmp_path),
+    )
+    agent = Agent(config)
+    workers = []
+    real = agent._work
+
+    def counting(request):
+        workers.append(request["mode"])
+        return real(request)
+
+    agent._work = counting
+    try:
+        for _ in range(3):
+            with pytest.raises(Unreachable):
+                agent.enroll()
+    finally:
+        agent.close()
+    assert workers == ["facts"]  # one worker, not one per retry

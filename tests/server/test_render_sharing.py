@@ -103,7 +103,9 @@ def test_policy_without_device_templates_renders_once_for_100_devices():
     renderer = _renderer(PLAIN)
     results = [renderer.for_device(_device(n), (1, 0.0)) for n in range(100)]
     assert renderer.renders == 1
-    assert len({r.etag for r in results}) == 100  # the etag stays per device
+    # one rendering, one etag, one prebuilt answer for all of them
+    assert len({id(r) for r in results}) == 1
+    assert json.loads(results[0].answer)["etag"] == results[0].etag
     assert all(r.document == results[0].document for r in results)
     assert results[0].document["spec"]["users"][0]["shell"] == "/bin/bash"
 
@@ -112,6 +114,7 @@ def test_device_template_renders_per_device():
     renderer = _renderer(PLAIN, PER_DEVICE)
     results = [renderer.for_device(_device(n, "web"), (1, 0.0)) for n in range(10)]
     assert renderer.renders == 10
+    assert len({r.etag for r in results}) == 10  # the etag is per device
     for n, rendered in enumerate(results):
         bob = [u for u in rendered.document["spec"]["users"] if u["name"] == "bob"][0]
         assert bob["fullName"] == f"Bob on host-{n}"
@@ -145,6 +148,28 @@ def test_new_secrets_generation_is_not_shared_with_the_old():
     second = renderer.for_device(_device(2, "sec"), (1, 1.0))
     assert renderer.renders == 2
     assert first.error is None and second.error is None
+    assert first.etag != second.etag
+
+
+def test_shared_etag_changes_with_what_the_document_depends_on():
+    renderer = _renderer(PLAIN, MFA)
+    base = renderer.etag(_device(1), (1, 0.0))
+    assert renderer.etag(_device(2), (1, 0.0)) == base  # another device, same document
+    assert renderer.etag(_device(1, "sec"), (1, 0.0)) != base  # another policy matches
+    assert renderer.etag(_device(1), (1, 1.0)) != base  # new secrets generation
+    windows = dict(_device(1), os="windows")
+    assert renderer.etag(windows, (1, 0.0)) != base  # another OS
+    assert renderer.etag(_device(1), (1, 0.0)) == renderer.for_device(_device(1), (1, 0.0)).etag
+
+
+def test_cached_never_reads_the_database_for_secrets():
+    renderer = _renderer(PLAIN, MFA)
+    assert renderer.cached(_device(1, "sec"), (1, 0.0)) is None  # revision not parsed yet
+    first = renderer.for_device(_device(1, "sec"), (1, 0.0))  # a worker thread's job
+    reads = renderer.store.secret_reads
+    assert renderer.cached(_device(2, "sec"), (1, 0.0)) is first  # shared: no new read
+    assert renderer.store.secret_reads == reads
+    assert renderer.cached(_device(3, "sec"), (1, 1.0)) is None  # new generation needs a read
 
 
 def test_body_is_the_json_of_the_rendering():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import http.client
 import json
 import os
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from wheels import build_wheel, minimal_files, minimal_wheel
 
 from jcstate.agent import signing
 from jcstate.agent.client import Client
@@ -74,6 +76,17 @@ class Callers:
             return store.create_token("target", "read-only", None)[0]["id"]
         if kind == "key_id":
             return store.create_connect_key("target")["id"]
+        if kind == "release":  # a stored agent release: its version
+            version = f"9.{self.n}"
+            data = minimal_wheel(self.tmp / "wheels", version)
+            store.add_release(
+                version=version,
+                sha256=hashlib.sha256(data).hexdigest(),
+                filename=f"jcstate-{version}-py3-none-any.whl",
+                data=data,
+                created_by="test",
+            )
+            return version
         raise KeyError(kind)
 
 
@@ -94,6 +107,10 @@ def _request(server: Any, callers: Callers, caller: str, route: str) -> int:
         path = path.replace("{token_id}", callers.fresh("token_id"))
     if "{key_id}" in path:
         path = path.replace("{key_id}", callers.fresh("key_id"))
+    release = None
+    if "{version}" in path or "{sha256}" in path or route.endswith("/commands/update"):
+        release = server.ctx.store.release(callers.fresh("release"))
+        path = path.replace("{version}", release["version"]).replace("{sha256}", release["sha256"])
     if "{revision}" in path:
         path = path.replace("{revision}", "1")
     if "{user}" in path:
@@ -120,8 +137,15 @@ def _request(server: Any, callers: Callers, caller: str, route: str) -> int:
         "POST /api/v1/device/escrow": {"volume": None, "key": "AAAA-BBBB-CCCC"},
     }
     body_obj = bodies.get(route)
+    if release is not None and route.endswith("/commands/update"):
+        body_obj = {"version": release["version"]}
     headers: dict[str, str] = {"Content-Type": "application/json"}
-    if route == "POST /api/v1/enroll":
+    if route == "POST /api/v1/releases":  # the wheel itself, a new version each time
+        n = callers.fresh_n()
+        body = build_wheel(callers.tmp / "up", f"8.{n}", minimal_files(f"8.{n}")).read_bytes()
+        headers = {"Content-Type": "application/octet-stream"}
+        headers |= callers.headers(caller, method, target, body)
+    elif route == "POST /api/v1/enroll":
         fresh = Client(server.url, Identity(str(callers.tmp / f"enroll{callers.fresh_n()}")))
         body_obj = {
             "connectKey": server.connect_key,

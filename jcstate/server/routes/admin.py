@@ -119,9 +119,7 @@ def _device_summary(
     gen = ctx.generation()
     current = None
     if row["status"] == "active":
-        from jcstate.server.render import etag_for
-
-        current = etag_for(gen[0], gen[1], row)
+        current = ctx.renderer.etag(row, gen)
     return {
         "id": row["id"],
         "hostname": row["hostname"],

@@ -2,10 +2,12 @@
 
 Each action has its own route so that the role it needs is written next to it (and in
 ``tests/server/authz_matrix.yaml``): lock, restart, shutdown and run need ``manager``, erase
-needs ``administrator`` and a ``confirm`` equal to the device's id. Every attempt lands in the
-audit log: refusals by role in :mod:`jcstate.server.auth`, invalid commands here (``refused``),
-accepted ones with outcome ``ok``. The audit keeps the action and the program's name, never
-a command line (it may hold anything an admin typed).
+needs ``administrator`` and a ``confirm`` equal to the device's id, and update (install a
+release of the agent: code that runs as root) needs ``administrator`` and a stored release.
+Every attempt lands in the audit log: refusals by role in :mod:`jcstate.server.auth`, invalid
+commands here (``refused``), accepted ones with outcome ``ok``. The audit keeps the action and
+the program's name (or the release's version), never a command line (it may hold anything an
+admin typed).
 
 Delivery to devices is in the ``work`` long poll (:mod:`jcstate.server.routes.device`).
 """
@@ -55,6 +57,8 @@ class NewCommand(BaseModel):
     notAfter: str | None = Field(None, description="RFC 3339; not delivered after this")
     run: RunSpec | None = None
     confirm: str | None = Field(None, description="erase: the device id, typed back")
+    version: str | None = Field(None, description="update: a release stored on the server")
+    retry: bool | None = Field(None, description="update: try a version the device holds")
 
 
 def _ctx(request: Request) -> Any:
@@ -111,7 +115,23 @@ def _issue(request: Request, admin: Admin, ref: str, action: str, body: NewComma
         )
     if action != "run" and body.run is not None:
         raise refuse(422, f"'run' is only for action run, not {action}", device["id"])
+    if action != "update" and (body.version is not None or body.retry is not None):
+        raise refuse(422, "'version' and 'retry' are only for action update", device["id"])
     spec = _spec(action, body)
+    if action == "update":
+        release = store.release(body.version) if body.version else None
+        if release is None:
+            raise refuse(
+                422,
+                f"no release {body.version} on this server (jcstate release list; "
+                "jcstate release push WHEEL)"
+                if body.version
+                else "update needs the version of a release",
+                device["id"],
+            )
+        spec["update"] = {"version": release["version"], "sha256": release["sha256"]}
+        if body.retry:
+            spec["update"]["retry"] = True
     try:
         row, created = ctx.queue.issue(device["id"], spec, admin.actor, body.id)
     except PlanError as exc:
@@ -123,6 +143,8 @@ def _issue(request: Request, admin: Admin, ref: str, action: str, body: NewComma
     detail = {"action": action, "command": row["id"], "hostname": device["hostname"]}
     if _program(spec):
         detail["program"] = _program(spec)
+    if "update" in spec:
+        detail["version"] = spec["update"]["version"]
     if not created:
         detail["retry"] = True
     store.audit(
@@ -155,6 +177,13 @@ def run(ref: str, body: NewCommand, request: Request, admin: Admin = MANAGE) -> 
     """Run ``run.argv`` (no shell) or ``run.command`` (a shell) with a timeout; the result has
     the exit code, stdout and stderr tails and the duration."""
     return _issue(request, admin, ref, "run", body)
+
+
+@router.post("/devices/{ref}/commands/update", status_code=201)
+def update(ref: str, body: NewCommand, request: Request, admin: Admin = ADMINISTER) -> Any:
+    """Install a release of the agent (``version``, stored with ``POST /api/v1/releases``);
+    ``retry`` asks again for a version the device holds after three failed attempts."""
+    return _issue(request, admin, ref, "update", body)
 
 
 @router.post("/devices/{ref}/commands/erase", status_code=201)

@@ -8,7 +8,6 @@ construction.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from typing import Any
@@ -19,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from jcstate.secret import Secret
 from jcstate.server.auth import device_caller, verify_signature
+from jcstate.server.longpoll import answer_work
 
 __all__ = ["router"]
 
@@ -123,85 +123,15 @@ async def work(
 
     ``document`` is null when unchanged. ``commands`` lists the device's unfinished commands
     after the cursor, oldest first; an agent that sends no cursor is sent none.
+
+    The server normally answers this route in :class:`jcstate.server.longpoll.LongPoll`, in
+    front of FastAPI; this handler runs the same code when that is switched off.
     """
-    ctx = request.app.state.ctx
     device = await device_caller(request)
-    deadline = time.monotonic() + max(0.0, min(wait, ctx.max_wait))
-    reload = False  # the row read by authentication is fresh on the first pass
-    check_queue = commands is not None  # the queue changes only with a "device" wake
-    while True:
-        with ctx.waiters.register(device["id"]) as woken:
-            # state is read after registering, so a change in between still wakes us
-            rendered = None
-            generation = await ctx.current_generation()
-            if not reload:
-                # the common wake (a push to every device) needs no database and no thread
-                rendered = ctx.renderer.cached(device, generation)
-            if rendered is None:
-                device, rendered = await run_in_threadpool(_state, ctx, device["id"])
-            if device is None or device["status"] != "active":
-                raise HTTPException(403, "this device is no longer active")
-            queued: list[dict[str, Any]] = []
-            if check_queue:
-                queued = await run_in_threadpool(ctx.queue.deliver, device["id"], commands)
-            if rendered.etag != etag:
-                return _full_answer(rendered, queued)
-            if queued:
-                return _answer(etag, rendered.revision, None, {}, None, queued)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return _answer(etag, rendered.revision, None, {}, None)
-            try:
-                await asyncio.wait_for(woken.wait(), remaining)
-            except TimeoutError:
-                pass
-            reload = "device" in woken.reasons
-            check_queue = commands is not None and reload
-
-
-def _answer(
-    etag: str,
-    revision: int | None,
-    document: Any,
-    secrets: Any,
-    error: Any,
-    commands: list[dict[str, Any]] | None = None,
-) -> Response:
-    # serialised directly: FastAPI's generic encoder costs more than the whole wake at 10,000
-    # devices, and the data is already plain JSON
-    body = {
-        "etag": etag,
-        "revision": revision,
-        "document": document,
-        "secrets": secrets,
-        "error": error,
-        "commands": commands or [],
-    }
-    return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
-
-
-def _full_answer(rendered: Any, commands: list[dict[str, Any]]) -> Response:
-    # the document part was serialised once for every device sharing it: add the etag and
-    # commands around those bytes (same members, same order as _answer)
-    body = b"".join(
-        (
-            b'{"etag":',
-            json.dumps(rendered.etag).encode(),
-            b",",
-            rendered.body,
-            b',"commands":',
-            json.dumps(commands, separators=(",", ":")).encode(),
-            b"}",
-        )
-    )
+    ctx = request.app.state.ctx
+    body = await answer_work(ctx, device, etag, wait, commands)
+    assert body is not None  # only the raw path lets a push answer for it
     return Response(body, media_type="application/json")
-
-
-def _state(ctx: Any, device_id: str) -> tuple[dict[str, Any] | None, Any]:
-    device = ctx.store.device(device_id)
-    if device is None:
-        return None, None
-    return device, ctx.renderer.for_device(device, ctx.generation())
 
 
 @router.post("/device/reports")

@@ -117,6 +117,7 @@ class Waiters:
                 event.set("device")
 
     async def _run_broadcast(self) -> None:
+        reads = 0
         while self._pending_all:
             self._pending_all = False
             try:
@@ -124,6 +125,10 @@ class Waiters:
                     await self.prepare()
             except Exception as exc:  # the waiters will read the state themselves
                 log.warning("preparing a wake failed: %s", exc)
+            reads += 1
+            if self._pending_all and reads < 3:
+                continue  # another change came in meanwhile (on PostgreSQL a push's NOTIFY
+                # and its local wake): what was read may be stale, read again first
             await self._deliver_all()
 
     async def _deliver_all(self) -> None:

@@ -201,3 +201,33 @@ def test_a_push_answers_held_requests_itself_when_it_can() -> None:
         return out
 
     assert asyncio.run(scenario()) == [(True, ["all"]), (False, ["all"]), (False, ["all"])]
+
+
+def test_a_wake_during_the_read_is_read_again_before_anyone_is_answered() -> None:
+    async def scenario() -> tuple[int, list[int]]:
+        reads = 0
+
+        async def prepare() -> None:
+            nonlocal reads
+            reads += 1
+            await asyncio.sleep(0.05)
+
+        waiters = Waiters(prepare)
+        waiters.bind(asyncio.get_running_loop())
+        seen: list[int] = []
+
+        async def deliver() -> bool:
+            seen.append(reads)  # how many reads had happened when it was answered
+            return True
+
+        with waiters.register("a") as a:
+            a.deliver = deliver
+            waiters.wake("all")  # a NOTIFY …
+            await asyncio.sleep(0.01)
+            waiters.wake("all")  # … and the local wake of the same push, while reading
+            await asyncio.wait_for(a.wait(5), 2)
+        return reads, seen
+
+    reads, seen = asyncio.run(scenario())
+    assert reads == 2
+    assert seen == [2]  # answered from the second read, never from the stale first one

@@ -220,8 +220,16 @@ def _stress(rnd: random.Random, tmp: Path, database: list[str]) -> None:
         if seqs != sorted(seqs):
             out_of_order.append(host)
     lost = [cid for cid, r in by_id.items() if r["state"] not in ("succeeded", "interrupted")]
+    # A restart's record moves to awaiting-reboot before the OS is asked; an agent killed in
+    # between never asked, and the device's next boot (another restart's) completes it: it is
+    # reported succeeded on that boot's evidence (docs/commands.md). Everything else that
+    # succeeded was carried out exactly once.
     succeeded_not_run = [
-        cid for cid, r in by_id.items() if r["state"] == "succeeded" and ran[cid] != 1
+        cid
+        for cid, r in by_id.items()
+        if r["state"] == "succeeded"
+        and ran[cid] != 1
+        and not (ran[cid] == 0 and r["action"] == "restart" and _completed_by_a_boot(r))
     ]
     wrong_device = [cid for cid, r in by_id.items() if r["hostname"] != issued[cid][0]]
     print(
@@ -235,3 +243,8 @@ def _stress(rnd: random.Random, tmp: Path, database: list[str]) -> None:
     assert out_of_order == [], f"executions out of queue order on {out_of_order}"
     assert wrong_device == []
     assert all(ran[cid] <= 1 for cid, r in by_id.items() if r["state"] == "interrupted")
+
+
+def _completed_by_a_boot(row: dict[str, Any]) -> bool:
+    """A restart the device's journal settled because the boot time changed."""
+    return "the device restarted (boot time changed)" in str(row.get("message") or "")

@@ -72,37 +72,9 @@ class Client:
         timeout: float = 30.0,
     ) -> dict[str, Any]:
         """Send a signed request; return the JSON answer. Raises AuthError, Unreachable."""
-        target = self._prefix + path
         data = b"" if body is None else json.dumps(body).encode()
-        if device_id is None:
-            device = self.identity.device()
-            device_id = device["id"] if device else ""
-        headers = signing.sign_headers(self.identity.private_key, method, target, data, device_id)
-        headers["Content-Type"] = "application/json"
-        try:
-            conn = self._connection(timeout)
-            conn.request(method, target, body=data, headers=headers)
-            resp = conn.getresponse()
-            raw = resp.read()
-        except (OSError, http.client.HTTPException) as exc:
-            self.close()
-            raise Unreachable(f"{self.server}: {exc}") from exc
-        if resp.status in (429, 502, 503, 504):
-            retry = resp.getheader("Retry-After")
-            raise Unreachable(
-                f"{self.server}: HTTP {resp.status}",
-                float(retry) if retry and retry.isdigit() else None,
-            )
-        try:
-            answer = json.loads(raw) if raw else {}
-        except ValueError:
-            answer = {"detail": raw[:200].decode(errors="replace")}
-        if resp.status in (401, 403):
-            raise AuthError(
-                f"{self.server} refused the device: {answer.get('detail', resp.status)}"
-            )
-        if resp.status >= 400:
-            raise ServerError(f"{method} {path}: HTTP {resp.status}: {answer.get('detail', '')}")
+        _, raw = self._exchange(method, path, data, device_id=device_id, timeout=timeout)
+        answer = _json(raw)
         return answer if isinstance(answer, dict) else {"items": answer}
 
     def download(
@@ -112,42 +84,62 @@ class Client:
 
         Errors as :meth:`request`: Unreachable, AuthError, ServerError (also for a larger body).
         """
+        resp, raw = self._exchange("GET", path, b"", timeout=timeout, limit=limit)
+        if resp.status != 200:
+            raise ServerError(f"GET {path}: HTTP {resp.status}")
+        return raw
+
+    def _exchange(
+        self,
+        method: str,
+        path: str,
+        data: bytes,
+        *,
+        device_id: str | None = None,
+        timeout: float,
+        limit: int | None = None,
+    ) -> tuple[http.client.HTTPResponse, bytes]:
+        """Sign and send one request; the response and its body when the status is a success.
+
+        ``limit``: the most bytes of body accepted (a larger one is a ServerError and the
+        connection is dropped, since the rest is still on the wire).
+        Raises Unreachable (network, 429/502/503/504 with Retry-After), AuthError (401/403),
+        ServerError (any other error status).
+        """
         target = self._prefix + path
-        device = self.identity.device()
-        headers = signing.sign_headers(
-            self.identity.private_key, "GET", target, b"", device["id"] if device else ""
-        )
+        if device_id is None:
+            device = self.identity.device()
+            device_id = device["id"] if device else ""
+        headers = signing.sign_headers(self.identity.private_key, method, target, data, device_id)
+        headers["Content-Type"] = "application/json"
         try:
             conn = self._connection(timeout)
-            conn.request("GET", target, body=b"", headers=headers)
+            conn.request(method, target, body=data, headers=headers)
             resp = conn.getresponse()
             length = resp.getheader("Content-Length") or ""
-            if resp.status == 200 and length.isdigit() and int(length) > limit:
+            if limit is not None and length.isdigit() and int(length) > limit:
                 self.close()  # the unread body must not stay on a kept-alive connection
-                raise ServerError(f"GET {path}: {length} bytes is more than {limit}")
-            raw = resp.read(limit + 1)
-            if len(raw) > limit:
-                self.close()  # the rest of the body is still on the wire
+                raise ServerError(f"{method} {path}: {length} bytes is more than {limit}")
+            raw = resp.read() if limit is None else resp.read(limit + 1)
         except (OSError, http.client.HTTPException) as exc:
             self.close()
             raise Unreachable(f"{self.server}: {exc}") from exc
+        if limit is not None and len(raw) > limit:
+            self.close()
+            raise ServerError(f"{method} {path}: more than {limit} bytes")
         if resp.status in (429, 502, 503, 504):
             retry = resp.getheader("Retry-After")
             raise Unreachable(
                 f"{self.server}: HTTP {resp.status}",
                 float(retry) if retry and retry.isdigit() else None,
             )
-        if resp.status != 200:
-            try:
-                detail = json.loads(raw).get("detail", resp.status)
-            except (ValueError, AttributeError):
-                detail = raw[:200].decode(errors="replace")
+        if resp.status >= 400:
+            answer = _json(raw)
+            detail = answer.get("detail", "") if isinstance(answer, dict) else ""
             if resp.status in (401, 403):
-                raise AuthError(f"{self.server} refused the device: {detail}")
-            raise ServerError(f"GET {path}: HTTP {resp.status}: {detail}")
-        if len(raw) > limit:
-            raise ServerError(f"GET {path}: more than {limit} bytes")
-        return raw
+                raise AuthError(f"{self.server} refused the device: {detail or resp.status}")
+            raise ServerError(f"{method} {path}: HTTP {resp.status}: {detail}")
+        return resp, raw
 
     # -- the device API ----------------------------------------------------------------------
     def enroll(self, connect_key: str, info: dict[str, str]) -> dict[str, Any]:
@@ -181,3 +173,11 @@ class Client:
             {"volume": volume, "key": key.reveal()},
             timeout=timeout,
         )
+
+
+def _json(raw: bytes) -> Any:
+    """A JSON answer; a body that is not JSON becomes ``{"detail": <its start>}``."""
+    try:
+        return json.loads(raw) if raw else {}
+    except ValueError:
+        return {"detail": raw[:200].decode(errors="replace")}

@@ -217,12 +217,17 @@ def parse_command(item: Any, *, where: str = "command") -> Command:
     )
 
 
-def _parse_update(update: Any, where: str) -> UpdateSpec:
-    if not isinstance(update, dict):
-        raise PlanError(f"{where}: update must be a mapping with version and sha256")
-    unknown = set(update) - _UPDATE_FIELDS
+def _check_mapping(value: Any, fields: Any, what: str, needs: str) -> None:
+    """``value`` is a mapping with only ``fields``, else a PlanError naming ``what``."""
+    if not isinstance(value, dict):
+        raise PlanError(f"{what} must be a mapping {needs}")
+    unknown = set(value) - set(fields)
     if unknown:
-        raise PlanError(f"{where}: update: unknown field(s): {', '.join(sorted(unknown))}")
+        raise PlanError(f"{what}: unknown field(s): {', '.join(sorted(unknown))}")
+
+
+def _parse_update(update: Any, where: str) -> UpdateSpec:
+    _check_mapping(update, _UPDATE_FIELDS, f"{where}: update", "with version and sha256")
     version, sha256 = update.get("version"), update.get("sha256")
     if not isinstance(version, str) or not RELEASE_VERSION.fullmatch(version):
         raise PlanError(
@@ -238,11 +243,7 @@ def _parse_update(update: Any, where: str) -> UpdateSpec:
 
 
 def _parse_run(run: Any, where: str) -> RunSpec:
-    if not isinstance(run, dict):
-        raise PlanError(f"{where}: run must be a mapping with command or argv")
-    unknown = set(run) - _RUN_FIELDS
-    if unknown:
-        raise PlanError(f"{where}: run: unknown field(s): {', '.join(sorted(unknown))}")
+    _check_mapping(run, _RUN_FIELDS, f"{where}: run", "with command or argv")
     command, argv = run.get("command"), run.get("argv")
     if (command is None) == (argv is None):
         raise PlanError(f"{where}: run needs exactly one of command or argv")

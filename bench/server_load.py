@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
 import resource
 import secrets
 import shutil
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -62,25 +65,63 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class Conn(asyncio.Protocol):
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; not exported by Python
+
+
+class Conn:
     """One keep-alive HTTP/1.1 connection; just enough of the protocol for uvicorn's answers.
 
-    A protocol rather than a stream reader: the arrival time of an answer is taken in
-    ``data_received`` the moment its last byte is in, before any parsing, so the figures
-    measure the server and the network, not this simulator's queue of 10,000 coroutines.
+    A raw non-blocking socket read with ``recvmsg`` from the event loop's reader callback,
+    with the kernel's receive timestamps on (``SO_TIMESTAMPNS``, which TCP supports): each
+    answer carries two arrival times.
+
+    - ``arrived``: when its last bytes reached this machine's TCP stack (the kernel's
+      timestamp of the last segment read). This is "the agent has it": on a real fleet every
+      agent has its own CPU, while here 10,000 simulated agents share one.
+    - ``seen``: when this simulator got round to reading it. It adds the simulator's own
+      queue of 10,000 sockets on one core, so it bounds the figure from above.
     """
 
     def __init__(self, port: int):
         self.port = port
-        self.transport: asyncio.Transport | None = None
+        self.sock: socket.socket | None = None
         self._buf = bytearray()
-        self._answer: asyncio.Future[tuple[int, bytes, float]] | None = None
+        self._stamp = 0.0  # kernel receive time of the last segment read
+        self._answer: asyncio.Future[tuple[int, bytes, float, float]] | None = None
 
-    # -- asyncio.Protocol ---------------------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+    async def _connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            await loop.sock_connect(sock, ("127.0.0.1", self.port))
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+        loop.add_reader(sock.fileno(), self._readable)
 
-    def data_received(self, data: bytes) -> None:
+    def _readable(self) -> None:
+        assert self.sock is not None
+        try:
+            data, ancillary, _, _ = self.sock.recvmsg(262144, 64)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._lost(exc)
+            return
+        if not data:
+            self._lost(None)
+            return
+        for level, kind, value in ancillary:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                sec, nsec = struct.unpack("qq", value[:16])
+                self._stamp = sec + nsec / 1e9
+        self._data(data)
+
+    def _data(self, data: bytes) -> None:
         self._buf += data
         end = self._buf.find(b"\r\n\r\n")
         if end < 0:
@@ -93,35 +134,35 @@ class Conn(asyncio.Protocol):
         total = end + 4 + length
         if len(self._buf) < total:
             return
-        arrived = time.time()
+        seen = time.time()
         status = int(lines[0][9:12])
         body = bytes(self._buf[end + 4 : total])
         del self._buf[:total]
         if self._answer is not None and not self._answer.done():
-            self._answer.set_result((status, body, arrived))
+            self._answer.set_result((status, body, self._stamp or seen, seen))
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.transport = None
+    def _lost(self, exc: Exception | None) -> None:
+        self.close()
         if self._answer is not None and not self._answer.done():
-            self._answer.set_exception(ConnectionError("closed"))
+            self._answer.set_exception(ConnectionError(f"closed: {exc}"))
 
     # -- requests -----------------------------------------------------------------------------
     async def request(
         self, method: str, target: str, body: bytes, headers: dict[str, str]
-    ) -> tuple[int, bytes, float]:
-        """(status, body, arrival time) of one request on this connection."""
+    ) -> tuple[int, bytes, float, float]:
+        """(status, body, arrival time, time seen) of one request on this connection."""
         loop = asyncio.get_running_loop()
         for attempt in range(3):
             try:
-                if self.transport is None:
-                    await loop.create_connection(lambda: self, "127.0.0.1", self.port)
+                if self.sock is None:
+                    await self._connect()
                 head = f"{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                 head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
                 head += f"Content-Length: {len(body)}\r\nContent-Type: application/json\r\n\r\n"
                 self._buf.clear()
                 self._answer = loop.create_future()
-                assert self.transport is not None
-                self.transport.write(head.encode() + body)
+                assert self.sock is not None
+                await loop.sock_sendall(self.sock, head.encode() + body)
                 return await self._answer
             except (ConnectionError, OSError):
                 self.close()
@@ -131,9 +172,11 @@ class Conn(asyncio.Protocol):
         raise AssertionError("unreachable")
 
     def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
-        self.transport = None
+        if self.sock is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(self.sock.fileno())
+            self.sock.close()
+        self.sock = None
 
 
 @dataclass
@@ -145,19 +188,22 @@ class SimAgent:
     revision: int | None = None
     cursor: int = 0  # the highest command seq handled, sent with every poll as the agent does
     polling_since: float = 0.0  # when the current long poll (with an etag) was sent
-    received: dict[int, float] = field(default_factory=dict)  # revision → time it arrived
-    commands: dict[str, float] = field(default_factory=dict)  # command id → time it arrived
+    # revision → (time it arrived, time the simulator read it); see Conn
+    received: dict[int, tuple[float, float]] = field(default_factory=dict)
+    commands: dict[str, tuple[float, float]] = field(default_factory=dict)  # command id → same
     errors: int = 0
     apply_s: float = 1.0
 
     def __post_init__(self) -> None:
         self.conn = Conn(self.port)
 
-    async def call(self, method: str, target: str, payload: Any = None) -> tuple[int, Any, float]:
+    async def call(
+        self, method: str, target: str, payload: Any = None
+    ) -> tuple[int, Any, tuple[float, float]]:
         body = b"" if payload is None else json.dumps(payload).encode()
         headers = signing.sign_headers(self.key, method, target, body, self.device_id)
-        status, raw, arrived = await self.conn.request(method, target, body, headers)
-        return status, json.loads(raw) if raw else None, arrived
+        status, raw, arrived, seen = await self.conn.request(method, target, body, headers)
+        return status, json.loads(raw) if raw else None, (arrived, seen)
 
     async def enroll(self, connect_key: str, n: int) -> None:
         raw = self.key.public_key().public_bytes(
@@ -354,7 +400,8 @@ async def bench(args: argparse.Namespace, database: str | None) -> dict[str, Any
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline and any(rev not in a.received for a in agents):
                 await asyncio.sleep(0.05)
-            lat = [a.received[rev] - t_push for a in agents if rev in a.received]
+            lat = [a.received[rev][0] - t_push for a in agents if rev in a.received]
+            seen = [a.received[rev][1] - t_push for a in agents if rev in a.received]
             await all_polling(60)
             await drained()
             cpu1 = proc.cpu_times()
@@ -367,6 +414,9 @@ async def bench(args: argparse.Namespace, database: str | None) -> dict[str, Any
                     "p50_ms": round(_pct(lat, 50) * 1000, 1),
                     "p99_ms": round(_pct(lat, 99) * 1000, 1),
                     "max_ms": round(max(lat) * 1000, 1) if lat else None,
+                    # when the simulator read them (its one core's queue included)
+                    "seen_p50_ms": round(_pct(seen, 50) * 1000, 1),
+                    "seen_p99_ms": round(_pct(seen, 99) * 1000, 1),
                     # the whole round: wake, every report and every new poll
                     "server_cpu_s": round(cpu1.user + cpu1.system - cpu0.user - cpu0.system, 2),
                     # the server's own account: how long answering the held polls took it
@@ -377,6 +427,7 @@ async def bench(args: argparse.Namespace, database: str | None) -> dict[str, Any
             await asyncio.sleep(1)
         # commands: one at a time to a random device while every other poll stays held
         command_lat: list[float] = []
+        command_seen: list[float] = []
         for agent in random.sample(agents, min(args.commands, len(agents))):
             t_cmd = time.time()
             cid = await loop.run_in_executor(None, _admin_command, url, token, agent.device_id)
@@ -384,13 +435,16 @@ async def bench(args: argparse.Namespace, database: str | None) -> dict[str, Any
             while cid not in agent.commands and time.monotonic() < deadline:
                 await asyncio.sleep(0.002)
             if cid in agent.commands:
-                command_lat.append(agent.commands[cid] - t_cmd)
+                command_lat.append(agent.commands[cid][0] - t_cmd)
+                command_seen.append(agent.commands[cid][1] - t_cmd)
         commands = {
             "sent": args.commands,
             "delivered": len(command_lat),
             "p50_ms": round(_pct(command_lat, 50) * 1000, 1),
             "p99_ms": round(_pct(command_lat, 99) * 1000, 1),
             "max_ms": round(max(command_lat) * 1000, 1) if command_lat else None,
+            "seen_p50_ms": round(_pct(command_seen, 50) * 1000, 1),
+            "seen_p99_ms": round(_pct(command_seen, 99) * 1000, 1),
         }
         rss_after = proc.memory_info().rss
         stop.set()

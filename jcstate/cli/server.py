@@ -131,6 +131,7 @@ def run_server(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=5,  # held long polls would otherwise delay a stop by 60 s
         backlog=16384,
         access_log=args.access_log,
+        server_header=False,  # no "server: uvicorn" to advertise (the direct write omits it too)
         proxy_headers=False,  # nothing reads the client's address; don't trust forwarded ones
     )
     return 0

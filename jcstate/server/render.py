@@ -194,6 +194,48 @@ def needed_secrets(spec: dict[str, Any]) -> tuple[list[str], list[str]]:
     return totp_users, refs
 
 
+class _Sharing:
+    """For one parsed repo: which of its policies a device matches, when the rendering is
+    shareable (every matched policy is device-independent), else None.
+
+    A push wakes every held poll, and each needs this answer on the event loop: it is kept
+    per distinct value of what the repo's selectors read (the OS always; the device id, the
+    hostname and the label keys only when some selector names them), so a fleet whose policies
+    select by OS costs one dict lookup per device, not a selector evaluation.
+    """
+
+    _LIMIT = 50_000  # distinct selector inputs kept (a memo of per-device ids is this big)
+
+    def __init__(self, policies: list[Any]) -> None:
+        self.policies = policies
+        self.independent = tuple(device_independent(p) for p in policies)
+        selectors = [p.matcher for p in policies]
+        self.by_id = any(sel.devices for sel in selectors)
+        self.by_hostname = any(sel.hostnames for sel in selectors)
+        self.label_keys = tuple(sorted({k for sel in selectors for k in sel.labels}))
+        self._memo: dict[tuple[Any, ...], tuple[int, ...] | None] = {}
+
+    def matched(self, device: dict[str, Any]) -> tuple[int, ...] | None:
+        labels = (device["labels"] or {}) if self.label_keys else {}
+        key = (
+            device["os"],
+            device["id"] if self.by_id else None,
+            device["hostname"] if self.by_hostname else None,
+            tuple(labels.get(k) for k in self.label_keys),
+        )
+        try:
+            return self._memo[key]
+        except KeyError:
+            pass
+        target = device_of(device)
+        matched = tuple(i for i, p in enumerate(self.policies) if p.matches(target))
+        value = matched if all(self.independent[i] for i in matched) else None
+        if len(self._memo) >= self._LIMIT:
+            self._memo.clear()
+        self._memo[key] = value
+        return value
+
+
 class Renderer:
     """Renders documents for devices, with caches shared by all requests of this process."""
 
@@ -205,8 +247,8 @@ class Renderer:
         self._rendered: OrderedDict[str, Rendered] = OrderedDict()
         self._cache_size = cache_size
         self._secretful: dict[int, bool] = {}  # id(repo) → does any policy name a secret
-        # id(repo) → per policy (repo order): can its rendering be shared between devices
-        self._independent: dict[int, tuple[bool, ...]] = {}
+        # id(repo) → which policies a device matches, and can its rendering be shared
+        self._sharing: dict[int, _Sharing] = {}
         # renderings shared by devices with equal documents, see _shared_key
         self._shared: OrderedDict[tuple[Any, ...], Rendered] = OrderedDict()
 
@@ -222,7 +264,7 @@ class Renderer:
         while len(self._repos) > 3:
             _, old = self._repos.popitem(last=False)
             self._secretful.pop(id(old), None)
-            self._independent.pop(id(old), None)
+            self._sharing.pop(id(old), None)
 
     def cached(
         self, device: dict[str, Any], generation: tuple[int | None, float]
@@ -335,16 +377,13 @@ class Renderer:
         reads only ``vars`` when no matched template mentions ``device`` or ``facts``, except
         that a templated name is checked against the device's OS rules, so the OS is too.
         """
-        policies = getattr(repo, "policies", None) or []
-        with self._lock:
-            independent = self._independent.get(id(repo))
-        if independent is None:
-            independent = tuple(device_independent(p) for p in policies)
+        sharing = self._sharing.get(id(repo))
+        if sharing is None:
+            sharing = _Sharing(getattr(repo, "policies", None) or [])
             with self._lock:
-                self._independent[id(repo)] = independent
-        target = device_of(device)
-        matched = tuple(i for i, p in enumerate(policies) if p.matches(target))
-        if not all(independent[i] for i in matched):
+                sharing = self._sharing.setdefault(id(repo), sharing)
+        matched = sharing.matched(device)
+        if matched is None:
             return None
         return (generation[0], generation[1], device["os"], matched)
 

@@ -128,7 +128,9 @@ def live_server(database: str, tmp: str, **settings: Any) -> Iterator[LiveServer
     app = create_app(Settings(database=database, secret_key=os.urandom(32), **settings))
     sock = free_socket()
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", timeout_keep_alive=90, lifespan="on")
+    config = uvicorn.Config(
+        app, log_level="warning", timeout_keep_alive=90, lifespan="on", server_header=False
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

@@ -178,7 +178,7 @@ def test_a_push_answers_held_requests_itself_when_it_can() -> None:
         order: list[str] = []
 
         def deliverer(name: str, result: bool | None) -> Any:
-            async def deliver() -> bool:
+            def deliver() -> bool:
                 order.append(name)
                 if result is None:
                     raise RuntimeError("client went away")
@@ -216,7 +216,7 @@ def test_a_wake_during_the_read_is_read_again_before_anyone_is_answered() -> Non
         waiters.bind(asyncio.get_running_loop())
         seen: list[int] = []
 
-        async def deliver() -> bool:
+        def deliver() -> bool:
             seen.append(reads)  # how many reads had happened when it was answered
             return True
 
@@ -231,3 +231,120 @@ def test_a_wake_during_the_read_is_read_again_before_anyone_is_answered() -> Non
     reads, seen = asyncio.run(scenario())
     assert reads == 2
     assert seen == [2]  # answered from the second read, never from the stale first one
+
+
+def _raw_exchange(url: str, requests: list[bytes]) -> tuple[list[bytes], bool]:
+    """Send requests one after the other on one connection; each response as bytes, and
+    whether the server closed the connection after the last one."""
+    import re
+    import socket
+
+    host, port = urllib.parse.urlsplit(url).netloc.split(":")
+    responses = []
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        buf = b""
+        for request in requests:
+            sock.sendall(request)
+            while b"\r\n\r\n" not in buf:
+                buf += sock.recv(65536)
+            head, _, buf = buf.partition(b"\r\n\r\n")
+            length = int(re.search(rb"(?im)^content-length: *(\d+)", head).group(1))
+            while len(buf) < length:
+                buf += sock.recv(65536)
+            responses.append(head + b"\r\n\r\n" + buf[:length])
+            buf = buf[length:]
+        sock.settimeout(0.3)
+        try:
+            closed = sock.recv(1) == b""
+        except TimeoutError:
+            closed = False
+    return responses, closed
+
+
+def _work_request(client: Any, device_id: str, etag: str, extra: bytes = b"") -> bytes:
+    target = f"/api/v1/device/work?etag={etag}&wait=0"
+    headers = signing.sign_headers(client.identity.private_key, "GET", target, b"", device_id)
+    lines = [f"GET {target} HTTP/1.1", "Host: test", *(f"{k}: {v}" for k, v in headers.items())]
+    return "\r\n".join(lines).encode() + b"\r\n" + extra + b"\r\n"
+
+
+def test_a_whole_answer_is_written_in_one_call_as_uvicorn_would_write_it(
+    sqlite_server, monkeypatch, caplog
+) -> None:
+    from jcstate.server import longpoll
+
+    writes: list[bool] = []
+    whole = longpoll._write_whole
+
+    def counted(cycle: Any, body: bytes) -> bool:
+        writes.append(whole(cycle, body))
+        return writes[-1]
+
+    monkeypatch.setattr(longpoll, "_write_whole", counted)
+    _push(sqlite_server, {"base.yaml": POLICY})
+    client, device_id = sqlite_server.device("web1")
+    etag = client.work("", 0)["etag"]
+    assert writes == [True]  # uvicorn's httptools protocol: the direct path is taken
+
+    def session() -> tuple[list[bytes], bool, list[bytes], bool]:
+        # keep-alive: a changed and an unchanged answer on one connection, then a close
+        kept, kept_closed = _raw_exchange(
+            sqlite_server.url,
+            [_work_request(client, device_id, ""), _work_request(client, device_id, etag)],
+        )
+        closing, closed = _raw_exchange(
+            sqlite_server.url, [_work_request(client, device_id, "", b"Connection: close\r\n")]
+        )
+        return kept, kept_closed, closing, closed
+
+    with caplog.at_level("INFO", logger="uvicorn.access"):
+        direct = session()
+    assert len(writes) == 4 and all(writes)
+    logged = [r.getMessage() for r in caplog.records if r.name == "uvicorn.access"]
+    assert len(logged) == 3 and all("/api/v1/device/work?etag=" in m for m in logged)
+    assert all(m.endswith('HTTP/1.1" 200') for m in logged)  # as uvicorn's access log
+    monkeypatch.setattr(longpoll, "direct_writer", lambda send: None)
+    via_send = session()
+    assert len(writes) == 4  # ASGI send only
+
+    def same_date(response: bytes) -> bytes:
+        import re
+
+        return re.sub(rb"(?im)^date: [^\r]*", b"date: D", response)
+
+    assert [same_date(r) for r in direct[0]] == [same_date(r) for r in via_send[0]]
+    assert same_date(direct[2][0]) == same_date(via_send[2][0])
+    assert (direct[1], direct[3]) == (via_send[1], via_send[3]) == (False, True)
+    assert b"\r\nconnection: close\r\n" in direct[2][0]
+    first = json.loads(direct[0][0].partition(b"\r\n\r\n")[2])
+    assert first["etag"] == etag and first["document"]["spec"]["users"][0]["name"] == "alice"
+    assert json.loads(direct[0][1].partition(b"\r\n\r\n")[2])["document"] is None
+
+
+def test_a_push_writes_the_held_answers_itself(sqlite_server, monkeypatch) -> None:
+    from jcstate.server import longpoll
+
+    delivered: list[bool] = []
+    deliver = longpoll._deliver
+
+    def counted(*args: Any) -> bool:
+        delivered.append(deliver(*args))
+        return delivered[-1]
+
+    monkeypatch.setattr(longpoll, "_deliver", counted)
+    _push(sqlite_server, {"base.yaml": POLICY})
+    clients = [sqlite_server.device(f"host{n}")[0] for n in range(5)]
+    etag = clients[0].work("", 0)["etag"]
+    got: list[dict[str, Any]] = []
+    threads = [threading.Thread(target=lambda c=c: got.append(c.work(etag, 30))) for c in clients]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 5
+    while len(sqlite_server.app.state.ctx.waiters) < len(clients):
+        assert time.monotonic() < deadline, "the polls were not held"
+        time.sleep(0.02)
+    _push(sqlite_server, {"base.yaml": POLICY.replace("/bin/bash", "/bin/zsh")})
+    for t in threads:
+        t.join(10)
+    assert delivered == [True] * len(clients)
+    assert [a["document"]["spec"]["users"][0]["shell"] for a in got] == ["/bin/zsh"] * 5

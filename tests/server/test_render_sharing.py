@@ -210,3 +210,63 @@ def test_repo_from_files_parses_the_fixtures():
         "plain",
         "mfa",
     ]
+
+
+SELECTED = """\
+apiVersion: jcstate/v1
+kind: Policy
+metadata:
+  name: {name}
+selector: {selector}
+spec:
+  groups:
+    - {{name: g{n}, gid: {gid}}}
+"""
+
+_SELECTORS = [
+    "{}",
+    "{os: [linux]}",
+    "{os: [darwin]}",
+    "{labels: {team: web}}",
+    "{labels: {team: web, site: par}}",
+    "{hostnames: ['web*', DB-1]}",
+    "{devices: [dev-1, dev-3]}",
+    "{os: [linux], labels: {site: par}, hostnames: ['*-2']}",
+]
+
+
+@pytest.mark.parametrize("chosen", [[0], [1, 2], [3, 4], [5], [6], [0, 3, 5, 6, 7], [2, 7]])
+def test_memoised_selection_matches_the_selectors(chosen: list[int]) -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from jcstate.server.render import _Sharing, device_of
+
+    files = [
+        SELECTED.format(name=f"p{i}", selector=_SELECTORS[i], n=i, gid=3000 + i) for i in chosen
+    ]
+    repo = repo_from_files({f"p{i}.yaml": text for i, text in enumerate(files)})
+    sharing = _Sharing(repo.policies)
+    devices = st.fixed_dictionaries(
+        {
+            "id": st.sampled_from(["dev-1", "dev-2", "dev-3"]),
+            "hostname": st.sampled_from(["web-1", "WEB-2", "db-1", "mail-2"]),
+            "os": st.sampled_from(["linux", "darwin", "windows"]),
+            "os_version": st.just("12"),
+            "arch": st.just("x86_64"),
+            "labels": st.none()
+            | st.dictionaries(
+                st.sampled_from(["team", "site", "other"]), st.sampled_from(["web", "par", "x"])
+            ),
+        }
+    )
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(devices, min_size=1, max_size=20))
+    def check(seen: list[dict[str, Any]]) -> None:
+        for device in seen:  # in any order, with repeats: the memo never answers for another
+            target = device_of(device)
+            expected = tuple(i for i, p in enumerate(repo.policies) if p.matches(target))
+            assert sharing.matched(device) == expected
+
+    check()

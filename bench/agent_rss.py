@@ -1,6 +1,7 @@
 """The real agent's resident memory when idle after a converge (target: 20 MB or less).
 
     python bench/agent_rss.py [--runs 3] [--tls] [--users 2] [--entry jcstate.agent|jcstate]
+                              [--install wheel|in-place]
 
 Each run starts ``jcstate server`` on SQLite (with ``--tls``: HTTPS with a certificate from
 ``jcstate server make-cert``, as a device would talk to it), pushes a policy (a group and two
@@ -12,6 +13,15 @@ of RSS (``files_mb``) is mapped files: libpython, OpenSSL, libc, libsodium. USS 
 on what else maps the same libraries (here the bench's own server, the same interpreter); RSS
 does not. The converge runs in a worker process: its peak RSS is sampled (every 20 ms) while
 the run waits for the report.
+
+The agent runs as devices run it. ``--install wheel`` (the default) builds this tree as a wheel
+(the layout of tests/server/wheels.py), installs it with pip into a fresh venv of the same base
+interpreter -- pip compiles the bytecode, as on a device -- and launches exactly the systemd
+unit's command and environment (``InstallPlan.argv()`` and ``environment()``); the venv finds the
+third-party packages (PyNaCl, Jinja2, ...) in this interpreter's site-packages through a path
+line in a ``.pth`` file. ``--install in-place`` runs this venv's editable install instead, as
+the bench did before: its editable finder (a ``.pth`` hook) and, with ``PYTHONDONTWRITEBYTECODE``
+set, a compile of every jcstate module at each start are not what a device pays.
 
 The image is ``--image``, else ``$JCSTATE_TESTHOST_IMAGE``, else ``~/.cache/jcstate/img-manual``,
 else the newest ``~/.cache/jcstate/img-*`` directory, else the test-host image is built as the
@@ -30,6 +40,7 @@ import ssl
 import statistics
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 import urllib.request
@@ -37,6 +48,10 @@ from pathlib import Path
 
 import psutil
 
+from jcstate import __version__
+from jcstate.agent.install import InstallPlan
+
+REPO = Path(__file__).resolve().parents[1]
 POLICY = """\
 apiVersion: jcstate/v1
 kind: Policy
@@ -85,6 +100,31 @@ def find_image(given: str | None) -> str:
     import testhost
 
     return str(testhost.ensure_image())
+
+
+def install_venv(where: str) -> str:
+    """This tree installed from a wheel into a fresh venv under ``where``; its python."""
+    sys.path.insert(0, str(REPO / "tests" / "server"))
+    import wheels
+
+    wheel = wheels.build_wheel(Path(where), __version__, wheels.source_files(__version__))
+    venv = os.path.join(where, "venv")
+    base = getattr(sys, "_base_executable", None) or sys.executable
+    subprocess.run([base, "-m", "venv", "--without-pip", venv], check=True)
+    python = os.path.join(venv, "bin", "python")
+    out = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    site = out.stdout.strip()
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index"]
+    subprocess.run([*pip, "--target", site, str(wheel)], check=True)  # compiles the bytecode
+    deps = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    with open(os.path.join(site, "bench-deps.pth"), "w") as f:
+        f.write("".join(d + "\n" for d in sorted(deps)))
+    return python
 
 
 def smaps_parts(pid: int) -> list[tuple[str, int, int]]:
@@ -153,7 +193,7 @@ class Server:
         self.proc.wait(20)
 
 
-def one_run(args: argparse.Namespace, image: str) -> dict[str, object]:
+def one_run(args: argparse.Namespace, image: str, python: str) -> dict[str, object]:
     tmp = tempfile.mkdtemp(prefix="jcstate-rss-")
     root = os.path.join(tmp, "root")
     subprocess.run(["cp", "-a", image, root], check=True)
@@ -161,16 +201,26 @@ def one_run(args: argparse.Namespace, image: str) -> dict[str, object]:
     agent = None
     try:
         server.call("POST", "/api/v1/revisions", {"files": {"rss.yaml": policy(args.users)}})
-        entry = ["-m", "jcstate.agent"] if args.entry == "jcstate.agent" else ["-m", "jcstate"]
-        if args.entry == "jcstate":
-            entry.append("agent")
-        argv = [sys.executable, *entry, "--server", server.url]
-        argv += ["--connect-key", server.connect_key, "--state-dir", os.path.join(tmp, "state")]
-        argv += ["--log-file", os.path.join(tmp, "agent.log")]
-        argv += ["--install-dir", os.path.join(tmp, "opt"), "--root", root]
-        if server.ca_file:
-            argv += ["--ca-file", server.ca_file]
-        agent = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        plan = InstallPlan(
+            server=server.url,
+            connect_key=server.connect_key,
+            ca_file=server.ca_file,
+            state_dir=os.path.join(tmp, "state"),
+            log_file=os.path.join(tmp, "agent.log"),
+            install_dir=os.path.join(tmp, "opt"),
+            python=python,
+        )
+        if args.entry == "jcstate.agent":
+            argv = plan.argv()  # the unit's ExecStart
+        else:
+            argv = [python, "-m", "jcstate", "agent", *plan.options()]
+        argv += ["--root", root]
+        env = {**os.environ, **plan.environment()}
+        if args.install == "wheel":
+            env.pop("PYTHONDONTWRITEBYTECODE", None)  # a device has no such setting
+        agent = subprocess.Popen(  # in /, as systemd starts it: no checkout on sys.path
+            argv, cwd="/", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         watched = psutil.Process(agent.pid)
         worker_peak = 0
         deadline = time.monotonic() + 60
@@ -213,13 +263,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--entry", default="jcstate.agent", choices=["jcstate.agent", "jcstate"])
     parser.add_argument("--image", help="a Debian system image to copy (read only)")
+    parser.add_argument(
+        "--install",
+        default="wheel",
+        choices=["wheel", "in-place"],
+        help="wheel: installed in a fresh venv, as on a device; in-place: this editable venv",
+    )
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--tls", action="store_true", help="HTTPS between agent and server")
     parser.add_argument("--settle", type=float, default=5.0)
     parser.add_argument("--users", type=int, default=2, help="more users: a bigger report")
     args = parser.parse_args()
     image = find_image(args.image)
-    runs = [one_run(args, image) for _ in range(args.runs)]
+    work = tempfile.mkdtemp(prefix="jcstate-rss-venv-")
+    try:
+        python = install_venv(work) if args.install == "wheel" else sys.executable
+        runs = [one_run(args, image, python) for _ in range(args.runs)]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     summary = {
         key: {
             "median": statistics.median(r[key] for r in runs),  # type: ignore[misc]
@@ -232,6 +293,7 @@ def main() -> None:
         json.dumps(
             {
                 "entry": args.entry,
+                "install": args.install,
                 "tls": args.tls,
                 "users": args.users,
                 "summary": summary,

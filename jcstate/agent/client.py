@@ -1,21 +1,25 @@
 """A small HTTP client for the device API, standard library only, that signs every request.
 
-``http.client`` instead of a full HTTP library keeps the agent's memory small; one connection is
-kept alive and re-opened after any failure. Responses are JSON.
+One HTTP/1.1 connection (:mod:`jcstate.agent.connection`, on ``socket`` and ``ssl``) is kept
+alive and re-opened after any failure; it keeps the agent's memory small, as does parsing the
+server URL and encoding the query here rather than importing ``urllib.parse`` (which loads
+``ipaddress``). Responses are JSON.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
-import ssl
-import urllib.parse
-from typing import Any
 
 from jcstate.agent import signing
-from jcstate.agent.identity import Identity
+from jcstate.agent.connection import Connection, ProtocolError, Response, TooLarge
 from jcstate.errors import AuthError, ServerError
-from jcstate.secret import Secret
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (about 0.4 MB)
+if TYPE_CHECKING:
+    from typing import Any
+
+    from jcstate.agent.identity import Identity
+    from jcstate.secret import Secret
 
 __all__ = ["Client", "Unreachable"]
 
@@ -32,49 +36,33 @@ class Client:
     """Signed JSON requests to one server."""
 
     def __init__(self, server: str, identity: Identity, *, ca_file: str | None = None):
-        url = urllib.parse.urlsplit(server)
-        if url.scheme not in ("http", "https") or not url.hostname:
-            raise ServerError(f"{server}: expected http(s)://host[:port]")
+        scheme, host, port, path = split_url(server)
         self.server = server.rstrip("/")
-        self._url = url
-        self._prefix = url.path.rstrip("/")
-        self._ca_file = ca_file
+        self._prefix = path.rstrip("/")
         self.identity = identity
-        self._conn: http.client.HTTPConnection | None = None
-
-    def _connection(self, timeout: float) -> http.client.HTTPConnection:
-        if self._conn is None:
-            host, port = self._url.hostname or "", self._url.port
-            if self._url.scheme == "https":
-                context = ssl.create_default_context(cafile=self._ca_file)
-                self._conn = http.client.HTTPSConnection(
-                    host, port, timeout=timeout, context=context
-                )
-            else:
-                self._conn = http.client.HTTPConnection(host, port, timeout=timeout)
-        self._conn.timeout = timeout
-        if self._conn.sock is not None:
-            self._conn.sock.settimeout(timeout)
-        return self._conn
+        self._conn = Connection(scheme, host, port, ca_file=ca_file)
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self._conn.close()
 
     def request(
         self,
         method: str,
         path: str,
-        body: dict[str, Any] | None = None,
+        body: dict[str, Any] | bytes | None = None,
         *,
         device_id: str | None = None,
         timeout: float = 30.0,
     ) -> dict[str, Any]:
-        """Send a signed request; return the JSON answer. Raises AuthError, Unreachable."""
-        data = b"" if body is None else json.dumps(body).encode()
-        _, raw = self._exchange(method, path, data, device_id=device_id, timeout=timeout)
-        answer = _json(raw)
+        """Send a signed request (``body``: an object, or JSON already serialised); return the
+        JSON answer. Raises AuthError, Unreachable."""
+        if isinstance(body, bytes):
+            data = body
+        else:
+            data = b"" if body is None else json.dumps(body).encode()
+        answer = _json(
+            self._exchange(method, path, data, device_id=device_id, timeout=timeout).body
+        )
         return answer if isinstance(answer, dict) else {"items": answer}
 
     def download(
@@ -84,10 +72,10 @@ class Client:
 
         Errors as :meth:`request`: Unreachable, AuthError, ServerError (also for a larger body).
         """
-        resp, raw = self._exchange("GET", path, b"", timeout=timeout, limit=limit)
+        resp = self._exchange("GET", path, b"", timeout=timeout, limit=limit)
         if resp.status != 200:
             raise ServerError(f"GET {path}: HTTP {resp.status}")
-        return raw
+        return resp.body
 
     def _exchange(
         self,
@@ -98,8 +86,8 @@ class Client:
         device_id: str | None = None,
         timeout: float,
         limit: int | None = None,
-    ) -> tuple[http.client.HTTPResponse, bytes]:
-        """Sign and send one request; the response and its body when the status is a success.
+    ) -> Response:
+        """Sign and send one request; the response (with its body) when the status is a success.
 
         ``limit``: the most bytes of body accepted (a larger one is a ServerError and the
         connection is dropped, since the rest is still on the wire).
@@ -113,20 +101,15 @@ class Client:
         headers = signing.sign_headers(self.identity.private_key, method, target, data, device_id)
         headers["Content-Type"] = "application/json"
         try:
-            conn = self._connection(timeout)
-            conn.request(method, target, body=data, headers=headers)
-            resp = conn.getresponse()
-            length = resp.getheader("Content-Length") or ""
-            if limit is not None and length.isdigit() and int(length) > limit:
-                self.close()  # the unread body must not stay on a kept-alive connection
-                raise ServerError(f"{method} {path}: {length} bytes is more than {limit}")
-            raw = resp.read() if limit is None else resp.read(limit + 1)
-        except (OSError, http.client.HTTPException) as exc:
-            self.close()
+            resp = self._conn.request(method, target, headers, data, timeout=timeout, limit=limit)
+        except TooLarge as exc:  # the connection is closed: the rest of the body is unread
+            if exc.length is not None:
+                raise ServerError(
+                    f"{method} {path}: {exc.length} bytes is more than {limit}"
+                ) from None
+            raise ServerError(f"{method} {path}: more than {limit} bytes") from None
+        except (OSError, ProtocolError) as exc:
             raise Unreachable(f"{self.server}: {exc}") from exc
-        if limit is not None and len(raw) > limit:
-            self.close()
-            raise ServerError(f"{method} {path}: more than {limit} bytes")
         if resp.status in (429, 502, 503, 504):
             retry = resp.getheader("Retry-After")
             raise Unreachable(
@@ -134,12 +117,12 @@ class Client:
                 float(retry) if retry and retry.isdigit() else None,
             )
         if resp.status >= 400:
-            answer = _json(raw)
+            answer = _json(resp.body)
             detail = answer.get("detail", "") if isinstance(answer, dict) else ""
             if resp.status in (401, 403):
                 raise AuthError(f"{self.server} refused the device: {detail or resp.status}")
             raise ServerError(f"{method} {path}: HTTP {resp.status}: {detail}")
-        return resp, raw
+        return resp
 
     # -- the device API ----------------------------------------------------------------------
     def enroll(self, connect_key: str, info: dict[str, str]) -> dict[str, Any]:
@@ -151,10 +134,11 @@ class Client:
         params = {"etag": etag, "wait": f"{wait:g}"}
         if commands is not None:
             params["commands"] = str(commands)
-        query = urllib.parse.urlencode(params)
+        query = "&".join(f"{quote(k)}={quote(v)}" for k, v in params.items())
         return self.request("GET", f"/api/v1/device/work?{query}", timeout=wait + 30)
 
-    def report(self, payload: dict[str, Any]) -> dict[str, Any]:
+    def report(self, payload: dict[str, Any] | bytes) -> dict[str, Any]:
+        """Send a report: an object, or the JSON of an outbox file as it is."""
         return self.request("POST", "/api/v1/device/reports", payload, timeout=60)
 
     def command_results(
@@ -173,6 +157,50 @@ class Client:
             {"volume": volume, "key": key.reveal()},
             timeout=timeout,
         )
+
+
+def split_url(server: str) -> tuple[str, str, int | None, str]:
+    """``scheme://host[:port][/path]`` → (scheme, host, port or None, path).
+
+    What ``urllib.parse.urlsplit`` gives as ``scheme``, ``hostname``, ``port`` and ``path``
+    (user info dropped, the host lower-cased, an IPv6 address without its brackets); a URL
+    that is not http(s) with a host, or whose port is not a number up to 65535, is refused.
+    """
+    scheme, sep, rest = server.strip().partition("://")
+    netloc, path = rest, ""
+    for i, c in enumerate(rest):
+        if c in "/?#":
+            netloc, path = rest[:i], rest[i:]
+            break
+    path = path.split("?", 1)[0].split("#", 1)[0]
+    hostport = netloc.rpartition("@")[2]
+    if hostport.startswith("["):
+        host, bracket, after = hostport[1:].partition("]")
+        port_text = after[1:] if after.startswith(":") else None
+        if not bracket or (after and port_text is None):
+            host = ""
+    else:
+        host, colon, port_text = hostport.partition(":")
+        port_text = port_text if colon else None
+    port = None
+    if port_text:
+        if not (port_text.isascii() and port_text.isdigit()) or int(port_text) > 65535:
+            raise ServerError(f"{server}: the port is not a number up to 65535")
+        port = int(port_text)
+    if not sep or scheme.lower() not in ("http", "https") or not host:
+        raise ServerError(f"{server}: expected http(s)://host[:port]")
+    return scheme.lower(), host.lower(), port, path
+
+
+_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
+
+
+def quote(text: str) -> str:
+    """A query key or value, encoded as ``urllib.parse.urlencode`` does (``quote_plus``)."""
+    return "".join(
+        chr(b) if b in _UNRESERVED else "+" if b == 0x20 else f"%{b:02X}"
+        for b in text.encode("utf-8")
+    )
 
 
 def _json(raw: bytes) -> Any:

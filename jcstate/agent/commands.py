@@ -15,14 +15,16 @@ server too). A restart is still ``running`` until the agent comes back with a ne
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
+from jcstate.agent import logs
 from jcstate.errors import JcstateError, PlanError
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (about 0.4 MB)
 if TYPE_CHECKING:
+    from typing import Any
+
     from jcstate.host import Host
     from jcstate.modules.commands.actions import Actions, SelfUpdate
     from jcstate.modules.commands.execution import CommandRunner
@@ -30,7 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = ["JOURNAL_DIR", "QueuedCommands"]
 
-log = logging.getLogger("jcstate.agent")
+log = logs.getLogger("jcstate.agent")
 
 # = jcstate.modules.commands.journal.DEFAULT_DIR (a test keeps them equal), named here so that
 # looking for records does not import the journal
@@ -62,6 +64,7 @@ class QueuedCommands:
     @property
     def host(self) -> Host:
         if isinstance(self._host, str):
+            logs.use_logging()  # jcstate.host logs with logging
             from jcstate.host import Host
 
             self._host = Host(root=self._host)
@@ -71,6 +74,7 @@ class QueuedCommands:
     def runner(self) -> CommandRunner:
         """Built on first use: the OS's actions are imported only when commands come."""
         if self._runner is None:
+            logs.use_logging()  # the command machinery logs with logging
             from jcstate.modules.commands.execution import CommandRunner
             from jcstate.modules.commands.journal import DEFAULT_DIR, Journal
 

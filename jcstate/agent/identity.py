@@ -4,8 +4,9 @@ The private key never leaves the state directory (``key.pem``, 0600, directory 0
 server stores only the public key. Losing the state directory means enrolling again as a new
 device.
 
-The agent signs with PyNaCl (libsodium), which costs the resident process far less memory than
-cryptography's Rust module; the server verifies with cryptography. ``key.pem`` stays what it
+The agent signs with libsodium through PyNaCl's compiled binding (:mod:`jcstate.agent.sodium`),
+which costs the resident process far less memory than cryptography's Rust module; the server
+verifies with cryptography. ``key.pem`` stays what it
 always was, PKCS#8 PEM of an Ed25519 key, as cryptography and ``openssl genpkey -algorithm
 ed25519`` write it: one fixed 48-byte DER structure around the 32-byte seed, read and written
 here exactly, so older state directories keep working and anything else is refused clearly.
@@ -17,9 +18,13 @@ import base64
 import binascii
 import json
 import os
-from typing import Any
 
+from jcstate.agent import sodium
 from jcstate.errors import JcstateError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (about 0.4 MB)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["DeviceKey", "Identity"]
 
@@ -34,14 +39,12 @@ PEM_END = "-----END PRIVATE KEY-----"
 class DeviceKey:
     """An Ed25519 private key: signs messages, tells its raw public key. Never prints itself."""
 
-    __slots__ = ("_key",)
+    __slots__ = ("_public", "_secret")
 
     def __init__(self, seed: bytes):
-        from nacl.signing import SigningKey
-
         if len(seed) != SEED_BYTES:
             raise JcstateError(f"an Ed25519 seed has {SEED_BYTES} bytes, not {len(seed)}")
-        self._key = SigningKey(bytes(seed))
+        self._public, self._secret = sodium.seed_keypair(bytes(seed))  # secret: seed + public
 
     @classmethod
     def generate(cls) -> DeviceKey:
@@ -71,16 +74,16 @@ class DeviceKey:
         return cls(der[len(PKCS8_ED25519_PREFIX) :])
 
     def to_pem(self) -> bytes:
-        body = base64.b64encode(PKCS8_ED25519_PREFIX + bytes(self._key)).decode()
+        body = base64.b64encode(PKCS8_ED25519_PREFIX + self._secret[:SEED_BYTES]).decode()
         return f"{PEM_BEGIN}\n{body}\n{PEM_END}\n".encode()
 
     def sign(self, message: bytes) -> bytes:
         """The 64-byte Ed25519 signature of ``message``."""
-        return bytes(self._key.sign(message).signature)
+        return sodium.sign(message, self._secret)
 
     def public_bytes(self) -> bytes:
         """The raw 32-byte public key."""
-        return bytes(self._key.verify_key)
+        return self._public
 
     def __repr__(self) -> str:
         return f"<DeviceKey public={base64.b64encode(self.public_bytes()).decode()}>"

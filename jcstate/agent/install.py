@@ -30,10 +30,17 @@ class InstallPlan:
     python: str = sys.executable
 
     def argv(self) -> list[str]:
+        """The unit's ExecStart (bench/agent_rss.py measures exactly this process)."""
+        # the agent alone: a smaller resident process than `jcstate agent`
+        return [self.python, "-m", "jcstate.agent", *self.options()]
+
+    def environment(self) -> dict[str, str]:
+        """The unit's Environment: the release a self-update switched to comes first."""
+        return {"PYTHONPATH": self.install_dir + "/current"}
+
+    def options(self) -> list[str]:
+        """The agent's options, as ``jcstate agent`` and ``python -m jcstate.agent`` take them."""
         argv = [
-            self.python,
-            "-m",
-            "jcstate.agent",  # the agent alone: a smaller resident process than `jcstate agent`
             "--server",
             self.server,
             "--connect-key",
@@ -53,6 +60,9 @@ class InstallPlan:
 def unit_text(plan: InstallPlan) -> str:
     # the connect key is not a secret (it only admits a device), so it may sit in the unit
     exec_start = " ".join(shlex.quote(a) for a in plan.argv())
+    environment = "\n".join(
+        "Environment=" + shlex.quote(f"{k}={v}") for k, v in plan.environment().items()
+    )
     return f"""[Unit]
 Description=jcstate agent (declarative device management)
 Wants=network-online.target
@@ -62,7 +72,7 @@ After=network-online.target
 Type=simple
 # a self-update installs releases beside each other and switches INSTALL_DIR/current
 # (docs/updates.md): the agent runs whichever release that link points to
-Environment={shlex.quote("PYTHONPATH=" + plan.install_dir + "/current")}
+{environment}
 ExecStart={exec_start}
 Restart=always
 RestartSec=5

@@ -20,28 +20,30 @@ from __future__ import annotations
 
 import fcntl
 import json
-import logging
 import os
-import random
 import signal
-import subprocess
 import sys
 import time
-from typing import Any
 
 from jcstate import __version__
+from jcstate.agent import logs
 from jcstate.agent.client import Client, Unreachable
 from jcstate.agent.commands import QueuedCommands
 from jcstate.agent.identity import Identity
 from jcstate.agent.outbox import Outbox
+from jcstate.agent.spawn import Child
 from jcstate.agent.update import Updater, fetch_from
 from jcstate.errors import AuthError, JcstateError, ServerError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (about 0.4 MB)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["Agent", "AgentConfig", "WorkerError", "backoff_delay", "setup_logging"]
 
 RESULTS_PER_REQUEST = 100
 
-log = logging.getLogger("jcstate.agent")
+log = logs.getLogger("jcstate.agent")
 
 
 class AgentConfig:
@@ -86,50 +88,20 @@ class AgentConfig:
 
 def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | None = None) -> float:
     """Full jitter: uniform in [0, min(cap, base·2^attempt)], but never before Retry-After."""
-    delay = random.uniform(0, min(cap, base * (2 ** min(attempt, 30))))
+    delay = min(cap, base * (2 ** min(attempt, 30))) * _uniform()
     return max(delay, retry_after or 0.0)
 
 
-class ReopeningFileHandler(logging.FileHandler):
-    """A log file that logrotate may move away: reopened when the path names another file.
-
-    ``logging.handlers.WatchedFileHandler`` does the same, but importing ``logging.handlers``
-    (pickle, queue, struct, …) costs the resident agent about 0.6 MB.
-    """
-
-    def __init__(self, filename: str):
-        super().__init__(filename, encoding="utf-8")
-        self._identity = self._opened()
-
-    def _opened(self) -> tuple[int, int]:
-        st = os.fstat(self.stream.fileno())
-        return st.st_dev, st.st_ino
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            st = os.stat(self.baseFilename)
-            moved = (st.st_dev, st.st_ino) != self._identity
-        except FileNotFoundError:
-            moved = True
-        if moved and self.stream is not None:
-            self.stream.flush()
-            self.stream.close()
-            self.stream = self._open()
-            self._identity = self._opened()
-        super().emit(record)
+def _uniform() -> float:
+    """Uniform in [0, 1), from 53 random bits as ``random.random()`` draws them (the
+    ``random`` module, with its Mersenne Twister state, costs the agent about 0.15 MB)."""
+    return (int.from_bytes(os.urandom(7), "big") >> 3) / (1 << 53)
 
 
-def setup_logging(log_file: str | None, level: int = logging.INFO) -> None:
-    """Log to a file that logrotate may move away (no ``copytruncate`` needed)."""
-    if not log_file:
-        return
-    os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
-    handler = ReopeningFileHandler(log_file)
-    os.chmod(log_file, 0o640)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger("jcstate")
-    root.addHandler(handler)
-    root.setLevel(level)
+def setup_logging(log_file: str | None, level: int = logs.INFO, *, echo: int | None = None) -> None:
+    """Log to a file that logrotate may move away (no ``copytruncate`` needed); see
+    :mod:`jcstate.agent.logs` (the agent itself logs without importing ``logging``)."""
+    logs.setup(log_file, level, echo=echo)
 
 
 class WorkerError(JcstateError):
@@ -352,17 +324,11 @@ class Agent:
             "caFile": self.config.ca_file,
             "stateDir": self.config.state_dir,
             "logFile": self.config.log_file or None,
-            "logLevel": logging.getLogger("jcstate").getEffectiveLevel(),
+            "logLevel": logs.level(),
             "lifeline": lifeline,
         }
         try:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "jcstate.agent.worker"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                pass_fds=(lifeline,),
-                process_group=0,
-            )
+            proc = Child([sys.executable, "-m", "jcstate.agent.worker"], pass_fd=lifeline)
         except OSError as exc:
             os.close(keep)
             raise WorkerError(f"could not start the converge worker: {exc}") from exc
@@ -370,21 +336,22 @@ class Agent:
             os.close(lifeline)
         timeout = self.config.worker_timeout
         try:
-            out, _ = proc.communicate(json.dumps(request).encode(), timeout=timeout)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
+            out = proc.communicate(json.dumps(request).encode(), timeout=timeout)
+        except TimeoutError:
+            proc.kill_group()
             try:
-                proc.communicate(timeout=30)
-            except subprocess.TimeoutExpired:
+                proc.communicate(b"", timeout=30)
+            except TimeoutError:
                 proc.wait()  # a process that left the group still holds stdout: let it be
             raise WorkerError(
                 f"the converge worker ran longer than {timeout:g} s and was killed"
             ) from None
         except BaseException:
-            _kill_group(proc)
+            proc.kill_group()
             proc.wait()
             raise
         finally:
+            proc.close()
             os.close(keep)
         try:
             answer = json.loads(out)
@@ -392,7 +359,7 @@ class Agent:
             answer = None
         if not isinstance(answer, dict):
             answer = None
-        status = proc.returncode
+        status = proc.wait()  # exited: its stdout was read to the end and it was waited for
         if status != 0:
             if answer is not None and answer.get("error"):
                 raise WorkerError(str(answer["error"]))
@@ -430,11 +397,3 @@ class Agent:
             self.commands.acknowledge([str(i) for i in answer.get("acks", [])])
             sent += len(answer.get("acks", []))
         return sent
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGKILL the worker and whatever it started (its own process group)."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass

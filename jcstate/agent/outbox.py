@@ -1,9 +1,10 @@
 """Reports kept on disk until the server acknowledges them.
 
 Each report is one file, written atomically and fsynced before the agent goes on, so it survives
-``kill -9``, a reboot and a server outage. Files are sent oldest first and removed only after the
-server's acknowledgement; the report id inside makes a resend after a lost acknowledgement
-harmless (the server stores each id once).
+``kill -9``, a reboot and a server outage. Files are sent oldest first, as the bytes they hold
+(re-serialising a report of hundreds of accounts would leave its objects' memory in the resident
+agent), and removed only after the server's acknowledgement; the report id inside makes a resend
+after a lost acknowledgement harmless (the server stores each id once).
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ import json
 import os
 import time
 from collections.abc import Iterator
-from typing import Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (about 0.4 MB)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["Outbox"]
 
@@ -41,17 +45,22 @@ class Outbox:
             os.close(dfd)
         return final
 
-    def pending(self) -> Iterator[tuple[str, dict[str, Any]]]:
-        """(file, report), oldest first. A torn or unreadable file is set aside, not resent."""
+    def pending(self) -> Iterator[tuple[str, bytes]]:
+        """(file, the report's JSON), oldest first. A torn or unreadable file, or one that is not
+        a JSON object, is set aside, not resent."""
         for name in sorted(os.listdir(self.path)):
             if name.startswith(".") or not name.endswith(".json"):
                 continue
             full = os.path.join(self.path, name)
             try:
-                with open(full) as f:
-                    yield full, json.load(f)
+                with open(full, "rb") as f:
+                    data = f.read()
+                if not isinstance(json.loads(data), dict):
+                    raise ValueError("not a JSON object")
             except (OSError, ValueError):
                 os.replace(full, full + ".bad")
+                continue
+            yield full, data
 
     def done(self, file: str) -> None:
         try:

@@ -18,7 +18,10 @@ from __future__ import annotations
 import base64
 import os
 import time
-from typing import Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (about 0.4 MB)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "DATE",
@@ -58,9 +61,9 @@ def _sodium_sha256(body: bytes) -> str:
     # the agent: libsodium's SHA-256 (loaded for signing anyway) rather than hashlib, whose
     # OpenSSL binding costs the resident agent about 0.5 MB. Not for the server: cffi releases
     # the GIL on every call, and an event loop that gives it up per request waits for threads.
-    from nacl.bindings import crypto_hash_sha256
+    from jcstate.agent import sodium
 
-    return str(crypto_hash_sha256(body).hex())
+    return sodium.sha256(body).hex()
 
 
 def sign_headers(

@@ -31,17 +31,19 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from jcstate import __version__
+from jcstate.agent import logs
 from jcstate.errors import JcstateError
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (about 0.4 MB)
 if TYPE_CHECKING:
+    from typing import Any
+
     from jcstate.agent.client import Client
     from jcstate.host import Host
     from jcstate.modules.commands import Command, UpdateSpec
@@ -68,7 +70,7 @@ RELEASE_ROUTE = "/api/v1/device/releases/{sha256}"
 PIP_TIMEOUT = 600.0
 SMOKE_TIMEOUT = 120.0
 
-log = logging.getLogger("jcstate.agent")
+log = logs.getLogger("jcstate.agent")
 
 
 class UpdateFailed(JcstateError):
@@ -116,8 +118,7 @@ def reexec(install_dir: str) -> None:
     argv = list(sys.orig_argv) or [sys.executable, "-m", "jcstate.agent", *sys.argv[1:]]
     if argv[1:2] != ["-P"]:
         argv.insert(1, "-P")
-    for handler in logging.getLogger("jcstate").handlers:
-        handler.flush()
+    logs.flush()
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, argv, env)
@@ -164,6 +165,7 @@ class Updater:
     def host(self) -> Host:
         """Runs pip and the smoke test on this machine (never under the agent's --root)."""
         if self._host is None:
+            logs.use_logging()  # jcstate.host logs with logging
             from jcstate.host import Host
 
             self._host = Host()

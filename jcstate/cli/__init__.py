@@ -7,16 +7,19 @@ line is parsed, so each keeps heavy imports (server framework, testinfra) inside
 
 from __future__ import annotations
 
-import argparse
 import importlib
-import logging
+import os
 import sys
 from collections.abc import Sequence
 
 from jcstate import __version__
 from jcstate.errors import JcstateError
 
-__all__ = ["main"]
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (about 0.4 MB)
+if TYPE_CHECKING:
+    import argparse
+
+__all__ = ["help_formatter", "main"]
 
 # module name under jcstate.cli → registers one or more subcommands
 COMMAND_MODULES = [
@@ -47,10 +50,35 @@ def _modules_for(argv: Sequence[str] | None) -> list[str]:
     return COMMAND_MODULES
 
 
+def _columns() -> int:
+    """The terminal's width, as ``shutil.get_terminal_size().columns`` tells it."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns or 80
+        except (AttributeError, ValueError, OSError):
+            columns = 80
+    return columns
+
+
+def help_formatter(prog: str) -> argparse.HelpFormatter:
+    """argparse's help formatter, given the terminal's width: asking it itself, argparse
+    imports ``shutil`` (with ``zlib``, ``bz2`` and ``lzma``: 0.5 MB in the resident agent)."""
+    import argparse
+
+    return argparse.HelpFormatter(prog, width=_columns() - 2)
+
+
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog="jcstate",
         description="Declarative device management: users, groups, SSH MFA, FileVault, commands.",
+        formatter_class=help_formatter,
     )
     parser.add_argument("--version", action="version", version=f"jcstate {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
@@ -69,13 +97,22 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(words)
-    args = parser.parse_args(words)
-    logging.basicConfig(
-        level=logging.WARNING - 10 * min(args.verbose, 2),
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    args = None
+    if words[:1] == ["agent"]:  # the resident agent: its plain options without argparse
+        from jcstate.cli.agent import parse_run
+
+        args = parse_run(words[1:])
+    if args is None:
+        args = build_parser(words).parse_args(words)
+    args.stderr_level = 30 - 10 * min(args.verbose, 2)  # logging.WARNING, INFO, DEBUG
+    if not getattr(args, "own_logging", False):  # the agent does without logging's 1 MB
+        import logging
+
+        logging.basicConfig(
+            level=args.stderr_level,
+            format="%(levelname)s %(name)s: %(message)s",
+            stream=sys.stderr,
+        )
     try:
         return int(args.handler(args) or 0)
     except JcstateError as exc:

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-import argparse
-import logging
-from typing import Any
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (about 0.4 MB)
+if TYPE_CHECKING:
+    import argparse
+    from typing import Any
 
 __all__ = ["register"]
 
 
 def run_agent(args: argparse.Namespace) -> int:
+    from jcstate.agent import logs
     from jcstate.agent.loop import Agent, AgentConfig, setup_logging
 
     if not args.server:
         raise SystemExit("jcstate agent: --server is required")
-    setup_logging(args.log_file or None, logging.DEBUG if args.verbose else logging.INFO)
+    # ``jcstate agent`` also prints the log on stderr, at the jcstate command's level
+    echo = getattr(args, "stderr_level", None)
+    setup_logging(args.log_file or None, logs.DEBUG if args.verbose else logs.INFO, echo=echo)
     config = AgentConfig(
         server=args.server,
         connect_key=args.connect_key or "",
@@ -51,57 +55,130 @@ def install_agent(args: argparse.Namespace) -> int:
     return 0
 
 
-class _Version(argparse.Action):
-    """``--version``: the version of the code that would run. It imports the agent first, so
-    a broken installation fails here (the self-update's smoke test of a new release)."""
+def _version_action() -> Any:
+    import argparse
 
-    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any):
-        super().__init__(option_strings, dest, nargs=0, help="print the agent's version, exit")
+    class Version(argparse.Action):
+        """``--version``: the version of the code that would run. It imports the agent first,
+        so a broken installation fails here (the self-update's smoke test of a new release)."""
 
-    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
-        import jcstate
-        import jcstate.agent.loop  # noqa: F401  (what the agent needs to start)
+        def __init__(self, option_strings: list[str], dest: str, **kwargs: Any):
+            super().__init__(option_strings, dest, nargs=0, help="print the agent's version, exit")
 
-        print(f"jcstate agent {jcstate.__version__}")
-        parser.exit()
+        def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+            import jcstate
+            import jcstate.agent.loop  # noqa: F401  (what the agent needs to start)
+
+            print(f"jcstate agent {jcstate.__version__}")
+            parser.exit()
+
+    return Version
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--server", help="server URL, e.g. https://jcstate.example:8443")
-    p.add_argument("--connect-key", help="admits this device once (not a secret)")
-    p.add_argument("--ca-file", help="CA certificate for a private server certificate")
-    p.add_argument("--state-dir", default="/var/lib/jcstate", help="credential and outbox")
-    p.add_argument("--log-file", default="/var/log/jcstate.log", help="'' logs nowhere")
-    p.add_argument("--install-dir", default="/opt/jcstate", help="holds version.txt")
-    p.add_argument("--root", default="/", help="manage the system mounted here")
+# (option, default, type, help): float, str, or bool for a flag
+COMMON_OPTIONS: tuple[tuple[str, Any, type, str | None], ...] = (
+    ("--server", None, str, "server URL, e.g. https://jcstate.example:8443"),
+    ("--connect-key", None, str, "admits this device once (not a secret)"),
+    ("--ca-file", None, str, "CA certificate for a private server certificate"),
+    ("--state-dir", "/var/lib/jcstate", str, "credential and outbox"),
+    ("--log-file", "/var/log/jcstate.log", str, "'' logs nowhere"),
+    ("--install-dir", "/opt/jcstate", str, "holds version.txt"),
+    ("--root", "/", str, "manage the system mounted here"),
+)
+RUN_OPTIONS: tuple[tuple[str, Any, type, str | None], ...] = (
+    ("--wait", 55.0, float, "long-poll length, seconds"),
+    ("--max-backoff", 300.0, float, None),
+    ("--reconverge", 1800.0, float, "re-apply the current document this often, seconds"),
+    (
+        "--worker-timeout",
+        1800.0,
+        float,
+        "kill a converge worker still running after this many seconds",
+    ),
+    ("--once", False, bool, "converge once and exit"),
+)
+
+
+def _add(p: Any, options: tuple[tuple[str, Any, type, str | None], ...]) -> None:
+    for option, default, kind, text in options:
+        if kind is bool:
+            p.add_argument(option, action="store_true", help=text)
+        else:
+            converter = float if kind is float else None
+            p.add_argument(option, default=default, type=converter, help=text)
 
 
 def register(sub: Any) -> None:
+    from jcstate.cli import help_formatter
+
     p = sub.add_parser(
         "agent",
         help="run the device agent",
         description="Enroll once, then long-poll the server and converge.",
+        formatter_class=help_formatter,
     )
-    _common(p)
-    p.add_argument("--version", action=_Version)
-    p.add_argument("--wait", type=float, default=55.0, help="long-poll length, seconds")
-    p.add_argument("--max-backoff", type=float, default=300.0)
-    p.add_argument(
-        "--reconverge",
-        type=float,
-        default=1800.0,
-        help="re-apply the current document this often, seconds",
-    )
-    p.add_argument(
-        "--worker-timeout",
-        type=float,
-        default=1800.0,
-        help="kill a converge worker still running after this many seconds",
-    )
-    p.add_argument("--once", action="store_true", help="converge once and exit")
-    p.set_defaults(handler=run_agent)
+    _add(p, COMMON_OPTIONS)
+    p.add_argument("--version", action=_version_action())
+    _add(p, RUN_OPTIONS)
+    # the agent logs without importing logging (jcstate/agent/logs.py): no basicConfig for it
+    p.set_defaults(handler=run_agent, own_logging=True)
     s = p.add_subparsers(dest="agent_command", metavar="ACTION")
-    q = s.add_parser("install", help="write version.txt and a systemd unit, enable it")
-    _common(q)
+    q = s.add_parser(
+        "install",
+        help="write version.txt and a systemd unit, enable it",
+        formatter_class=help_formatter,
+    )
+    _add(q, COMMON_OPTIONS)
     q.add_argument("--no-enable", action="store_true", help="write files only")
-    q.set_defaults(handler=install_agent)
+    q.set_defaults(handler=install_agent, own_logging=False)
+
+
+def parse_run(words: list[str]) -> Any:
+    """The options of ``jcstate agent`` (running it) as argparse parses them, without argparse.
+
+    argparse, with the ``shutil``, ``zlib``, ``bz2`` and ``lzma`` its help formatter imports,
+    costs the resident agent about 0.9 MB. This reads the plain forms only -- ``--option
+    value``, ``--option=value``, ``--once`` -- into the namespace argparse would give
+    (``tests/agent/test_agent_cli.py`` compares them); anything else (``--help``,
+    ``--version``, an abbreviation, ``install``, a value that starts with ``-``, a number that
+    is not one) gives None, and argparse, with its help and its errors, reads the words instead.
+    """
+    from types import SimpleNamespace
+
+    options = {o[0]: o for o in (*COMMON_OPTIONS, *RUN_OPTIONS)}
+    values = {o[0][2:].replace("-", "_"): o[1] for o in options.values()}
+    i = 0
+    while i < len(words):
+        option, eq, value = words[i].partition("=")
+        if option not in options:
+            return None
+        kind = options[option][2]
+        if kind is bool:
+            if eq:
+                return None
+            values[option[2:].replace("-", "_")] = True
+            i += 1
+            continue
+        if not eq:
+            if i + 1 == len(words):
+                return None
+            value = words[i + 1]
+        i += 1 if eq else 2
+        if value.startswith("-"):
+            return None
+        if kind is float:
+            try:
+                values[option[2:].replace("-", "_")] = float(value)
+            except ValueError:
+                return None
+        else:
+            values[option[2:].replace("-", "_")] = value
+    return SimpleNamespace(
+        verbose=0,
+        command="agent",
+        version=None,
+        **values,
+        agent_command=None,
+        handler=run_agent,
+        own_logging=True,
+    )

@@ -154,3 +154,22 @@ def test_a_key_readable_by_others_is_refused(tmp_path):
     os.chmod(identity.key_path, 0o640)
     with pytest.raises(JcstateError, match="readable by others"):
         _ = Identity(str(tmp_path / "state")).private_key
+
+
+@pytest.mark.parametrize("seed", [bytes(32), bytes(range(32)), os.urandom(32), b"\xff" * 32])
+def test_libsodium_through_nacl_sodium_gives_what_nacl_signing_gives(seed):
+    """jcstate.agent.sodium calls PyNaCl's compiled module directly (nacl.signing costs the
+    resident agent 1.6 MB): same public key, same signatures, same digest as the public API."""
+    from nacl.bindings import crypto_hash_sha256
+
+    from jcstate.agent import sodium
+
+    reference = SigningKey(seed)
+    key = DeviceKey(seed)
+    assert key.public_bytes() == bytes(reference.verify_key)
+    for message in (b"", b"jcstate-v1\nGET\n/x", os.urandom(5000)):
+        assert key.sign(message) == reference.sign(message).signature
+        assert sodium.sha256(message) == crypto_hash_sha256(message)
+    assert DeviceKey.from_pem(key.to_pem()).public_bytes() == key.public_bytes()
+    with pytest.raises(ValueError):
+        sodium.sign(b"x", seed)  # a seed is not a secret key: refused, never read past its end

@@ -49,3 +49,25 @@ def test_cli_install_no_enable(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "etc/systemd/system/jcstate-agent.service").exists()
+
+
+def test_the_unit_runs_exactly_the_agent_the_bench_measures():
+    """bench/agent_rss.py launches ``plan.argv()`` with ``plan.environment()``: the unit's
+    ExecStart and Environment must be exactly those."""
+    plan = InstallPlan(
+        server="https://jcstate.example:8443",
+        connect_key="jck_abc",
+        ca_file="/etc/jcstate/ca.pem",
+        python="/opt/venv/bin/python3",
+    )
+    unit = unit_text(plan).splitlines()
+    assert plan.argv() == ["/opt/venv/bin/python3", "-m", "jcstate.agent", *plan.options()]
+    assert "ExecStart=" + " ".join(plan.argv()) in unit
+    assert (
+        "ExecStart=/opt/venv/bin/python3 -m jcstate.agent --server https://jcstate.example:8443"
+        " --connect-key jck_abc --state-dir /var/lib/jcstate --log-file /var/log/jcstate.log"
+        " --install-dir /opt/jcstate --ca-file /etc/jcstate/ca.pem"
+    ) in unit
+    assert plan.environment() == {"PYTHONPATH": "/opt/jcstate/current"}
+    assert "Environment=PYTHONPATH=/opt/jcstate/current" in unit
+    assert sum(line.startswith(("ExecStart=", "Environment=")) for line in unit) == 2

@@ -154,6 +154,8 @@ def test_cli_agent_once_uses_version_txt_and_logs(sqlite_server, tmp_path):
     assert "enrolled as device" in logged
     assert "jcstate.agent: converged " in logged  # the worker logs to the agent's file
     assert server.ctx.store.list_devices()[0]["agent_version"] == "9.9.9"
+    # `jcstate agent` also shows its log on stderr (the jcstate command's logging.basicConfig)
+    assert "INFO jcstate.agent: enrolled as device " in out.stderr
 
 
 def test_enrolling_against_an_unreachable_server_reads_facts_once(tmp_path):

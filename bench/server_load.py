@@ -7,8 +7,9 @@ Starts ``jcstate server`` (SQLite in a temporary data directory, or a throwaway 
 database that is dropped afterwards), enrolls N simulated agents over HTTP (each with its own
 Ed25519 key, signing every request like the real agent), lets them all hold a long poll, then
 pushes new policy revisions and records, per agent, the time from the push (before the admin's
-request is sent) to having the new document. Each simulated agent then waits a simulated apply
-time (``--apply-seconds``, jittered) and posts a report, as the real one does.
+request is sent) to having the new document: the kernel's receive time of its last byte (see
+``Conn``), and beside it the time this simulator read it. Each simulated agent then waits a
+simulated apply time (``--apply-seconds``, jittered) and posts a report, as the real one does.
 
 The simulator is a minimal asyncio HTTP/1.1 client (one keep-alive connection per agent), so
 10,000 agents fit in one process. Client and server share this machine's cores: the figures

@@ -121,6 +121,11 @@ def test_tls_server_with_a_made_certificate(tmp_path, capsys):
 
                     time.sleep(0.1)
             assert answer["hostname"] == "tls1"
+            # the work answer is written whole into the TLS transport (longpoll.direct_writer)
+            client.identity.save_device(answer["id"], url)
+            work = client.work("", 0)
+            assert work["document"] is None and work["error"] is None and work["commands"] == []
+            assert client.work(work["etag"], 0)["etag"] == work["etag"]  # same connection
         finally:
             client.close()
         untrusted = Client(url, Identity(str(tmp_path / "state2")))

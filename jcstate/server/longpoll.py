@@ -48,7 +48,9 @@ __all__ = ["WORK_PATH", "LongPoll", "answer_work", "direct_writer", "work_params
 WORK_PATH = "/api/v1/device/work"
 _JSON = (b"content-type", b"application/json")
 
-Writer = Callable[[bytes], bool]
+# write(body, later=None): answer 200 with body; with a list ``later``, the bookkeeping after
+# the write is appended to it as a callable instead of run (see Waiters)
+Writer = Callable[..., bool]
 
 
 def work_params(query: dict[str, str]) -> tuple[str, float, int | None]:
@@ -112,7 +114,9 @@ async def answer_work(
             check_queue = commands is not None and reload
 
 
-def _deliver(ctx: Any, device: dict[str, Any], etag: str, write: Writer) -> bool:
+def _deliver(
+    ctx: Any, device: dict[str, Any], etag: str, write: Writer, later: list[Any] | None = None
+) -> bool:
     """Answer a held request from the wake of a push, when that needs nothing but caches:
     the commonest case, a new revision whose rendering this device shares with others."""
     generation = ctx.cached_generation()
@@ -121,7 +125,7 @@ def _deliver(ctx: Any, device: dict[str, Any], etag: str, write: Writer) -> bool
     rendered = ctx.renderer.cached(device, generation)
     if rendered is None or rendered.etag == etag:
         return False
-    return write(rendered.answer)
+    return write(rendered.answer, later)
 
 
 def direct_writer(send: Any) -> Writer | None:
@@ -142,11 +146,22 @@ def direct_writer(send: Any) -> Writer | None:
     return functools.partial(_write_whole, cycle)
 
 
-def _write_whole(cycle: Any, body: bytes) -> bool:
+def _write_whole(cycle: Any, body: bytes, later: list[Any] | None = None) -> bool:
     if cycle.response_started or cycle.disconnected or cycle.flow.write_paused:
         return False
     cycle.response_started = True
     cycle.waiting_for_100_continue = False
+    cycle.transport.write(_ok_response(body, cycle.keep_alive))
+    cycle.response_complete = True
+    if later is None:
+        _complete(cycle)
+    else:  # a wake: the next answer's bytes first; nothing runs in between either way
+        later.append(functools.partial(_complete, cycle))
+    return True
+
+
+def _complete(cycle: Any) -> None:
+    """What uvicorn's ``send`` does once a response's last byte is written."""
     if cycle.access_log:  # the line uvicorn's send logs (`jcstate server --access-log`)
         scope = cycle.scope
         cycle.access_logger.info(
@@ -157,13 +172,10 @@ def _write_whole(cycle: Any, body: bytes) -> bool:
             scope["http_version"],
             200,
         )
-    cycle.transport.write(_ok_response(body, cycle.keep_alive))
-    cycle.response_complete = True
     cycle.message_event.set()
     if not cycle.keep_alive:
         cycle.transport.close()
     cycle.on_response()
-    return True
 
 
 _date: list[Any] = [0, b""]  # (second, "date" header value), as uvicorn refreshes it

@@ -153,10 +153,11 @@ def parse_run(words: list[str]) -> Any:
         if option not in options:
             return None
         kind = options[option][2]
+        dest = option[2:].replace("-", "_")
         if kind is bool:
             if eq:
                 return None
-            values[option[2:].replace("-", "_")] = True
+            values[dest] = True
             i += 1
             continue
         if not eq:
@@ -168,11 +169,11 @@ def parse_run(words: list[str]) -> Any:
             return None
         if kind is float:
             try:
-                values[option[2:].replace("-", "_")] = float(value)
+                values[dest] = float(value)
             except ValueError:
                 return None
         else:
-            values[option[2:].replace("-", "_")] = value
+            values[dest] = value
     return SimpleNamespace(
         verbose=0,
         command="agent",

@@ -16,8 +16,9 @@ short:
   path is switched off (``Settings.raw_longpoll``).
 - Under uvicorn's httptools protocol a 200 answer is written whole, status line, headers and
   body in one ``transport.write`` (:func:`direct_writer`), and the wake of a push writes each
-  held request's answer itself, synchronously, one after the other: about 10 µs per answer
-  instead of two ASGI ``send`` calls, two system calls and a task switch.
+  held request's answer itself, synchronously, one after the other: 14–20 µs per answer on
+  the bench machine (docs/server.md, "Capacity") instead of two ASGI ``send`` calls, two system
+  calls and a task switch.
 """
 
 from __future__ import annotations
@@ -114,9 +115,7 @@ async def answer_work(
             check_queue = commands is not None and reload
 
 
-def _deliver(
-    ctx: Any, device: dict[str, Any], etag: str, write: Writer, later: list[Any] | None = None
-) -> bool:
+def _deliver(ctx: Any, device: dict[str, Any], etag: str, write: Writer, later: list[Any]) -> bool:
     """Answer a held request from the wake of a push, when that needs nothing but caches:
     the commonest case, a new revision whose rendering this device shares with others."""
     generation = ctx.cached_generation()
@@ -178,6 +177,9 @@ def _complete(cycle: Any) -> None:
     cycle.on_response()
 
 
+_OK_HEAD = (
+    b"HTTP/1.1 200 OK\r\ndate: %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+)
 _date: list[Any] = [0, b""]  # (second, "date" header value), as uvicorn refreshes it
 _last_ok: list[Any] = [None, b"", b""]  # (body, date, response): a wake sends one body N times
 
@@ -189,13 +191,7 @@ def _ok_response(body: bytes, keep_alive: bool) -> bytes:
     date = _date[1]
     if keep_alive and _last_ok[0] is body and _last_ok[1] is date:
         return _last_ok[2]
-    head = (
-        b"HTTP/1.1 200 OK\r\ndate: %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-        % (
-            date,
-            len(body),
-        )
-    )
+    head = _OK_HEAD % (date, len(body))
     if not keep_alive:
         return head + b"connection: close\r\n\r\n" + body
     response = head + b"\r\n" + body

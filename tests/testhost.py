@@ -496,6 +496,30 @@ class TestHost:
             self._bound.append(src)
         return list(self._bound)
 
+    def processes(self) -> dict[int, str]:
+        """Every process inside the host but its init: outside pid → command line.
+
+        Orphans inside a pid namespace are adopted by its init, so a process that outlives
+        its parent (a converge worker after its agent was killed, a ``useradd`` it started)
+        is still found here until it ends.
+        """
+        if self.pid is None:
+            raise TestHostError("the test host is not running")
+        namespace = os.readlink(f"/proc/{self.pid}/ns/pid")
+        found: dict[int, str] = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) == self.pid:
+                continue
+            try:
+                if os.readlink(f"/proc/{entry}/ns/pid") != namespace:
+                    continue
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    cmdline = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+            except (FileNotFoundError, ProcessLookupError, PermissionError):
+                continue  # gone meanwhile
+            found[int(entry)] = cmdline
+        return found
+
     def jcstate(
         self, *args: str, input: str | None = None, check: bool = False
     ) -> subprocess.CompletedProcess[str]:

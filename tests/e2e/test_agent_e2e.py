@@ -147,6 +147,9 @@ def test_agent_in_a_test_host_converges_and_survives_kills(
         admin.call("POST", "/api/v1/revisions", {"files": policy(["alice", "bob", "carol", *many])})
         wait_for(lambda: "u00" in passwd_users(testhost), 10, step=0.005)
         agent.kill9()
+        # The converge worker stops when it sees its agent gone, but a `useradd` it already
+        # started still finishes: read the host once nothing of the old agent runs there.
+        wait_for(lambda: not testhost.processes(), 10)
         before = passwd_users(testhost)
         assert not set(many) <= before, "the apply finished before the kill; test is void"
 

@@ -50,6 +50,24 @@ def test_host_has_its_own_hostname_pid_namespace_and_mounts(testhost: th.TestHos
     assert th.mounts_under(testhost.root) == ([str(testhost.root)] if testhost.overlay else [])
 
 
+def test_processes_lists_what_runs_inside_and_outlives_its_parent(testhost: th.TestHost) -> None:
+    import os
+    import signal
+    import time
+
+    assert testhost.processes() == {}  # only the init runs
+    # A child that outlives its parent: adopted by the host's init, still listed.
+    testhost.run(["sh", "-c", "sleep 30 >/dev/null 2>&1 &"])
+    found = testhost.processes()
+    assert list(found.values()) == ["sleep 30"]
+    (pid,) = found
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while testhost.processes() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert testhost.processes() == {}
+
+
 def test_chroot_url_form() -> None:
     """Documents why testinfra_host does not use get_host("chroot://" + root)."""
     from testinfra.backend import parse_hostspec

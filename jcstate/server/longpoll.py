@@ -16,7 +16,7 @@ short:
   path is switched off (``Settings.raw_longpoll``).
 - Under uvicorn's httptools protocol a 200 answer is written whole, status line, headers and
   body in one ``transport.write`` (:func:`direct_writer`), and the wake of a push writes each
-  held request's answer itself, synchronously, one after the other: 14–20 µs per answer on
+  held request's answer itself, synchronously, one after the other: 14–22 µs per answer on
   the bench machine (docs/server.md, "Capacity") instead of two ASGI ``send`` calls, two system
   calls and a task switch.
 """

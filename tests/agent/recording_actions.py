@@ -39,8 +39,12 @@ def prepare_root(root: str, boot_time: int = 1_700_000_000) -> str:
 
 
 def set_boot_time(root: str, btime: int) -> None:
-    with open(os.path.join(root, "proc/stat"), "w") as f:
+    """Replace the file whole: a SIGKILL mid-write must not leave a machine without a boot
+    time (a truncated ``/proc/stat`` is not something a real reboot can produce)."""
+    path = os.path.join(root, "proc/stat")
+    with open(path + ".new", "w") as f:
         f.write(f"cpu  1 2 3 4\nbtime {btime}\n")
+    os.replace(path + ".new", path)
 
 
 def boot_time_of(root: str) -> int:

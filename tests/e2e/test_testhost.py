@@ -61,6 +61,8 @@ def test_processes_lists_what_runs_inside_and_outlives_its_parent(testhost: th.T
     found = testhost.processes()
     assert list(found.values()) == ["sleep 30"]
     (pid,) = found
+    with open(f"/proc/{pid}/stat") as f:
+        assert int(f.read().rsplit(")", 1)[1].split()[1]) == testhost.pid  # its parent: the init
     os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 5
     while testhost.processes() and time.monotonic() < deadline:

@@ -32,12 +32,7 @@ import threading
 import time
 from typing import Any
 
-SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; not exported by Python
-
-
-def _percentile(values: list[float], p: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+from server_load import SO_TIMESTAMPNS, _pct  # the same timestamps and percentiles
 
 
 # -- the receiver: N idle connections, each stamping the arrival of every message ----------------
@@ -170,8 +165,8 @@ def main() -> None:
                 "arrived": len(arrived),
                 "write_all_ms": round(writes[r], 1),
                 "per_send_us": round(writes[r] * 1000 / args.connections, 2),
-                "p50_ms": round(_percentile(arrived, 50), 1),
-                "p99_ms": round(_percentile(arrived, 99), 1),
+                "p50_ms": round(_pct(arrived, 50), 1),
+                "p99_ms": round(_pct(arrived, 99), 1),
             }
         )
     result = {

@@ -41,6 +41,20 @@ _std: Any = None  # the logging module, once it has taken over
 _loggers: dict[str, Log] = {}
 
 
+def _identity(fd: int) -> tuple[int, int]:
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino
+
+
+def _moved(path: str, identity: tuple[int, int]) -> bool:
+    """Whether ``path`` no longer names the file with ``identity`` (logrotate moved it)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return True
+    return (st.st_dev, st.st_ino) != identity
+
+
 class _ReopeningFile:
     """An append-only text file, reopened when the path names another file (logrotate)."""
 
@@ -50,16 +64,10 @@ class _ReopeningFile:
 
     def _open(self) -> None:
         self.stream = open(self.path, "a", encoding="utf-8")  # kept open, as FileHandler does
-        st = os.fstat(self.stream.fileno())
-        self._identity = st.st_dev, st.st_ino
+        self._identity = _identity(self.stream.fileno())
 
     def write(self, line: str) -> None:
-        try:
-            st = os.stat(self.path)
-            moved = (st.st_dev, st.st_ino) != self._identity
-        except FileNotFoundError:
-            moved = True
-        if moved:
+        if _moved(self.path, self._identity):
             self.close()
             self._open()
         self.stream.write(line + "\n")
@@ -204,23 +212,14 @@ def _reopening_handler(logging: Any, path: str) -> Any:
     class ReopeningFileHandler(logging.FileHandler):  # type: ignore[name-defined,misc]
         def __init__(self, filename: str):
             super().__init__(filename, encoding="utf-8")
-            self._identity = self._opened()
-
-        def _opened(self) -> tuple[int, int]:
-            st = os.fstat(self.stream.fileno())
-            return st.st_dev, st.st_ino
+            self._identity = _identity(self.stream.fileno())
 
         def emit(self, record: Any) -> None:
-            try:
-                st = os.stat(self.baseFilename)
-                moved = (st.st_dev, st.st_ino) != self._identity
-            except FileNotFoundError:
-                moved = True
-            if moved and self.stream is not None:
+            if self.stream is not None and _moved(self.baseFilename, self._identity):
                 self.stream.flush()
                 self.stream.close()
                 self.stream = self._open()
-                self._identity = self._opened()
+                self._identity = _identity(self.stream.fileno())
             super().emit(record)
 
     return ReopeningFileHandler(path)

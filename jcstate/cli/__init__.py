@@ -26,8 +26,16 @@ COMMAND_MODULES = [
     "validate",  # validate
     "local",  # plan, apply
     "verify",  # verify
-    "totp",  # totp new / totp enroll
-    "server",  # server, push, devices, device, command, token, connect-key, audit
+    "totp",  # totp new
+    "server",  # server, server make-cert
+    "policies",  # push
+    "devices",  # devices, device show|approve|revoke|labels|recovery-key
+    "commands",  # command lock|restart|shutdown|erase|run|update|show|list|cancel
+    "tokens",  # token, connect-key
+    "audit",  # audit
+    "enroll",  # totp enroll (beside totp new)
+    "passwords",  # password set
+    "releases",  # release push|list|delete|deploy
     "agent",  # agent, agent install
 ]
 

@@ -5,7 +5,7 @@ It is stored in the secrets file that ``jcstate apply --secrets FILE`` reads (cr
 written atomically; an existing file readable by group or others is refused) and shown once as
 an ``otpauth://`` URI and a QR code for the user's app (and as a PNG with ``--png``).
 
-The server's ``jcstate totp enroll USER`` (jcstate/cli/server.py) adds itself beside ``new``
+The server's ``jcstate totp enroll USER`` (jcstate/cli/enroll.py) adds itself beside ``new``
 under the same ``totp`` command, and may reuse :func:`otpauth_uri` and :func:`print_qr`.
 """
 

@@ -1,0 +1,120 @@
+"""``jcstate devices`` and ``jcstate device show|approve|revoke|labels|recovery-key REF``."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from jcstate.cli.commands import COMMAND_COLUMNS, last_line
+from jcstate.cli.remote import admin_parser, client, pair, show, when
+
+__all__ = ["DEVICE_COLUMNS", "register"]
+
+DEVICE_COLUMNS = [
+    ("ID", "id"),
+    ("HOSTNAME", "hostname"),
+    ("OS", "os"),
+    ("AGENT", "agentVersion"),
+    ("STATUS", "status"),
+    ("ACTIVITY", "activity"),
+    ("ONLINE", "online"),
+    ("LAST SEEN", "lastSeen"),
+    ("LAST REPORT", "lastReportAt"),
+    ("OK", "lastReportOk"),
+    ("DRIFT", "drift"),
+]
+
+
+def devices(args: argparse.Namespace) -> int:
+    show(args, client(args).call("GET", "/api/v1/devices"), DEVICE_COLUMNS)
+    return 0
+
+
+def device_show(args: argparse.Namespace) -> int:
+    data = client(args).call("GET", f"/api/v1/devices/{args.ref}")
+    if args.output == "json":
+        show(args, data)
+        return 0
+    for key in (
+        "id",
+        "hostname",
+        "os",
+        "osVersion",
+        "arch",
+        "agentVersion",
+        "status",
+        "activity",
+        "online",
+        "labels",
+        "drift",
+    ):
+        print(f"{key + ':':14}{data.get(key)}")
+    for key in ("enrolledAt", "lastSeen", "lastReportAt"):
+        print(f"{key + ':':14}{when(data.get(key))}")
+    last = data.get("lastReport") or {}
+    if last:
+        counts = (last.get("report") or {}).get("counts")
+        print(
+            f"{'last report:':14}ok={last.get('ok')} changed={last.get('changed')} {counts or ''}"
+        )
+        if last.get("error"):
+            print(f"{'':14}error: {last['error']}")
+    if data.get("commands"):
+        print("commands (newest first):")
+        columns = [c for c in COMMAND_COLUMNS if c[1] != "hostname"] + [("OUTPUT", "tail")]
+        rows = [{**c, "tail": last_line(c)} for c in data["commands"]]
+        show(args, rows, columns, indent="  ")
+    return 0
+
+
+def device_recovery_key(args: argparse.Namespace) -> int:
+    """Print a device's escrowed FileVault recovery key (administrators; every read is audited)."""
+    query = {k: v for k, v in (("volume", args.volume), ("all", args.all and "true")) if v}
+    data = client(args).call("GET", f"/api/v1/devices/{args.ref}/recovery-key", **query)
+    columns = [("DEVICE", "device"), ("VOLUME", "volume"), ("ESCROWED", "escrowedAt")]
+    show(args, data, [*columns, ("RECOVERY KEY", "key")])
+    return 0
+
+
+def device_action(args: argparse.Namespace) -> int:
+    data = client(args).call("POST", f"/api/v1/devices/{args.ref}/{args.action}")
+    show(args, data, DEVICE_COLUMNS)
+    return 0
+
+
+def device_labels(args: argparse.Namespace) -> int:
+    labels = dict(pair(p) for p in args.labels)
+    show(
+        args,
+        client(args).call("PUT", f"/api/v1/devices/{args.ref}/labels", {"labels": labels}),
+        DEVICE_COLUMNS,
+    )
+    return 0
+
+
+def register(sub: Any) -> None:
+    p = admin_parser(sub, "devices", "list devices")
+    p.set_defaults(handler=devices)
+
+    p = sub.add_parser("device", help="show or manage one device")
+    ds = p.add_subparsers(dest="device_command", metavar="ACTION")
+    ds.required = True
+    q = admin_parser(ds, "show", "show a device by id or hostname")
+    q.add_argument("ref")
+    q.set_defaults(handler=device_show)
+    for action, text in (
+        ("approve", "let a pending device receive work"),
+        ("revoke", "refuse a device's credential from now on"),
+    ):
+        q = admin_parser(ds, action, text)
+        q.add_argument("ref")
+        q.set_defaults(handler=device_action, action=action)
+    q = admin_parser(ds, "recovery-key", "show a device's escrowed FileVault recovery key")
+    q.add_argument("ref")
+    q.add_argument("--volume", help="the volume (LVGUUID) whose key to show")
+    q.add_argument("--all", action="store_true", help="the key of every volume")
+    q.set_defaults(handler=device_recovery_key)
+    q = admin_parser(ds, "labels", "replace a device's labels")
+    q.add_argument("ref")
+    q.add_argument("labels", nargs="*", metavar="KEY=VALUE")
+    q.set_defaults(handler=device_labels)

@@ -1,0 +1,62 @@
+"""``jcstate push REPO``: upload a policy repo as a new revision (or show its blast radius)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from jcstate.cli.remote import admin_parser, client, show
+from jcstate.errors import JcstateError
+
+__all__ = ["register"]
+
+
+def _repo_files(paths: list[str]) -> dict[str, str]:
+    """The repo's policy files as relative path → text (what the server parses)."""
+    files: dict[str, str] = {}
+    for path in paths:
+        if os.path.isdir(path):
+            for dirpath, dirnames, names in os.walk(path):
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                for name in sorted(names):
+                    if name.endswith((".yaml", ".yml")):
+                        full = os.path.join(dirpath, name)
+                        with open(full, encoding="utf-8") as f:
+                            files[os.path.relpath(full, path)] = f.read()
+        else:
+            with open(path, encoding="utf-8") as f:
+                files[os.path.basename(path)] = f.read()
+    if not files:
+        raise JcstateError(f"no .yaml files in {', '.join(paths)}")
+    return files
+
+
+def push(args: argparse.Namespace) -> int:
+    answer = client(args).call(
+        "POST",
+        "/api/v1/revisions",
+        {"files": _repo_files(args.repo), "message": args.message or "", "dryRun": args.dry_run},
+    )
+    if args.output == "json":
+        show(args, answer)
+        return 0
+    if not args.dry_run:
+        print(f"stored revision {answer['revision']}")
+        return 0
+    print("dry run: nothing stored. Per device, from its last reported facts:")
+    for dev in answer["devices"]:
+        print(f"{dev['hostname']} ({dev['id']})")
+        if dev.get("error"):
+            print(f"  ! {dev['error']}")
+        for line in dev.get("changes") or ["  (no change)"]:
+            print(f"  {line.strip()}" if line.strip() != "(no change)" else "  (no change)")
+    return 0
+
+
+def register(sub: Any) -> None:
+    p = admin_parser(sub, "push", "upload a policy repo as a new revision")
+    p.add_argument("repo", nargs="+", help="repo directory or files")
+    p.add_argument("--dry-run", action="store_true", help="show per-device changes, store nothing")
+    p.add_argument("-m", "--message", help="revision message")
+    p.set_defaults(handler=push)

@@ -1,0 +1,112 @@
+"""``jcstate token create|list|revoke`` and ``jcstate connect-key create|list|revoke``."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from jcstate.cli.remote import admin_parser, client, pair, show
+
+__all__ = ["register"]
+
+TOKEN_COLUMNS = [
+    ("ID", "id"),
+    ("NAME", "name"),
+    ("ROLE", "role"),
+    ("CREATED", "created_at"),
+    ("REVOKED", "revoked_at"),
+]
+
+
+def token_create(args: argparse.Namespace) -> int:
+    data = client(args).call("POST", "/api/v1/tokens", {"role": args.role, "name": args.name or ""})
+    if args.output == "json":
+        show(args, data)
+    else:
+        print(f"token {data['id']} ({data['role']}); shown only once:\n{data['token']}")
+    return 0
+
+
+def token_list(args: argparse.Namespace) -> int:
+    show(args, client(args).call("GET", "/api/v1/tokens"), TOKEN_COLUMNS)
+    return 0
+
+
+def token_revoke(args: argparse.Namespace) -> int:
+    show(
+        args,
+        client(args).call("DELETE", f"/api/v1/tokens/{args.id}"),
+        [("ID", "id"), ("REVOKED", "revoked")],
+    )
+    return 0
+
+
+KEY_COLUMNS = [
+    ("ID", "id"),
+    ("KEY", "key"),
+    ("NAME", "name"),
+    ("AUTO-APPROVE", "auto_approve"),
+    ("LABELS", "labels"),
+    ("REVOKED", "revoked_at"),
+]
+
+
+def key_create(args: argparse.Namespace) -> int:
+    body = {
+        "name": args.name or "",
+        "autoApprove": not args.require_approval,
+        "labels": dict(pair(p) for p in args.label),
+    }
+    show(args, client(args).call("POST", "/api/v1/connect-keys", body), KEY_COLUMNS)
+    return 0
+
+
+def key_list(args: argparse.Namespace) -> int:
+    show(args, client(args).call("GET", "/api/v1/connect-keys"), KEY_COLUMNS)
+    return 0
+
+
+def key_revoke(args: argparse.Namespace) -> int:
+    show(
+        args,
+        client(args).call("DELETE", f"/api/v1/connect-keys/{args.id}"),
+        [("ID", "id"), ("REVOKED", "revoked")],
+    )
+    return 0
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("token", help="admin API tokens")
+    ts = p.add_subparsers(dest="token_command", metavar="ACTION")
+    ts.required = True
+    q = admin_parser(ts, "create", "create a token (printed once)")
+    q.add_argument("--role", required=True, choices=["read-only", "manager", "administrator"])
+    q.add_argument("--name")
+    q.set_defaults(handler=token_create)
+    admin_parser(ts, "list", "list tokens").set_defaults(handler=token_list)
+    q = admin_parser(ts, "revoke", "revoke a token")
+    q.add_argument("id")
+    q.set_defaults(handler=token_revoke)
+
+    p = sub.add_parser("connect-key", help="enrollment connect keys")
+    ks = p.add_subparsers(dest="key_command", metavar="ACTION")
+    ks.required = True
+    q = admin_parser(ks, "create", "create a connect key")
+    q.add_argument("--name")
+    q.add_argument(
+        "--require-approval",
+        action="store_true",
+        help="devices enrolled with it wait for `jcstate device approve`",
+    )
+    q.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="label given to devices enrolled with this key",
+    )
+    q.set_defaults(handler=key_create)
+    admin_parser(ks, "list", "list connect keys").set_defaults(handler=key_list)
+    q = admin_parser(ks, "revoke", "revoke a connect key (stops new enrollments)")
+    q.add_argument("id")
+    q.set_defaults(handler=key_revoke)

@@ -6,6 +6,7 @@ system image (``systemctl --root`` then enables the unit there without a running
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from collections.abc import Sequence
@@ -28,6 +29,7 @@ class InstallPlan:
     log_file: str = "/var/log/jcstate.log"
     install_dir: str = "/opt/jcstate"
     python: str = sys.executable
+    release_key: str | None = None  # pinned in state_dir at install (signed updates)
 
     def argv(self) -> list[str]:
         """The unit's ExecStart (bench/agent_rss.py measures exactly this process)."""
@@ -89,6 +91,12 @@ def install(plan: InstallPlan, host: Host, *, enable: bool = True) -> list[str]:
     done = []
     host.write_file(f"{plan.install_dir}/version.txt", __version__ + "\n", make_dirs=True)
     done.append(f"wrote {plan.install_dir}/version.txt ({__version__})")
+    if plan.release_key:
+        from jcstate.agent import release_key
+
+        state_dir = os.path.join(host.root, plan.state_dir.lstrip("/"))
+        release_key.pin(state_dir, plan.release_key)
+        done.append(f"pinned the release key in {plan.state_dir}/{release_key.PINNED_FILE}")
     unit_path = f"/etc/systemd/system/{UNIT_NAME}"
     host.write_file(unit_path, unit_text(plan), mode=0o644, make_dirs=True)
     done.append(f"wrote {unit_path}")

@@ -67,6 +67,7 @@ class AgentConfig:
         reconverge: float = 1800.0,
         once: bool = False,
         worker_timeout: float = 1800.0,
+        release_key: str | None = None,
     ):
         self.server = server
         self.connect_key = connect_key
@@ -80,6 +81,7 @@ class AgentConfig:
         self.reconverge = reconverge  # re-apply the last document this often, seconds
         self.once = once  # converge once and exit (tests, cron)
         self.worker_timeout = worker_timeout  # a converge worker running longer is killed
+        self.release_key = release_key  # pinned once in state_dir (jcstate.agent.release_key)
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
@@ -191,9 +193,19 @@ class Agent:
     def run(self) -> int:
         self.lock()
         try:
+            self.pin_release_key()
             return self._loop()
         finally:
             self.close()
+
+    def pin_release_key(self) -> None:
+        """Pin ``--release-key`` (once: a different key than the pinned one is refused)."""
+        if not self.config.release_key:
+            return
+        from jcstate.agent import release_key
+
+        if release_key.pin(self.config.state_dir, self.config.release_key):
+            log.info("pinned the release key: updates must be signed by it")
 
     def _loop(self) -> int:
         log.info("jcstate agent %s starting; server %s", self.version(), self.config.server)

@@ -1,17 +1,18 @@
-"""The three libsodium calls the agent makes, through PyNaCl's compiled binding.
+"""The four libsodium calls the agent makes, through PyNaCl's compiled binding.
 
 ``nacl.signing`` (with ``nacl.bindings``, every binding module of PyNaCl, and ``typing``) costs
 the resident agent about 1.6 MB; the compiled module underneath, ``nacl._sodium``, about
-0.6 MB. The agent needs three of its functions: an Ed25519 key pair from a seed, a signature,
-and SHA-256. They are called here exactly as ``nacl.bindings`` calls them (the same buffer
-sizes, asked of the library); ``tests/agent/test_agent_identity.py`` checks every result
-against ``nacl.signing`` and ``nacl.bindings``. ``nacl._sodium`` is PyNaCl's own module, not a
-public API: a PyNaCl that drops it fails those tests, and this module is the one place to adapt.
+0.6 MB. The agent needs four of its functions: an Ed25519 key pair from a seed, a signature,
+its check (signed releases), and SHA-256. They are called here exactly as ``nacl.bindings``
+calls them (the same buffer sizes, asked of the library); ``tests/agent/test_agent_identity.py``
+checks every result against ``nacl.signing`` and ``nacl.bindings``. ``nacl._sodium`` is
+PyNaCl's own module, not a public API: a PyNaCl that drops it fails those tests, and this
+module is the one place to adapt.
 """
 
 from __future__ import annotations
 
-__all__ = ["seed_keypair", "sha256", "sign"]
+__all__ = ["seed_keypair", "sha256", "sign", "verify"]
 
 _lib = None  # nacl._sodium's (ffi, lib), loaded and initialised on first use
 
@@ -50,6 +51,17 @@ def sign(message: bytes, secret: bytes) -> bytes:
     if lib.crypto_sign(signed, signed_len, message, len(message), secret) != 0:
         raise RuntimeError("libsodium could not sign")
     return ffi.buffer(signed, size)[:]  # crypto_sign writes the signature, then the message
+
+
+def verify(signature: bytes, message: bytes, public: bytes) -> bool:
+    """True when ``signature`` (64 bytes) is ``public``'s Ed25519 signature of ``message``."""
+    ffi, lib = _sodium()
+    if len(signature) != lib.crypto_sign_bytes() or len(public) != lib.crypto_sign_publickeybytes():
+        return False
+    signed = signature + message  # crypto_sign_open takes them joined, as crypto_sign writes
+    opened = ffi.new("unsigned char[]", len(signed))
+    opened_len = ffi.new("unsigned long long *")
+    return lib.crypto_sign_open(opened, opened_len, signed, len(signed), public) == 0
 
 
 def sha256(data: bytes) -> bytes:

@@ -151,6 +151,7 @@ class Updater:
         """``fetch(sha256) -> bytes`` downloads a wheel; ``restart`` replaces the process
         (default :func:`reexec`; tests give a recorder)."""
         self.install_dir = os.path.abspath(install_dir)
+        self.state_dir = state_dir
         self.state_path = os.path.join(state_dir, "update.json")
         self.fetch = fetch
         self.python = python
@@ -327,6 +328,10 @@ class Updater:
         if self._runs(spec.version):
             state["held"].pop(spec.version, None)
             return Outcome(True, f"already on jcstate {spec.version}: nothing to do")
+        refusal = self._trust(spec)
+        if refusal is not None:
+            log.error("update to %s refused: %s", spec.version, refusal)
+            return Outcome(False, f"refused: {refusal}")
         hold = state["held"].get(spec.version)
         if hold and not spec.retry:
             return Outcome(
@@ -338,6 +343,39 @@ class Updater:
         if hold:
             log.info("update to %s: hold cleared by a retry", spec.version)
             state["held"].pop(spec.version, None)
+        return None
+
+    def _trust(self, spec: UpdateSpec) -> str | None:
+        """Why this release must not be installed, or None: signed with the pinned release
+        key, and newer than what runs (docs/updates.md, "Signed releases")."""
+        from jcstate.agent import release_key
+
+        try:
+            key = release_key.pinned(self.state_dir)
+        except release_key.ReleaseKeyError as exc:
+            return str(exc)
+        if key is None:
+            return (
+                "no release key is pinned on this device, so no release can be trusted; "
+                "install the agent with --release-key (jcstate release keygen)"
+            )
+        if not spec.signature:
+            return (
+                f"jcstate {spec.version} is not signed (jcstate release sign WHEEL --key K, "
+                "then push it with its .sig)"
+            )
+        if not release_key.verify(key, spec.version, spec.sha256, spec.signature):
+            return (
+                f"the signature of jcstate {spec.version} does not verify with the release key "
+                "pinned on this device"
+            )
+        running = self.installed()
+        try:
+            newer = release_key.is_newer(spec.version, running)
+        except release_key.ReleaseKeyError as exc:
+            return str(exc)
+        if not newer:
+            return f"jcstate {spec.version} is not newer than the running {running}: no rollback"
         return None
 
     def _hold(

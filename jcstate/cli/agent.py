@@ -32,6 +32,7 @@ def run_agent(args: argparse.Namespace) -> int:
         reconverge=args.reconverge,
         once=args.once,
         worker_timeout=args.worker_timeout,
+        release_key=args.release_key,
     )
     return Agent(config).run()
 
@@ -49,6 +50,7 @@ def install_agent(args: argparse.Namespace) -> int:
         state_dir=args.state_dir,
         log_file=args.log_file,
         install_dir=args.install_dir,
+        release_key=args.release_key,
     )
     for line in install(plan, Host(root=args.root), enable=not args.no_enable):
         print(line)
@@ -84,6 +86,12 @@ COMMON_OPTIONS: tuple[tuple[str, Any, type, str | None], ...] = (
     ("--log-file", "/var/log/jcstate.log", str, "'' logs nowhere"),
     ("--install-dir", "/opt/jcstate", str, "holds version.txt"),
     ("--root", "/", str, "manage the system mounted here"),
+    (
+        "--release-key",
+        None,
+        str,
+        "pin this release public key (its file or its line); updates must be signed by it",
+    ),
 )
 RUN_OPTIONS: tuple[tuple[str, Any, type, str | None], ...] = (
     ("--wait", 55.0, float, "long-poll length, seconds"),

@@ -171,6 +171,8 @@ releases = sa.Table(
     sa.Column("data", sa.LargeBinary, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("created_by", sa.String(200), nullable=False),
+    # the offline release key's signature (jcstate.agent.release_key); devices verify it
+    sa.Column("signature", sa.String(128), nullable=True),
 )
 
 

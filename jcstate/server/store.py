@@ -431,10 +431,25 @@ class Store:
             return _rows(conn.execute(q))
 
     # -- agent releases (self-update) --------------------------------------------------------
-    _RELEASE_COLUMNS = ("version", "sha256", "size", "filename", "created_at", "created_by")
+    _RELEASE_COLUMNS = (
+        "version",
+        "sha256",
+        "size",
+        "filename",
+        "created_at",
+        "created_by",
+        "signature",
+    )
 
     def add_release(
-        self, *, version: str, sha256: str, filename: str, data: bytes, created_by: str
+        self,
+        *,
+        version: str,
+        sha256: str,
+        filename: str,
+        data: bytes,
+        created_by: str,
+        signature: str | None = None,
     ) -> Row | None:
         """Store a release; None when its version (or the same bytes) is already stored."""
         row = {
@@ -444,6 +459,7 @@ class Store:
             "filename": filename,
             "created_at": time.time(),
             "created_by": created_by,
+            "signature": signature,
         }
         try:
             with self._write() as conn:

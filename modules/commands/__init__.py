@@ -64,7 +64,7 @@ RELEASE_VERSION = re.compile(r"[0-9][0-9A-Za-z.+!_-]{0,63}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _FIELDS = {"id", "action", "run", "confirm", "notAfter", "delay", "message", "update"}
 _RUN_FIELDS = {"command", "argv", "shell", "user", "timeout"}
-_UPDATE_FIELDS = {"version", "sha256", "retry"}
+_UPDATE_FIELDS = {"version", "sha256", "retry", "signature"}
 
 
 @dataclass(frozen=True)
@@ -95,16 +95,21 @@ class UpdateSpec:
     """What action ``update`` installs: a release of the agent, by version and wheel digest.
 
     ``retry``: the admin asks again for a version the device holds after three failures.
+    ``signature``: the release key's signature of version and digest (jcstate.agent.release_key),
+    as uploaded with the release; the device checks it with the key it pinned.
     """
 
     version: str
     sha256: str
     retry: bool = False
+    signature: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"version": self.version, "sha256": self.sha256}
         if self.retry:
             out["retry"] = True
+        if self.signature is not None:
+            out["signature"] = self.signature
         return out
 
 
@@ -239,7 +244,10 @@ def _parse_update(update: Any, where: str) -> UpdateSpec:
     retry = update.get("retry", False)
     if not isinstance(retry, bool):
         raise PlanError(f"{where}: update.retry must be true or false")
-    return UpdateSpec(version=version, sha256=sha256, retry=retry)
+    signature = update.get("signature")
+    if signature is not None and (not isinstance(signature, str) or len(signature) > 200):
+        raise PlanError(f"{where}: update.signature must be a base64 signature")
+    return UpdateSpec(version=version, sha256=sha256, retry=retry, signature=signature)
 
 
 def _parse_run(run: Any, where: str) -> RunSpec:

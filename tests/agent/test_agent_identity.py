@@ -170,6 +170,13 @@ def test_libsodium_through_nacl_sodium_gives_what_nacl_signing_gives(seed):
     for message in (b"", b"jcstate-v1\nGET\n/x", os.urandom(5000)):
         assert key.sign(message) == reference.sign(message).signature
         assert sodium.sha256(message) == crypto_hash_sha256(message)
+        # the check of a signature (signed releases) agrees with nacl's verify key
+        signature = reference.sign(message).signature
+        assert sodium.verify(signature, message, bytes(reference.verify_key))
+        assert not sodium.verify(signature, message + b"x", bytes(reference.verify_key))
+        forged = bytes([signature[0] ^ 1]) + signature[1:]
+        assert not sodium.verify(forged, message, bytes(reference.verify_key))
+        assert not sodium.verify(signature[:-1], message, bytes(reference.verify_key))
     assert DeviceKey.from_pem(key.to_pem()).public_bytes() == key.public_bytes()
     with pytest.raises(ValueError):
         sodium.sign(b"x", seed)  # a seed is not a secret key: refused, never read past its end

@@ -23,6 +23,7 @@ from recording_actions import RecordingActions, prepare_root
 from wheels import build_wheel, minimal_files, source_files
 
 from jcstate import __version__
+from jcstate.agent import release_key
 from jcstate.agent.update import Updater
 from jcstate.errors import ServerError
 from jcstate.host import Host
@@ -32,6 +33,7 @@ from jcstate.modules.commands.journal import Journal
 NEW = __version__ + ".post1"  # the release built from this repository
 BROKEN = __version__ + ".post2"  # installs, but its agent cannot start
 TAMPERED = __version__ + ".post3"
+FORGED = __version__ + ".post4"
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +50,21 @@ def broken(tmp_path_factory: pytest.TempPathFactory) -> bytes:
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+class ReleaseKey:
+    """An offline release key pair, as ``jcstate release keygen`` makes one."""
+
+    def __init__(self) -> None:
+        self.private_text, self.public_text = release_key.keygen()
+        self.secret = release_key.load_private(self.private_text)
+
+    def sign(self, version: str, data_or_digest: bytes | str) -> str:
+        digest = data_or_digest if isinstance(data_or_digest, str) else sha(data_or_digest)
+        return release_key.sign(self.secret, version, digest)
+
+
+KEY = ReleaseKey()  # the key the devices of these tests pin
 
 
 class Clock:
@@ -69,6 +86,7 @@ class Rig:
         self.clock = Clock()
         self.root = prepare_root(str(tmp_path / "root"))
         self.state = str(tmp_path / "state")
+        release_key.pin(self.state, KEY.public_text)
         self.runner = self.new_runner()
 
     def fetch(self, digest: str) -> bytes:
@@ -93,10 +111,22 @@ class Rig:
         host = Host(root=self.root)
         return CommandRunner(host, Journal(host), actions=RecordingActions(), updater=self.updater)
 
-    def update(self, cid: str, version: str, digest: str, retry: bool = False) -> Any:
+    def update(
+        self,
+        cid: str,
+        version: str,
+        digest: str,
+        retry: bool = False,
+        signature: str | None = "sign",
+    ) -> Any:
+        """Deliver an update command; signed with KEY unless ``signature`` says otherwise."""
         spec: dict[str, Any] = {"version": version, "sha256": digest}
         if retry:
             spec["retry"] = True
+        if signature == "sign":
+            signature = KEY.sign(version, digest)
+        if signature is not None:
+            spec["signature"] = signature
         return self.runner.run({"id": cid, "action": "update", "update": spec})
 
     def journal(self, cid: str) -> Any:
@@ -229,6 +259,50 @@ def test_an_attempt_the_agent_died_in_counts_and_resumes_after_restart(tmp_path,
     assert rig.current() == f"releases/{NEW}"
 
 
+def test_only_a_release_signed_with_the_pinned_key_and_newer_is_installed(tmp_path, release):
+    """Whoever controls the server must not control the devices: unsigned, forged, moved or
+    older releases are refused at once, before any download, and nothing is held."""
+    rig = Rig(tmp_path, {sha(release): release})
+    digest = sha(release)
+    forger = ReleaseKey()
+    cases = {
+        "unsigned": (NEW, digest, None, "is not signed"),
+        "forged": (NEW, digest, forger.sign(NEW, digest), "does not verify"),
+        "moved": (NEW, digest, KEY.sign(BROKEN, digest), "does not verify"),  # another version
+        "garbage": (NEW, digest, "!!", "does not verify"),
+        "rollback": ("0.0.1", "1" * 64, KEY.sign("0.0.1", "1" * 64), "no rollback"),
+    }
+    for cid, (version, dgst, signature, reason) in cases.items():
+        result = rig.update(cid, version, dgst, signature=signature)
+        assert result.status == "failed" and result.message.startswith("refused: "), cid
+        assert reason in result.message, (cid, result.message)
+    assert rig.fetched == [] and rig.current() is None and rig.updater.held() == {}
+    assert rig.update("good", NEW, digest).status == "succeeded"
+
+    # a device with no pinned key trusts no release at all
+    bare = Rig(tmp_path / "bare", {digest: release})
+    os.remove(os.path.join(bare.state, release_key.PINNED_FILE))
+    result = bare.update("b1", NEW, digest)
+    assert result.status == "failed" and "no release key is pinned" in result.message
+    assert bare.fetched == []
+
+
+def test_the_release_key_is_pinned_once(tmp_path):
+    state = str(tmp_path / "state")
+    key_file = tmp_path / "release-key.pub"
+    key_file.write_text(KEY.public_text)
+    assert release_key.pin(state, str(key_file)) is True  # from a file
+    assert release_key.pin(state, KEY.public_text) is False  # the same key: nothing to do
+    with pytest.raises(release_key.ReleaseKeyError, match="a different release key is pinned"):
+        release_key.pin(state, ReleaseKey().public_text)
+    with pytest.raises(release_key.ReleaseKeyError, match="reads 'jcstate-release-ed25519"):
+        release_key.pin(str(tmp_path / "other"), "ssh-ed25519 AAAA")
+    assert release_key.pinned(state) == release_key.parse_public(KEY.public_text)
+    (tmp_path / "state" / release_key.PINNED_FILE).write_text("garbage")
+    with pytest.raises(release_key.ReleaseKeyError, match="cannot read the pinned release key"):
+        release_key.pinned(state)
+
+
 def test_without_pip_the_wheel_is_unpacked(tmp_path, release):
     wheel = tmp_path / "jcstate.whl"
     wheel.write_bytes(release)
@@ -250,8 +324,10 @@ def test_agent_updates_itself_restarts_into_the_release_and_holds_bad_ones(
 ):
     server = sqlite_server
     admin = server.admin("administrator")
-    for data in (release, broken):
-        admin.call("POST", "/api/v1/releases", data=data)
+    for version, data in ((NEW, release), (BROKEN, broken)):
+        admin.call("POST", "/api/v1/releases", data=data, signature=KEY.sign(version, data))
+    key_file = tmp_path / "release-key.pub"
+    key_file.write_text(KEY.public_text)
     opt, state, log = tmp_path / "opt", tmp_path / "state", tmp_path / "agent.log"
     argv = [
         sys.executable,
@@ -273,6 +349,8 @@ def test_agent_updates_itself_restarts_into_the_release_and_holds_bad_ones(
         "1",
         "--max-backoff",
         "1",
+        "--release-key",
+        str(key_file),
     ]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["JCSTATE_UPDATE_RETRY_DELAYS"] = "0.3,0.3"
@@ -310,7 +388,9 @@ def test_agent_updates_itself_restarts_into_the_release_and_holds_bad_ones(
 
         # bytes that do not match their digest (corrupted in storage): held as well
         tampered = build_wheel(tmp_path / "t", TAMPERED, source_files(TAMPERED)).read_bytes()
-        admin.call("POST", "/api/v1/releases", data=tampered)
+        admin.call(
+            "POST", "/api/v1/releases", data=tampered, signature=KEY.sign(TAMPERED, tampered)
+        )
         with server.ctx.store.engine.begin() as conn:
             from jcstate.server import db
 
@@ -330,6 +410,18 @@ def test_agent_updates_itself_restarts_into_the_release_and_holds_bad_ones(
         message = reader.call("GET", f"/api/v1/commands/{again['id']}")["message"]
         assert message.startswith("not tried:") and "--retry" in message
         assert log.read_text().count(f"installing jcstate {BROKEN}") == 3
+
+        # an administrator token uploads a release signed with another key (the server
+        # cannot tell): the device refuses it before downloading, and the server shows why
+        forged = build_wheel(tmp_path / "f", FORGED, minimal_files(FORGED)).read_bytes()
+        admin.call(
+            "POST", "/api/v1/releases", data=forged, signature=ReleaseKey().sign(FORGED, forged)
+        )
+        attempt = admin.call("POST", route, {"version": FORGED})
+        wait_for(lambda: state_of(attempt["id"]) == "failed", 60, "the forged update failed")
+        message = reader.call("GET", f"/api/v1/commands/{attempt['id']}")["message"]
+        assert "does not verify with the release key pinned" in message, message
+        assert f"installing jcstate {FORGED}" not in log.read_text()
 
         assert proc.poll() is None and os.readlink(opt / "current") == f"releases/{NEW}"
         assert sorted(os.listdir(opt / "releases")) == [NEW]

@@ -188,3 +188,64 @@ def test_release_is_shared_through_the_database(server, tmp_path: Path):
         assert other.release("5.0")["sha256"] == digest
     finally:
         engine.dispose()
+
+
+def test_signature_is_stored_and_forwarded_to_the_device(server, tmp_path):
+    """The server keeps the release key's signature and puts it in update commands; it cannot
+    check it (it never holds the key), so a malformed one is all it refuses."""
+    from jcstate.agent import release_key
+
+    private, public = release_key.keygen()
+    admin = server.admin("administrator")
+    data = minimal_wheel(tmp_path, "0.5.0")
+    sha = hashlib.sha256(data).hexdigest()
+    with pytest.raises(ServerError, match="HTTP 422.*64-byte Ed25519 signature"):
+        admin.call("POST", "/api/v1/releases", data=data, signature="not-base64")
+    signature = release_key.sign(release_key.load_private(private), "0.5.0", sha)
+    stored = admin.call("POST", "/api/v1/releases", data=data, signature=signature)
+    assert stored["signed"] is True
+    unsigned = admin.call("POST", "/api/v1/releases", data=minimal_wheel(tmp_path, "0.6.0"))
+    assert unsigned["signed"] is False
+    client, device_id = server.device("sig1")
+    made = admin.call("POST", f"/api/v1/devices/{device_id}/commands/update", {"version": "0.5.0"})
+    assert made["update"] == {"version": "0.5.0", "sha256": sha, "signature": signature}
+    [delivered] = client.work("", 0, 0)["commands"]
+    assert delivered["update"]["signature"] == signature
+    key = release_key.parse_public(public)
+    assert release_key.verify(key, "0.5.0", sha, delivered["update"]["signature"])
+    trail = [
+        (a["outcome"], a["detail"].get("signed")) for a in _audit(server, "POST /api/v1/releases")
+    ]
+    assert trail == [("refused", None), ("ok", True), ("ok", False)]
+
+
+def test_cli_release_keygen_sign_push(sqlite_server, tmp_path, capsys, monkeypatch):
+    keys = tmp_path / "keys"
+    code, out, err = _jcstate(capsys, "release", "keygen", "--out", str(keys))
+    assert code == 0, err
+    assert (keys / "release-key").stat().st_mode & 0o777 == 0o600
+    assert (keys / "release-key.pub").read_text().startswith("jcstate-release-ed25519 ")
+    code, _, err = _jcstate(capsys, "release", "keygen", "--out", str(keys))
+    assert code == 1 and "exists: not replaced" in err  # a key is never overwritten
+
+    wheel = build_wheel(tmp_path, "0.7.0", minimal_files("0.7.0"))
+    code, out, err = _jcstate(
+        capsys, "release", "sign", str(wheel), "--key", str(keys / "release-key")
+    )
+    assert code == 0 and f"{wheel}.sig" in out, err
+    monkeypatch.setenv("JCSTATE_SERVER", sqlite_server.url)
+    monkeypatch.setenv("JCSTATE_TOKEN", sqlite_server.token("administrator"))
+    code, out, err = _jcstate(capsys, "release", "push", str(wheel))
+    assert code == 0 and "stored release 0.7.0 (signed)" in out, err
+    other = build_wheel(tmp_path / "o", "0.8.0", minimal_files("0.8.0"))
+    code, out, err = _jcstate(capsys, "release", "push", str(other))
+    assert code == 0 and "(UNSIGNED)" in out and "agents with a pinned release key" in err
+    code, out, _ = _jcstate(capsys, "release", "list", "--output", "json")
+    assert {r["version"]: r["signed"] for r in json.loads(out)} == {"0.7.0": True, "0.8.0": False}
+
+    from jcstate.agent import release_key
+
+    public = release_key.parse_public((keys / "release-key.pub").read_text())
+    sha = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    signature = Path(f"{wheel}.sig").read_text().strip()
+    assert release_key.verify(public, "0.7.0", sha, signature)

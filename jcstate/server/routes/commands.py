@@ -130,6 +130,8 @@ def _issue(request: Request, admin: Admin, ref: str, action: str, body: NewComma
                 device["id"],
             )
         spec["update"] = {"version": release["version"], "sha256": release["sha256"]}
+        if release.get("signature"):
+            spec["update"]["signature"] = release["signature"]
         if body.retry:
             spec["update"]["retry"] = True
     try:

@@ -6,6 +6,12 @@ the agent's own :func:`~jcstate.agent.wheel.inspect_wheel` (a pure-Python wheel 
 whose metadata names a usable version) and keeps it in the database, so every server process
 serves the same bytes. Every admin action is audited: ``ok``, or ``refused`` with the reason.
 
+Releases are signed offline with the release key (``jcstate release sign``); the upload carries
+the signature (``?signature=``), the server stores and forwards it in ``update`` commands but
+cannot make one, and each device installs only what verifies with the key it pinned
+(:mod:`jcstate.agent.release_key`). The server cannot check it either (it never holds the key):
+an unsigned or forged release is stored, and refused on every device.
+
 A device fetches a release with a signed ``GET /api/v1/device/releases/{sha256}``; the digest
 comes in its ``update`` command (:mod:`jcstate.server.routes.commands`), and the device checks
 it again. Any active device may download any release; an unknown digest is 404.
@@ -66,6 +72,7 @@ def _view(row: dict[str, Any]) -> dict[str, Any]:
         "filename": row["filename"],
         "createdAt": row["created_at"],
         "createdBy": row["created_by"],
+        "signed": bool(row.get("signature")),
     }
 
 
@@ -88,14 +95,25 @@ async def _body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
+_SIGNATURE = re.compile(r"[A-Za-z0-9+/]{86}==")  # 64 bytes in base64
+
+
 @router.post("/releases", status_code=201)
-async def upload(request: Request, admin: Admin = ADMINISTER) -> dict[str, Any]:
+async def upload(
+    request: Request, signature: str | None = None, admin: Admin = ADMINISTER
+) -> dict[str, Any]:
     """Store an agent release: the body is the wheel itself (``application/octet-stream``).
 
-    422 when it is not a pure-Python wheel of jcstate with a usable version, 409 when that
-    version is already stored (delete it first), 413 above 64 MiB.
+    ``signature``: the release key's signature (``jcstate release sign``), base64; devices
+    refuse a release without one that verifies with their pinned key. 422 when the body is not
+    a pure-Python wheel of jcstate with a usable version, or the signature is not base64 of 64
+    bytes; 409 when that version is already stored (delete it first); 413 above 64 MiB.
     """
     ctx = request.app.state.ctx
+    if signature is not None and not _SIGNATURE.fullmatch(signature):
+        reason = "signature: expected the base64 of a 64-byte Ed25519 signature"
+        await run_in_threadpool(_audit, request, admin, "refused", None, reason=reason)
+        raise HTTPException(422, reason)
     try:
         data = await _body(request)
     except HTTPException as exc:
@@ -116,6 +134,7 @@ async def upload(request: Request, admin: Admin = ADMINISTER) -> dict[str, Any]:
             filename=wheel.filename,
             data=data,
             created_by=admin.actor,
+            signature=signature,
         )
     )
     if row is None:
@@ -131,7 +150,14 @@ async def upload(request: Request, admin: Admin = ADMINISTER) -> dict[str, Any]:
         )
         raise HTTPException(409, reason)
     await run_in_threadpool(
-        _audit, request, admin, "ok", wheel.version, sha256=sha256, size=len(data)
+        _audit,
+        request,
+        admin,
+        "ok",
+        wheel.version,
+        sha256=sha256,
+        size=len(data),
+        signed=signature is not None,
     )
     return _view(row)
 

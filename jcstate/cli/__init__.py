@@ -29,6 +29,7 @@ COMMAND_MODULES = [
     "totp",  # totp new / totp enroll
     "server",  # server, push, devices, device, command, token, connect-key, audit
     "agent",  # agent, agent install
+    "admins",  # admin add|list|remove|passwd (console accounts)
 ]
 
 

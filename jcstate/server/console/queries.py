@@ -123,6 +123,7 @@ def failures(report: dict[str, Any] | None) -> int:
     """How many changes failed or were refused in a report, plus its errors."""
     if not report:
         return 0
+    report = report.get("report") or report  # the agent's envelope holds the engine's report
     results = report.get("results") or []
     bad = sum(1 for x in results if isinstance(x, dict) and x.get("status") in ("failed",))
     counts = report.get("counts") or {}

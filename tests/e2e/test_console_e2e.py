@@ -24,10 +24,16 @@ from test_commands import install_standins, recorded, sessions
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
 
 import live  # noqa: E402
-from browser import chromium, new_page, screenshot, sign_in  # noqa: E402, F401
+from browser import launched, page_maker, screenshot, sign_in  # noqa: E402
 from console_session import PASSWORD, code_for  # noqa: E402
 
 from jcstate.server.api_client import AdminClient  # noqa: E402
+
+
+@pytest.fixture
+def new_page() -> Any:
+    with launched() as chromium, page_maker(chromium) as make:
+        yield make
 
 
 @pytest.fixture

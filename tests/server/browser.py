@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,9 @@ from console_session import PASSWORD, add_admin, code_for
 CHROMIUM = "/usr/bin/chromium"
 
 
-@pytest.fixture(scope="session")
-def chromium() -> Iterator[Any]:
+@contextmanager
+def launched() -> Iterator[Any]:
+    """Chromium, started once for many pages; skips the test when it cannot be."""
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium (CI does)")
     try:
@@ -37,21 +39,23 @@ def chromium() -> Iterator[Any]:
             browser.close()
 
 
-@pytest.fixture
-def new_page(chromium: Any) -> Iterator[Any]:
+@contextmanager
+def page_maker(browser: Any) -> Iterator[Any]:
     """A function making a page in a fresh browser context (its own cookies)."""
     contexts: list[Any] = []
 
     def make(width: int = 1280, height: int = 800) -> Any:
-        context = chromium.new_context(viewport={"width": width, "height": height})
+        context = browser.new_context(viewport={"width": width, "height": height})
         contexts.append(context)
         page = context.new_page()
         page.set_default_timeout(10_000)
         return page
 
-    yield make
-    for context in contexts:
-        context.close()
+    try:
+        yield make
+    finally:
+        for context in contexts:
+            context.close()
 
 
 def screenshot(page: Any, name: str) -> None:

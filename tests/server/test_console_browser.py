@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import time
 
-from browser import chromium, csrf, new_page, screenshot, sign_in, sign_in_as  # noqa: F401
+from browser import csrf, screenshot, sign_in, sign_in_as
 from console_session import add_admin
 from live import live_server
 

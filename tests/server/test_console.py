@@ -299,3 +299,112 @@ def test_signin_never_redirects_off_the_console(sqlite_server, target):
             data={"csrf": hidden(form), "next": target, "username": "rita", "password": PASSWORD},
         )
         assert resp.headers["location"] == "/devices"
+
+
+def test_commands_page_filters_and_cancels(server):
+    _, web = server.device("web1")
+    _, db1 = server.device("db1")
+    queue = server.ctx.queue
+    lock, _ = queue.issue(web, {"action": "lock"}, "token:x")
+    queue.issue(db1, {"action": "restart"}, "token:x")
+    reader = signed_in(server, "rita", "read-only")
+    page = reader.get("/commands").text
+    assert "2 commands" in page and "Cancel</button>" not in page
+    assert "1 command<" in reader.get("/commands", params={"action": "restart"}).text
+    only_web = reader.get("/commands", params={"device": "web"}).text
+    assert "web1" in only_web and "db1" not in only_web
+    refused = reader.post(f"/commands/{lock['seq']}/cancel", data={"csrf": csrf_of(reader)})
+    assert refused.status_code == 403
+    manager = signed_in(server, "mia", "manager")
+    resp = manager.post(
+        f"/commands/{lock['seq']}/cancel",
+        data={"csrf": csrf_of(manager), "back": "/commands?state=cancelled"},
+    )
+    assert resp.status_code == 200 and resp.url.path == "/commands"
+    assert "web1" in resp.text and "db1" not in resp.text  # back on the filtered page
+    assert queue.by_seq(lock["seq"])["state"] == "cancelled"
+    entry = audit(server, actor="admin:mia", outcome="ok")[0]
+    assert entry["detail"] == {"command": lock["id"], "result": "cancelled"}
+    live = manager.get("/commands/live").json()
+    assert live[f"cmd-{lock['seq']}-state"] == "cancelled"
+
+
+POLICY = """\
+apiVersion: jcstate/v1
+kind: Policy
+metadata: {{name: team}}
+spec:
+  users:
+    - {{name: {user}, uid: 1500}}
+"""
+
+
+def test_policies_pages_list_diff_and_blast_radius(sqlite_server):
+    admin = sqlite_server.admin()
+    admin.call("POST", "/api/v1/revisions", {"files": {"team.yaml": POLICY.format(user="alice")}})
+    admin.call(
+        "POST",
+        "/api/v1/revisions",
+        {"files": {"team.yaml": POLICY.format(user="bob")}, "message": "bob replaces alice"},
+    )
+    sqlite_server.device("web1")
+    client = signed_in(sqlite_server, "rita", "read-only")
+    listing = client.get("/policies").text
+    assert "bob replaces alice" in listing and 'href="/policies/2"' in listing
+    diff = client.get("/policies/diff", params={"from": 1, "to": 2}).text
+    assert '<span class="del">-    - {name: alice, uid: 1500}</span>' in diff
+    assert '<span class="add">+    - {name: bob, uid: 1500}</span>' in diff
+    shown = client.get("/policies/2").text
+    assert "web1" in shown and "team.yaml" in shown and "bob" in shown
+    assert client.get("/policies/9").status_code == 404
+
+
+def test_audit_page_is_for_administrators_and_filters(server):
+    _, device_id = server.device("web1")
+    manager = signed_in(server, "mia", "manager")
+    manager.post(f"/devices/{device_id}/actions/lock", data={})  # refused: no CSRF token
+    assert manager.get("/audit").status_code == 403
+    boss = signed_in(server, "ada", "administrator")
+    page = boss.get("/audit", params={"actor": "admin:mia", "outcome": "denied"}).text
+    assert "missing or wrong CSRF token" in page and "needs role administrator" in page
+    assert "console sign-in" not in page  # other outcomes and actors are filtered out
+    page = boss.get("/audit", params={"target": device_id, "since": "2000-01-01T00:00"}).text
+    assert "missing or wrong CSRF token" in page
+    assert "No entry matches" in boss.get("/audit", params={"until": "2000-01-01T00:00"}).text
+
+
+def test_admins_page_adds_accounts_and_tokens_for_administrators_only(sqlite_server):
+    manager = signed_in(sqlite_server, "mia", "manager")
+    assert manager.get("/admins").status_code == 403
+    boss = signed_in(sqlite_server, "ada", "administrator")
+    csrf = csrf_of(boss, "/admins")
+    resp = boss.post(
+        "/admins", data={"csrf": csrf, "name": "newbie", "role": "read-only", "password": "x"}
+    )
+    assert resp.status_code == 422 and "at least 10" in resp.text
+    resp = boss.post(
+        "/admins", data={"csrf": csrf, "name": "newbie", "role": "read-only", "password": PASSWORD}
+    )
+    assert resp.status_code == 200 and "newbie" in resp.text
+    resp = boss.post("/tokens", data={"csrf": csrf, "name": "ci", "role": "manager"})
+    token = hidden_code(resp.text)
+    assert (
+        httpx.get(
+            sqlite_server.url + "/api/v1/whoami", headers={"Authorization": f"Bearer {token}"}
+        ).json()["role"]
+        == "manager"
+    )
+    resp = boss.post("/connect-keys", data={"csrf": csrf, "name": "lab", "labels": "site=lab"})
+    assert resp.status_code == 201 and "site=lab" in resp.text
+    resp = boss.post("/admins/newbie/remove", data={"csrf": csrf})
+    assert "newbie" not in resp.text
+    done = {a["action"] for a in audit(sqlite_server, actor="admin:ada", outcome="ok")}
+    assert {"POST /admins", "POST /tokens", "POST /connect-keys"} <= done
+
+
+def hidden_code(page: str) -> str:
+    import re
+
+    found = re.search(r"New token ci: <code>([^<]+)</code>", page)
+    assert found, page
+    return found.group(1)

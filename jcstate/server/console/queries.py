@@ -128,3 +128,72 @@ def failures(report: dict[str, Any] | None) -> int:
     bad = sum(1 for x in results if isinstance(x, dict) and x.get("status") in ("failed",))
     counts = report.get("counts") or {}
     return bad + int(counts.get("refused", 0) or 0) + len(report.get("errors") or [])
+
+
+def find_commands(
+    store: Store,
+    *,
+    state: str = "",
+    device: str = "",
+    action: str = "",
+    page: int = 1,
+    per_page: int = 100,
+) -> tuple[list[dict[str, Any]], int]:
+    """(a page of commands, newest first, with their device's hostname; how many match).
+
+    ``device`` is a device id or (part of) a hostname.
+    """
+    c, d = db.commands, db.devices
+    where: list[Any] = []
+    if state:
+        where.append(c.c.state == state)
+    if action:
+        where.append(c.c.action == action)
+    if device:
+        escaped = device.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        where.append(
+            sa.or_(c.c.device_id == device, d.c.hostname.ilike(f"%{escaped}%", escape="\\"))
+        )
+    joined = c.outerjoin(d, d.c.id == c.c.device_id)
+    query = (
+        sa.select(c, d.c.hostname)
+        .select_from(joined)
+        .where(*where)
+        .order_by(c.c.seq.desc())
+        .offset((max(page, 1) - 1) * per_page)
+        .limit(per_page)
+    )
+    count = sa.select(sa.func.count()).select_from(joined).where(*where)
+    with store.engine.connect() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(query)]
+        total = int(conn.execute(count).scalar_one())
+    return rows, total
+
+
+def find_audit(
+    store: Store,
+    *,
+    actor: str = "",
+    action: str = "",
+    target: str = "",
+    outcome: str = "",
+    since: float | None = None,
+    until: float | None = None,
+    limit: int = 200,
+) -> list[dict[str, Any]]:
+    """Audit entries, newest first; ``actor``, ``action`` and ``target`` match a part."""
+    a = db.audit
+    where: list[Any] = []
+    for column, text in ((a.c.actor, actor), (a.c.action, action), (a.c.target, target)):
+        if text:
+            escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            where.append(column.ilike(f"%{escaped}%", escape="\\"))
+    if outcome:
+        where.append(a.c.outcome == outcome)
+    if since is not None:
+        where.append(a.c.at >= since)
+    if until is not None:
+        where.append(a.c.at < until)
+    query = a.select().where(*where).order_by(a.c.id.desc()).limit(limit)
+    with store.engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(query)]

@@ -29,6 +29,15 @@ from console_session import PASSWORD, code_for  # noqa: E402
 
 from jcstate.server.api_client import AdminClient  # noqa: E402
 
+GROUP = """\
+apiVersion: jcstate/v1
+kind: Policy
+metadata: {name: ops}
+spec:
+  groups:
+    - {name: operators, gid: 2100}
+"""
+
 
 @pytest.fixture
 def new_page() -> Any:
@@ -70,6 +79,8 @@ def test_lock_from_the_actions_menu_reaches_succeeded_on_screen(
 
     install_standins(testhost)
     sessions(testhost, graphical=True)  # a desktop session for the lock to lock
+    admin = AdminClient(url, token)
+    admin.call("POST", "/api/v1/revisions", {"files": {"team.yaml": GROUP}, "message": "ops"})
     agent = AgentInHost(testhost, url, key)
     try:
         agent.start()
@@ -92,6 +103,14 @@ def test_lock_from_the_actions_menu_reaches_succeeded_on_screen(
         wait_for(listed, 30, step=0.5)
         page.get_by_role("link", name=host, exact=True).click()
         page.get_by_role("heading", name=host, exact=True).wait_for()
+
+        def reported() -> bool:
+            page.reload()
+            return page.get_by_text("No report yet.").count() == 0
+
+        wait_for(reported, 30, step=0.5)  # the agent converged on the policy and reported
+        assert page.get_by_role("cell", name="operators").count() == 1  # the group it created
+        assert "Rendered from revision 1" in page.locator("main").inner_text()
 
         page.get_by_text("Actions", exact=True).click()
         page.get_by_role("link", name="Lock", exact=True).click()
@@ -128,11 +147,7 @@ def test_lock_from_the_actions_menu_reaches_succeeded_on_screen(
         assert not any(
             line.startswith(("cryptsetup", "wipefs", "blkdiscard")) for line in recorded(testhost)
         )
-        admin = AdminClient(url, token)
-        try:
-            actions = [c["action"] for c in admin.call("GET", "/api/v1/commands")]
-        finally:
-            admin.close()
-        assert actions == ["lock"]
+        assert [c["action"] for c in admin.call("GET", "/api/v1/commands")] == ["lock"]
     finally:
         agent.stop()
+        admin.close()

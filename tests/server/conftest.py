@@ -39,7 +39,7 @@ def sqlite_server(tmp_path: Path) -> Iterator[live.LiveServer]:
         yield srv
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # module: one Playwright at a time, whatever the test order
 def chromium() -> Iterator[object]:
     """Debian's chromium under Playwright (skips without it): see browser.py."""
     with browser.launched() as launched:

@@ -173,7 +173,7 @@ def device_page(device: str, request: Request, admin: ConsoleAdmin = READ) -> Re
 @router.get("/devices/{device}/live")
 def device_live(device: str, request: Request, admin: ConsoleAdmin = READ) -> Response:
     """What the device page refreshes without a reload: states of its commands, online."""
-    from jcstate.server.console.web import _iso, _when
+    from jcstate.server.console.web import _when
 
     ctx = ctx_of(request)
     row = _device(request, device)
@@ -188,7 +188,7 @@ def device_live(device: str, request: Request, admin: ConsoleAdmin = READ) -> Re
             " (cancel requested)" if c["cancel_requested"] and c["state"] != "cancelled" else ""
         )
         values[f"cmd-{c['seq']}-exit"] = "" if c["exit_code"] is None else str(c["exit_code"])
-        values[f"cmd-{c['seq']}-finished"] = _iso(c["finished_at"])
+        values[f"cmd-{c['seq']}-finished"] = _when(c["finished_at"]) if c["finished_at"] else ""
         result = c.get("result") or {}
         values[f"cmd-{c['seq']}-output"] = "\n".join(
             (result.get("stdout") or result.get("message") or "").rstrip("\n").splitlines()[-5:]

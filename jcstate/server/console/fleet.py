@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from jcstate.server.commands import ACTIVE_STATES, FINAL_STATES, command_view
 from jcstate.server.console import queries
 from jcstate.server.console.devices import ACTIONS
-from jcstate.server.console.web import ConsoleAdmin, PageError, _iso, ctx_of, page, signed_in
+from jcstate.server.console.web import ConsoleAdmin, PageError, _when, ctx_of, page, signed_in
 
 router = APIRouter(include_in_schema=False)
 
@@ -86,7 +86,7 @@ def commands_live(request: Request, admin: ConsoleAdmin = READ) -> Response:
             state += " (cancel requested)"
         values[f"cmd-{r['seq']}-state"] = state
         values[f"cmd-{r['seq']}-exit"] = "" if r["exit_code"] is None else str(r["exit_code"])
-        values[f"cmd-{r['seq']}-finished"] = _iso(r["finished_at"])
+        values[f"cmd-{r['seq']}-finished"] = _when(r["finished_at"]) if r["finished_at"] else ""
     return JSONResponse(values)
 
 

@@ -408,3 +408,51 @@ def hidden_code(page: str) -> str:
     found = re.search(r"New token ci: <code>([^<]+)</code>", page)
     assert found, page
     return found.group(1)
+
+
+def test_recovery_key_needs_the_password_again_and_is_audited(sqlite_server):
+    from jcstate.secret import Secret
+
+    _, device_id = sqlite_server.device("mac1", os_name="darwin")
+    ctx = sqlite_server.ctx
+    ctx.store.set_recovery_key(
+        device_id, "", ctx.vault.seal("recovery", f"{device_id}/", Secret("AAAA-BBBB-CCCC"))
+    )
+    manager = signed_in(sqlite_server, "mia", "manager")
+    assert "Reveal recovery key" not in manager.get(f"/devices/{device_id}").text
+    resp = manager.post(
+        f"/devices/{device_id}/recovery-key", data={"csrf": csrf_of(manager), "password": PASSWORD}
+    )
+    assert resp.status_code == 403 and "AAAA-BBBB-CCCC" not in resp.text
+    boss = signed_in(sqlite_server, "ada", "administrator")
+    page = boss.get(f"/devices/{device_id}").text
+    assert "Reveal recovery key" in page and "AAAA-BBBB-CCCC" not in page
+    csrf = hidden(page)
+    wrong = boss.post(f"/devices/{device_id}/recovery-key", data={"csrf": csrf, "password": "x"})
+    assert wrong.status_code == 403 and "AAAA-BBBB-CCCC" not in wrong.text
+    shown = boss.post(
+        f"/devices/{device_id}/recovery-key", data={"csrf": csrf, "password": PASSWORD}
+    )
+    assert shown.status_code == 200 and "AAAA-BBBB-CCCC" in shown.text
+    entries = audit(sqlite_server, actor="admin:ada", target=device_id)
+    assert [e["outcome"] for e in entries] == ["ok", "denied"]
+    assert "AAAA" not in str(entries)
+
+
+def test_sessions_are_shared_by_every_server_process(server):
+    """A second process on the same database (here: a second engine and store) honours the
+    session; a sign-out through one ends it for the other."""
+    from jcstate.server import db as dbmod
+    from jcstate.server.sessions import Sessions
+    from jcstate.server.store import Store
+
+    client = signed_in(server, "rita", "read-only")
+    cookie = client.cookies["jcstate"]
+    engine = dbmod.connect(str(server.ctx.store.engine.url.render_as_string(False)))
+    try:
+        other = Sessions(Store(engine), idle=60, lifetime=600)
+        assert other.find(cookie).admin == "rita"
+        client.post("/signout", data={"csrf": csrf_of(client)})
+        assert other.find(cookie) is None
+    finally:
+        engine.dispose()

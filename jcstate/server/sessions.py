@@ -77,19 +77,23 @@ class Sessions:
             conn.execute(admin_sessions.delete().where(admin_sessions.c.expires_at < now))
         return session_id
 
-    def find(self, session_id: str | None) -> Session | None:
-        """The live session for a cookie value, its idle clock reset; None when ended."""
+    def find(self, session_id: str | None, *, touch: bool = True) -> Session | None:
+        """The live session for a cookie value, its idle clock reset unless ``touch`` is
+        False (a page's own refreshes are not the admin's activity); None when ended."""
         if not session_id:
             return None
         s = admin_sessions
         now = time.time()
         key = _hash(session_id)
+        alive = (s.c.id_hash == key, s.c.expires_at > now, s.c.last_used_at > now - self.idle)
+        if not touch:
+            with self.store.engine.connect() as conn:
+                row = conn.execute(s.select().where(*alive)).first()
+            if row is None:
+                return None
+            return Session(row.id_hash, row.admin, row.stage, row.csrf, row.pending_totp)
         with self.store.transaction() as conn:
-            res = conn.execute(
-                s.update()
-                .where(s.c.id_hash == key, s.c.expires_at > now, s.c.last_used_at > now - self.idle)
-                .values(last_used_at=now)
-            )
+            res = conn.execute(s.update().where(*alive).values(last_used_at=now))
             if res.rowcount == 0:
                 conn.execute(s.delete().where(s.c.id_hash == key))
                 return None

@@ -178,3 +178,20 @@ def test_keyboard_alone_locks_a_device(sqlite_server, new_page):
     page.get_by_role("status").filter(has_text=re.compile("queued")).wait_for()
     [made] = sqlite_server.ctx.queue.list(device_id)
     assert made["action"] == "lock" and made["created_by"] == "admin:mia"
+
+
+def test_devices_page_shows_a_device_coming_online_without_a_reload(sqlite_server, new_page):
+    client, device_id = sqlite_server.device(hostname="web1")
+    page = new_page()
+    sign_in_as(sqlite_server, page, "rita", "read-only")
+    status = page.locator(f"[data-live='dev-{device_id}-state']")
+    assert status.inner_text() == "offline"
+    page.evaluate("window.notReloaded = true")
+    client.work("", 0)  # the device polls: it is seen now
+    t0 = time.monotonic()
+    from playwright.sync_api import expect
+
+    expect(status).to_have_text("online", timeout=2500)  # within 2 s (one poll a second)
+    assert time.monotonic() - t0 < 2.5
+    assert page.evaluate("window.notReloaded === true")
+    assert page.locator(f"[data-live='dev-{device_id}-seen']").inner_text() != "never"

@@ -31,6 +31,7 @@ from jcstate.server.console.web import (
 router = APIRouter(include_in_schema=False)
 
 READ = Depends(signed_in("read-only"))
+REFRESH = Depends(signed_in("read-only", touch=False))  # a page polling its live values
 ADMINISTER = Depends(signed_in("administrator"))
 
 # action → (role needed, label, what happens): the API's routes need the same roles
@@ -80,15 +81,13 @@ def home() -> Response:
     return RedirectResponse("/devices", status_code=303)
 
 
-@router.get("/devices")
-def devices(request: Request, admin: ConsoleAdmin = READ) -> Response:
-    ctx = ctx_of(request)
+def _query(request: Request) -> queries.DeviceQuery:
     p = request.query_params
     try:
         number = max(int(p.get("page", "1") or 1), 1)
     except ValueError:
         number = 1
-    q = queries.DeviceQuery(
+    return queries.DeviceQuery(
         search=p.get("q", "").strip(),
         os=p.get("os", ""),
         label=p.get("label", "").strip(),
@@ -98,6 +97,11 @@ def devices(request: Request, admin: ConsoleAdmin = READ) -> Response:
         page=number,
         per_page=PER_PAGE,
     )
+
+
+def _rows(request: Request, q: queries.DeviceQuery) -> tuple[list[dict[str, Any]], int]:
+    """One page of devices as shown: summary, pending commands, failures of the last run."""
+    ctx = ctx_of(request)
     rows, total = queries.find_devices(ctx.store, q, time.time() - ctx.online_after)
     ids = [r["id"] for r in rows]
     power = ctx.queue.power_states(ids)
@@ -108,9 +112,26 @@ def devices(request: Request, admin: ConsoleAdmin = READ) -> Response:
         s = _summary(ctx, row, power)
         s["pending"] = pending.get(row["id"], 0)
         s["failures"] = queries.failures(reports.get(row["id"]))
+        s["state"] = (
+            row["status"] if row["status"] != "active" else "online" if s["online"] else "offline"
+        ) + (f" · {s['activity']}" if s["activity"] else "")
+        if s["lastReportAt"] is None:
+            s["converge"] = "no report"
+        elif s["failures"]:
+            s["converge"] = f"failed ({s['failures']})"
+        else:
+            s["converge"] = "drift" if s["drift"] else "ok"
         shown.append(s)
+    return shown, total
+
+
+@router.get("/devices")
+def devices(request: Request, admin: ConsoleAdmin = READ) -> Response:
+    ctx = ctx_of(request)
+    q = _query(request)
+    shown, total = _rows(request, q)
     pages = max((total + PER_PAGE - 1) // PER_PAGE, 1)
-    base = {k: v for k, v in p.items() if k != "page" and v}
+    base = {k: v for k, v in request.query_params.items() if k != "page" and v}
 
     def link(**changes: Any) -> str:
         return "/devices?" + urllib.parse.urlencode({**base, **changes})
@@ -124,10 +145,26 @@ def devices(request: Request, admin: ConsoleAdmin = READ) -> Response:
         q=q,
         pages=pages,
         link=link,
+        live="/devices/live?" + urllib.parse.urlencode({**base, "page": q.page}),
         systems=queries.operating_systems(ctx.store),
         statuses=queries.STATUSES,
         sorts=queries.SORTS,
     )
+
+
+@router.get("/devices/live")
+def devices_live(request: Request, admin: ConsoleAdmin = REFRESH) -> Response:
+    """What the Devices page refreshes without a reload, for the devices it shows."""
+    from jcstate.server.console.web import _when
+
+    shown, _ = _rows(request, _query(request))
+    values: dict[str, str] = {}
+    for d in shown:
+        values[f"dev-{d['id']}-state"] = d["state"]
+        values[f"dev-{d['id']}-seen"] = _when(d["lastSeen"])
+        values[f"dev-{d['id']}-converge"] = d["converge"]
+        values[f"dev-{d['id']}-pending"] = str(d["pending"])
+    return JSONResponse(values)
 
 
 def _facts_view(facts: Any) -> list[tuple[str, Any]]:
@@ -171,7 +208,7 @@ def device_page(device: str, request: Request, admin: ConsoleAdmin = READ) -> Re
 
 
 @router.get("/devices/{device}/live")
-def device_live(device: str, request: Request, admin: ConsoleAdmin = READ) -> Response:
+def device_live(device: str, request: Request, admin: ConsoleAdmin = REFRESH) -> Response:
     """What the device page refreshes without a reload: states of its commands, online."""
     from jcstate.server.console.web import _when
 

@@ -22,6 +22,7 @@ from jcstate.server.console.web import ConsoleAdmin, PageError, _when, ctx_of, p
 router = APIRouter(include_in_schema=False)
 
 READ = Depends(signed_in("read-only"))
+REFRESH = Depends(signed_in("read-only", touch=False))  # a page polling its live values
 MANAGE = Depends(signed_in("manager"))
 ADMINISTER = Depends(signed_in("administrator"))
 PER_PAGE = 100
@@ -77,7 +78,7 @@ def commands_page(request: Request, admin: ConsoleAdmin = READ) -> Response:
 
 
 @router.get("/commands/live")
-def commands_live(request: Request, admin: ConsoleAdmin = READ) -> Response:
+def commands_live(request: Request, admin: ConsoleAdmin = REFRESH) -> Response:
     rows, _, _ = _commands(request)
     values: dict[str, str] = {}
     for r in rows:

@@ -193,8 +193,9 @@ def address_of(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def signed_in(needed: str = "read-only") -> Any:
+def signed_in(needed: str = "read-only", *, touch: bool = True) -> Any:
     """A dependency: the admin of the request's session, with at least role ``needed``.
+    ``touch=False`` for a page's automatic refreshes: they do not keep a session from idling.
 
     No live session: a GET is sent to the sign-in page, anything else refused (401). A
     state-changing request must carry the session's CSRF token in the form's ``csrf`` field.
@@ -202,7 +203,8 @@ def signed_in(needed: str = "read-only") -> Any:
 
     async def dependency(request: Request) -> ConsoleAdmin:
         store = ctx_of(request).store
-        session = sessions_of(request).find(request.cookies.get(cookie_name(request)))
+        cookie = request.cookies.get(cookie_name(request))
+        session = sessions_of(request).find(cookie, touch=touch)
         row = AdminAccounts(store).get(session.admin) if session else None
         if session is None or session.stage != "ok" or row is None:
             if request.method in ("GET", "HEAD"):

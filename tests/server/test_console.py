@@ -102,6 +102,17 @@ def test_failed_signins_are_rate_limited_per_account(sqlite_server):
     assert audit(sqlite_server, action="console sign-in", outcome="refused")
 
 
+def test_failed_signins_are_rate_limited_per_address(sqlite_server):
+    add_admin(sqlite_server, "mo", "manager")
+    with httpx.Client(base_url=sqlite_server.url, follow_redirects=True) as client:
+        for i in range(20):  # a different account each time: only the address adds up
+            assert post_signin(client, f"nobody{i}", "guess").status_code == 401
+        resp = post_signin(client, "mo", PASSWORD)
+        assert resp.status_code == 429 and "from this address" in resp.text
+    refused = audit(sqlite_server, action="console sign-in", outcome="refused")
+    assert refused[0]["detail"]["address"] == "127.0.0.1"
+
+
 def test_signin_form_needs_its_csrf_token(sqlite_server):
     add_admin(sqlite_server, "mo", "manager")
     with httpx.Client(base_url=sqlite_server.url) as client:

@@ -37,6 +37,7 @@ COMMAND_MODULES = [
     "passwords",  # password set
     "releases",  # release push|list|delete|deploy
     "agent",  # agent, agent install
+    "admins",  # admin add|list|remove|passwd (console accounts)
 ]
 
 

@@ -20,11 +20,11 @@ from typing import Any
 from fastapi import FastAPI
 
 from jcstate import __version__
-from jcstate.server import db
+from jcstate.server import console, db
 from jcstate.server.commands import CommandQueue
 from jcstate.server.longpoll import LongPoll
 from jcstate.server.render import Renderer
-from jcstate.server.routes import admin, commands, device, releases
+from jcstate.server.routes import admin, admins, commands, device, releases
 from jcstate.server.store import NOTIFY_CHANNEL, Store
 from jcstate.server.vault import Vault
 from jcstate.server.wake import Waiters, listen
@@ -43,6 +43,9 @@ class Settings:
     migrate: bool = True
     clock: Callable[[], float] = time.time  # the command queue's clock (tests move it)
     raw_longpoll: bool = True  # serve the work route as raw ASGI (jcstate.server.longpoll)
+    session_idle: float = 1800.0  # a console session ends after this long without a request
+    session_lifetime: float = 12 * 3600.0  # and this long after sign-in, whatever happens
+    announce: bool = True  # print at startup where the console is and how to get in
 
 
 @dataclass
@@ -152,6 +155,8 @@ def create_app(settings: Settings) -> FastAPI:
             )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(ready.wait(), 10)
+        if settings.announce:
+            console.announce(store)
         try:
             yield
         finally:
@@ -176,6 +181,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(commands.router)
     app.include_router(releases.router)
+    app.include_router(admins.router)
+    console.install(app, idle=settings.session_idle, lifetime=settings.session_lifetime)
     if settings.raw_longpoll:
         app.longpoll = LongPoll(ctx)
 

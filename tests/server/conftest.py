@@ -10,6 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import browser  # noqa: E402
 import live  # noqa: E402
 
 
@@ -36,3 +37,16 @@ def server(database: str, tmp_path: Path) -> Iterator[live.LiveServer]:
 def sqlite_server(tmp_path: Path) -> Iterator[live.LiveServer]:
     with live.live_server(f"sqlite:///{tmp_path}/jcstate.db", str(tmp_path)) as srv:
         yield srv
+
+
+@pytest.fixture(scope="module")  # module: one Playwright at a time, whatever the test order
+def chromium() -> Iterator[object]:
+    """Debian's chromium under Playwright (skips without it): see browser.py."""
+    with browser.launched() as launched:
+        yield launched
+
+
+@pytest.fixture
+def new_page(chromium: object) -> Iterator[object]:
+    with browser.page_maker(chromium) as make:
+        yield make

@@ -118,6 +118,12 @@ def _request(server: Any, callers: Callers, caller: str, route: str) -> int:
             sealed = server.ctx.vault.seal("totp", "bob", Secret("JBSWY3DPEHPK3PXP"))
             server.ctx.store.set_secret("totp", "bob", sealed)
         path = path.replace("{user}", "bob")
+    if "{name}" in path:  # a console account to remove or change
+        from jcstate.server.admins import AdminAccounts
+
+        name = "a" + os.urandom(4).hex()
+        AdminAccounts(server.ctx.store).add(name, "manager", "long enough password", None)
+        path = path.replace("{name}", name)
     target = path
     if route == "GET /api/v1/device/work":
         target += "?etag=&wait=0"
@@ -134,6 +140,12 @@ def _request(server: Any, callers: Callers, caller: str, route: str) -> int:
         "POST /api/v1/devices/{ref}/commands/run": {"run": {"argv": ["id", "-u"]}},
         "POST /api/v1/devices/{ref}/commands/erase": {"confirm": ref},
         "POST /api/v1/device/commands/results": {"results": []},
+        "POST /api/v1/admins": {
+            "name": "a" + os.urandom(4).hex(),
+            "role": "read-only",
+            "password": "long enough password",
+        },
+        "PUT /api/v1/admins/{name}/password": {"password": "another long password"},
         "POST /api/v1/device/escrow": {"volume": None, "key": "AAAA-BBBB-CCCC"},
     }
     body_obj = bodies.get(route)

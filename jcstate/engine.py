@@ -254,14 +254,45 @@ def _reveal(value: str | Secret | None) -> str:
 
 
 def _mark_unconverged(results: list[Result], second: Plan) -> None:
-    left = {(c.kind, c.name, c.phase): c for c in second.changes}
+    """Fail every ``ok`` change whose resource the re-read plan still finds different.
+
+    A leftover change is matched by resource, not by phase: a user created at phase 20 whose
+    ``useradd -G`` did not take shows up again as a phase-30 membership change, and that must
+    fail the create. The message names each field still different, with the value read back.
+    """
+    ran: dict[tuple[str, str], list[Result]] = {}
     for result in results:
-        c = result.change
-        still = left.get((c.kind, c.name, c.phase))
-        if result.status == "ok" and still is not None:
-            fields = ", ".join(f.field for f in still.fields) or still.action
-            result.status = "failed"
-            result.message = f"did not converge: still differs after apply ({fields})"
+        if result.status == "ok":
+            ran.setdefault(result.change.key, []).append(result)
+    left: dict[int, tuple[Result, list[str]]] = {}
+    for still in second.changes:
+        done = ran.get(still.key)
+        if not done:
+            continue
+        result = next((r for r in done if r.change.phase == still.phase), done[-1])
+        left.setdefault(id(result), (result, []))[1].append(_differences(still))
+    for result, differences in left.values():
+        result.status = "failed"
+        result.message = f"did not converge: still differs after apply ({'; '.join(differences)})"
+
+
+def _differences(change: Change) -> str:
+    """``state: partly locked (expired by the lock) → locked, …``; secrets as ``(secret)``."""
+    if not change.fields:
+        return change.action
+    shown = []
+    for f in change.fields:
+        item = f.to_dict()
+        shown.append(f"{f.field}: {_shown(item['before'])} → {_shown(item['after'])}")
+    return ", ".join(shown)
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, list):
+        return "[" + ", ".join(str(v) for v in value) + "]"
+    return str(value)
 
 
 def device_facts(host: Host) -> dict[str, Any]:

@@ -40,7 +40,7 @@ from jcstate.host import Host
 from jcstate.modules.users import directory
 from jcstate.modules.users.admins import annotate, ends_session, losses
 from jcstate.modules.users.directory import ADMIN_GROUP, DarwinUser, DirectoryFacts, can_log_in
-from jcstate.modules.users.model import UserSpec
+from jcstate.modules.users.model import UserSpec, state_change
 from jcstate.plan import Change, FieldChange, Run, Step
 from jcstate.resource import PlanContext
 from jcstate.secret import Secret
@@ -337,9 +337,9 @@ def _update(spec: UserSpec, current: DarwinUser, env: _Env) -> Change | None:
             if spec.hidden
             else Run(("dscl", ".", "-delete", f"/Users/{spec.name}", "IsHidden"))
         )
-    locked_now = current.disabled
-    if (spec.state == "locked") != locked_now:
-        fields.append(FieldChange("state", "locked" if locked_now else "present", spec.state))
+    state = state_change(spec.state, {"disabled": current.disabled})
+    if state is not None:
+        fields.append(state)
         verb = "-disableuser" if spec.state == "locked" else "-enableuser"
         steps.append(Run(("pwpolicy", "-u", spec.name, verb)))
     if not fields and not errors:

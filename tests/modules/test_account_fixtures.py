@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from account_cases import as_expected, case_files, load, plan
+from account_cases import USERS, as_expected, case_files, context, load, plan
 
 from jcstate.plan import Plan
 
@@ -76,3 +76,23 @@ def test_secret_case_really_carries_the_hash() -> None:
     (step,) = change.steps
     assert step.stdin.reveal() == "bob:" + data["desired"][0]["password"]["hash"] + "\n"
     assert "(secret)" in json.dumps(change.to_dict())
+
+
+def test_locked_create_writes_the_hash_behind_its_lock_marker() -> None:
+    """One chpasswd -e line '!HASH': no usermod -L that the batch would undo."""
+    data = load(case_files("users")[0].parent / "create_locked.linux.json")
+    (change,) = plan(data, "users")
+    batch = [s for s in change.steps if getattr(s, "batch", False)]
+    (step,) = batch
+    assert step.stdin.reveal() == "carol:!" + data["desired"][0]["password"]["hash"] + "\n"
+    assert not any("-L" in getattr(s, "argv", ()) for s in change.steps)
+
+
+def test_home_that_exists_is_pointed_at_with_a_warning() -> None:
+    data = load(case_files("users")[0].parent / "update_home_exists.linux.json")
+    ctx = context(data, "users")
+    USERS.plan(ctx.desired["users"], ctx)
+    assert ctx.warnings == [
+        "user bob: home /srv/bob exists already: the account points there, and the old home "
+        "/home/bob stays where it is"
+    ]

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from jcstate import engine
 from jcstate.host import Host
 from jcstate.modules.groups import parse as parse_groups
 from jcstate.modules.groups.linux import BACKEND as GROUPS
@@ -78,9 +79,10 @@ def _apply(host: Host, users: list[dict[str, Any]], groups: list[dict[str, Any]]
     changes = _plan(host, users, groups)
     assert changes, "the case must change something"
     assert [c.error for c in changes if c.error] == []
-    for change in Plan(changes).ordered():
-        for step in change.steps:
-            step.execute(host)
+    # through the engine, so batch steps (chpasswd) run where they run on a machine: at the end
+    # of their phase, after the changes' other steps
+    results = engine.execute(Plan(changes), host)
+    assert [(r.change.name, r.message) for r in results if r.status != "ok"] == []
     assert [c.to_dict() for c in _plan(host, users, groups)] == []
 
 

@@ -12,8 +12,9 @@ options used, from Apple's manual pages:
   insists on a terminal, the create fails loudly rather than leaking the password.
 * attributes of an existing user: ``dscl . -create /Users/NAME ATTR VALUE`` (dscl(1): "-create
   record_path [key [val ...]]", replaces the values) for RealName, UniqueID, PrimaryGroupID,
-  UserShell, NFSHomeDirectory; ``IsHidden 1`` hides an account from the login window (Apple
-  support HT203998), ``dscl . -delete /Users/NAME IsHidden`` shows it again.
+  UserShell, NFSHomeDirectory (only the path: the folder is not moved, and the plan warns);
+  ``IsHidden 1`` hides an account from the login window (Apple support HT203998),
+  ``dscl . -delete /Users/NAME IsHidden`` shows it again.
 * groups and admin: ``dseditgroup -o edit -a|-d NAME -t user GROUP`` (dseditgroup(8)); admin is
   membership of the ``admin`` group.
 * ``state: locked``: ``pwpolicy -u NAME -disableuser`` / ``-enableuser``; the fact is the
@@ -117,6 +118,9 @@ class DarwinUsers:
         changes: list[Change] = []
         for spec in desired:
             planned = _plan_user(spec, env)
+            ctx.warnings += [
+                _home_warning(spec.name, f) for c in planned for f in c.fields if _moves(c, f)
+            ]
             changes += annotate(
                 spec,
                 planned,
@@ -128,6 +132,18 @@ class DarwinUsers:
             )
         # sysadminctl picks a free uid for a user without one: explicit uids go first
         return sorted(changes, key=lambda c: (c.phase, c.action == "create" and not _has_uid(c)))
+
+
+def _moves(change: Change, field: FieldChange) -> bool:
+    return change.action == "update" and field.field == "home"
+
+
+def _home_warning(name: str, field: FieldChange) -> str:
+    """dscl only renames NFSHomeDirectory: say so, since the folder itself stays put."""
+    return (
+        f"user {name}: on macOS only the account's home path changes (NFSHomeDirectory); the "
+        f"folder {field.before} is not moved, and {field.after} must exist for the user's files"
+    )
 
 
 def _lockout_refusal(

@@ -514,7 +514,9 @@ def _update(spec: UserSpec, current: UserEntry, env: _Env) -> Change | None:
         steps += keys.steps
         if keys.error:
             errors.append(keys.error)
-    if not fields and not errors:
+    if not fields and not errors and not steps:
+        # a step with no field to show would be a planner bug: planned (and seen by the re-read
+        # after apply) rather than dropped, so it can never hide a difference
         return None
     return Change(
         "users",

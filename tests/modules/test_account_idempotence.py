@@ -72,6 +72,9 @@ def systems(draw: Any) -> System:
                     gid,
                     text="".join(k + "\n" for k in draw(st.lists(st.sampled_from(KEYS)))),
                 )
+    for name in names:  # sometimes a directory is already where a new home may go
+        if draw(st.booleans()):
+            sys_.nodes.setdefault(f"/srv/{name}", _Node(0o755, 0, 0))
     for gname in draw(st.lists(NAMES, unique=True, max_size=3)):
         if gname not in sys_.groups:
             members = draw(st.lists(st.sampled_from(["root", *names]), unique=True))
@@ -187,7 +190,10 @@ def _rows(text: str) -> dict[str, list[str]]:
 
 
 def _snapshot(sys_: System) -> dict[str, dict[str, list[str]]]:
-    return {name: _rows(text) for name, text in sys_.files().items()}
+    """The four account files by name, plus the directories on disk (under "dirs")."""
+    out = {name: _rows(text) for name, text in sys_.files().items()}
+    out["dirs"] = {p: [] for p, node in sys_.nodes.items() if node.text is None}
+    return out
 
 
 def _days(text: str) -> str:
@@ -243,7 +249,8 @@ def check_accounts(
         if old_pw is None or home != old_pw[5]:  # created or moved: pwck finds the directory
             node = sys_.nodes.get(home)
             assert node is not None and node.text is None, (u, home)
-            assert node.uid == int(pw[2]), (u, node)
+            if home not in before["dirs"]:  # made or moved here: the user's; else left as found
+                assert node.uid == int(pw[2]), (u, node)
         if "shell" in u:
             assert pw[6] == u["shell"], (u, pw)
         # supplementary groups are additive; admin is membership of sudo
@@ -363,3 +370,22 @@ def test_every_state_transition_batched(cases: list[tuple[Any, tuple[Any, ...]]]
         for i, (before, wanted) in enumerate(cases)
     ]
     _converge(sys_, users)
+
+
+def test_home_changes_leave_no_account_without_its_directory() -> None:
+    """Moved (with content, re-owned on a uid change), pointed at, or made: never missing."""
+    sys_ = _root_system()
+    for name, uid in (("mover", 1501), ("pointer", 1502), ("homeless", 1503)):
+        _transition_case(sys_, name, uid, ("!", None), ("present", None, None))
+    sys_.nodes["/home/mover/notes"] = _Node(0o644, 1501, 1501, text="x")
+    del sys_.nodes["/home/homeless"]
+    sys_.nodes["/srv/pointer"] = _Node(0o755, 0, 0)
+    users = [
+        {"name": "mover", "state": "present", "uid": 1601, "home": "/srv/mover"},
+        {"name": "pointer", "state": "present", "home": "/srv/pointer"},
+        {"name": "homeless", "state": "present", "home": "/srv/homeless"},
+    ]
+    _converge(sys_, users)
+    assert "/home/mover" not in sys_.nodes and sys_.nodes["/srv/mover/notes"].uid == 1601
+    assert sys_.nodes["/srv/pointer"].uid == 0 and "/home/pointer" in sys_.nodes
+    assert sys_.nodes["/srv/homeless"].uid == 1503

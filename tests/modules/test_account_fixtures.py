@@ -96,3 +96,17 @@ def test_home_that_exists_is_pointed_at_with_a_warning() -> None:
         "user bob: home /srv/bob exists already: the account points there, and the old home "
         "/home/bob stays where it is"
     ]
+
+
+def test_locked_secret_ref_password_runs_in_step_order_before_the_lock() -> None:
+    """chpasswd hashes a plaintext itself: not batched, so usermod -L really comes after it."""
+    data = load(case_files("users")[0].parent / "password_secret_ref.linux.json")
+    data["desired"] = [{**data["desired"][0], "state": "locked"}]
+    data["desired"].append({"name": "carl", "state": "locked", "password": {"secretRef": "bob-pw"}})
+    bob, carl = plan(data, "users")
+    assert (bob.action, carl.action) == ("update", "create")
+    for change in (bob, carl):
+        argvs = [s.argv[0] for s in change.steps]
+        assert argvs.index("chpasswd") < argvs.index("usermod"), argvs
+        assert not any(getattr(s, "batch", False) for s in change.steps)
+    assert any("-L" in s.argv for s in bob.steps if s.argv[0] == "usermod")

@@ -243,13 +243,13 @@ def _password(spec: UserSpec, shadow_field: str | None, env: _Env) -> _Password:
     if spec.password_hash is not None:
         if shadow_field is not None and password.without_lock(have) == spec.password_hash.reveal():
             return _Password([], [], have)
-        field = ("!" if locked else "") + spec.password_hash.reveal()
+        stored = ("!" if locked else "") + spec.password_hash.reveal()
         step = Run(
             command("chpasswd", env.root, ["-e"]),
-            stdin=password.stdin_line(spec.name, Secret(field)),
+            stdin=password.stdin_line(spec.name, Secret(stored)),
             batch=True,  # chpasswd applies its lines all or nothing: one process for all users
         )
-        return _Password([FieldChange("password", before, spec.password_hash)], [step], field)
+        return _Password([FieldChange("password", before, spec.password_hash)], [step], stored)
     if spec.password_ref is not None:
         plain = env.secrets.password(spec.password_ref) if env.secrets is not None else None
         if plain is None:
@@ -561,9 +561,10 @@ def _new_home(name: str, new: str, current: UserEntry, group: str | int, env: _E
     shared = current.home.rstrip("/") == "" or any(
         u.home == current.home and u.name != name for u in facts.users.values()
     )
-    if facts.paths.get(current.home) is not None and not shared:
+    old = facts.paths.get(current.home)
+    if old in ("dir", "link") and not shared:
         return _Home(["-d", new, "-m"], [], moved=True)
-    if facts.paths.get(current.home) is not None:
+    if old in ("dir", "link"):
         env.warnings.append(
             f"user {name}: the old home {current.home} is shared with other accounts (or is /) "
             f"and stays where it is; {new} is made empty"

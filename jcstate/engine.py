@@ -260,16 +260,20 @@ def _mark_unconverged(results: list[Result], second: Plan) -> None:
     ``useradd -G`` did not take shows up again as a phase-30 membership change, and that must
     fail the create. The message names each field still different, with the value read back.
     """
-    ran: dict[tuple[str, str], list[Result]] = {}
+    ok: dict[tuple[str, str], list[Result]] = {}
+    phases: dict[tuple[str, str, int], Result] = {}
     for result in results:
+        phases[(*result.change.key, result.change.phase)] = result
         if result.status == "ok":
-            ran.setdefault(result.change.key, []).append(result)
+            ok.setdefault(result.change.key, []).append(result)
     left: dict[int, tuple[Result, list[str]]] = {}
     for still in second.changes:
-        done = ran.get(still.key)
-        if not done:
+        same = phases.get((*still.key, still.phase))
+        if same is not None and same.status != "ok":
+            continue  # refused, failed or skipped this run: already reported as such
+        result = same if same is not None else (ok.get(still.key) or [None])[-1]
+        if result is None:
             continue
-        result = next((r for r in done if r.change.phase == still.phase), done[-1])
         left.setdefault(id(result), (result, []))[1].append(_differences(still))
     for result, differences in left.values():
         result.status = "failed"

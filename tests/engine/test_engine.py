@@ -52,6 +52,9 @@ class FileBackend:
                 continue
             if facts.get(name) == value:
                 continue
+            if entry.get("refuse"):
+                out.append(Change("kv", name, "update", phase, error=entry["refuse"]))
+                continue
             if name in facts and "update_phase" in entry:
                 phase = entry["update_phase"]  # an update planned in a later phase than a create
             if value == "FAIL":
@@ -137,6 +140,20 @@ def test_leftover_in_another_phase_still_fails_the_change(kv: Host) -> None:
     (result,) = report.results
     assert result.status == "failed" and not report.ok
     assert result.message == "did not converge: still differs after apply (value: half → HALF)"
+
+
+def test_a_refused_later_phase_does_not_fail_what_converged(kv: Host) -> None:
+    """The refused phase-30 change is still planned after apply; the phase-10 one converged."""
+    doc = Doc(
+        {
+            "kv": [
+                {"name": "a", "value": "1"},
+                {"name": "a", "value": "2", "phase": 30, "refuse": "not allowed"},
+            ]
+        }
+    )
+    report = engine.apply(doc, kv)
+    assert [(r.change.phase, r.status) for r in report.results] == [(10, "ok"), (30, "refused")]
 
 
 def test_order_creates_by_phase_then_removals_in_reverse(kv: Host) -> None:

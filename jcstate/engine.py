@@ -3,9 +3,11 @@
 Planning asks every resource's backend for the current state (facts) once, then for the changes
 that move it to the document's desired state. Applying runs the changes in order
 (:meth:`Plan.ordered`), skips the dependents of a change that failed, then reads the system
-again and plans once more: any change that claims success but is still needed is reported
-``failed: did not converge``, never a silent success. Check mode is "stop after planning": no
-backend ever sees a check flag.
+again and plans once more: any change that claims success but whose resource still differs is
+reported ``failed: did not converge``, with each field still different and the value read back,
+never a silent success. How strict that is depends on the backends' diffs: each compares every
+declared attribute on its own (docs/resources/users.md, "After apply"). Check mode is "stop
+after planning": no backend ever sees a check flag.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ from jcstate.secrets import NoSecrets, SecretSource
 if TYPE_CHECKING:
     from jcstate.ledger import Ledger
 
-__all__ = ["apply", "context", "device_facts", "plan"]
+__all__ = ["apply", "context", "decide", "device_facts", "plan"]
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,12 @@ def _plan(ctx: PlanContext) -> Plan:
     result = Plan()
     ctx.warnings.clear()
     _gather(ctx, result.errors)
+    return decide(ctx, result)
+
+
+def decide(ctx: PlanContext, result: Plan | None = None) -> Plan:
+    """The plan from the facts already in ``ctx.facts``: the undo layer, then every backend."""
+    result = result if result is not None else Plan()
     ctx.desired = dict(ctx.declared)
     ctx.undo = undo.extend(ctx)  # what the ledger owns and no policy wants: planned as undo
     for res in RESOURCES:

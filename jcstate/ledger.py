@@ -3,9 +3,10 @@
 A policy says what must be; the ledger remembers what jcstate did to get there, per resource:
 
 * ``users``: per account, whether jcstate ``created`` it, the ``onRemoval`` choice in force when
-  a policy last managed it, the supplementary ``groups`` jcstate added it to, and
+  a policy last managed it, the supplementary ``groups`` jcstate added it to,
   ``adminBefore``: the account's admin right before jcstate first changed it (present only
-  while jcstate's change stands);
+  while jcstate's change stands), and ``retired`` once it left every policy and was locked or
+  kept (then it is not touched again unless a policy lists it again);
 * ``sshMfa``: whether jcstate's blocks are in sshd's and PAM's files (``config``) and whose
   TOTP secret file it wrote (``totpFiles``);
 * ``fileVault``: the users jcstate added to FileVault (``users``).
@@ -52,6 +53,9 @@ class UserRecord:
     on_removal: str = DEFAULT_ON_REMOVAL
     groups: set[str] = field(default_factory=set)  # memberships jcstate added
     admin_before: bool | None = None  # None: jcstate has not changed the admin right
+    # the account left every policy and its onRemoval was carried out (locked or kept): it is
+    # not touched again, but stays jcstate's creation should a policy list it again
+    retired: bool = False
 
     @property
     def empty(self) -> bool:
@@ -64,6 +68,8 @@ class UserRecord:
             out["groups"] = sorted(self.groups)
         if self.admin_before is not None:
             out["adminBefore"] = self.admin_before
+        if self.retired:
+            out["retired"] = True
         return out
 
 
@@ -153,6 +159,7 @@ class Ledger:
                     "onRemoval": rec.on_removal,
                     "groups": sorted(rec.groups),
                     "admin": rec.admin_before is not None,
+                    "retired": rec.retired,
                 }
                 for name, rec in sorted(self.users.items())
             },
@@ -183,11 +190,12 @@ def _user(path: str, name: Any, entry: Any) -> UserRecord:
     created = entry.get("created", False)
     on_removal = entry.get("onRemoval", DEFAULT_ON_REMOVAL)
     admin = entry.get("adminBefore")
-    if not isinstance(created, bool):
-        raise _damaged(path, f"{where}.created: expected true or false")
+    retired = entry.get("retired", False)
+    if not isinstance(created, bool) or not isinstance(retired, bool):
+        raise _damaged(path, f"{where}.created/retired: expected true or false")
     if on_removal not in ON_REMOVAL:
         raise _damaged(path, f"{where}.onRemoval: expected one of {', '.join(ON_REMOVAL)}")
     if admin is not None and not isinstance(admin, bool):
         raise _damaged(path, f"{where}.adminBefore: expected true or false")
     groups = _names(path, f"{where}.groups", entry.get("groups", []))
-    return UserRecord(created, on_removal, groups, admin)
+    return UserRecord(created, on_removal, groups, admin, retired)

@@ -11,7 +11,9 @@ The ledger says jcstate …             and no policy wants it any more: the des
 created user U                        ``onRemoval: lock`` (default): U locked and expired, home
                                       kept; ``delete``: U absent (home kept, like ``state:
                                       absent``); ``keep``: U left as it is. In every case the
-                                      memberships and admin right jcstate granted go.
+                                      memberships and admin right jcstate granted go. A locked
+                                      or kept U stays in the ledger as ``retired``: not touched
+                                      again, still jcstate's should a policy list it again.
 changed user U it did not create      only U's memberships jcstate added go and its admin right
 (taken over)                          goes back to what it was; never locked or deleted.
 added U to group G (U still wanted)   U leaves G (``leave_groups``), unless a policy lists G.
@@ -78,6 +80,7 @@ class Undo:
     name: str = ""
     group: str = ""
     keep_account: bool = False  # undo only memberships and admin right: never touch the account
+    retire: bool = False  # once done, keep the entry as "created, retired" (lock and keep)
 
     def owns(self, change: Change) -> bool:
         """Whether ``change`` is (part of) this undo."""
@@ -133,6 +136,8 @@ def _users(ledger: Ledger, ctx: PlanContext) -> list[Undo]:
             if not _user_exists(ctx.facts["users"], name):
                 undos.append(Undo("user", name))  # already gone: nothing to do, entry settles
                 continue
+            if rec.retired:
+                continue  # undone already (locked or kept): not touched again
             choice = rec.on_removal if rec.created else "keep"
             admin = rec.admin_before  # None: jcstate never changed it, leave it alone
             if choice == "delete":
@@ -146,7 +151,14 @@ def _users(ledger: Ledger, ctx: PlanContext) -> list[Undo]:
                         leave_groups=tuple(sorted(rec.groups - listed.get(name, set()))),
                     )
                 )
-            undos.append(Undo("user", name, keep_account=choice == "keep"))
+            undos.append(
+                Undo(
+                    "user",
+                    name,
+                    keep_account=choice == "keep",
+                    retire=rec.created and choice != "delete",
+                )
+            )
             continue
         if spec.state == "absent":
             continue  # the policy removes the account; the ledger entry goes with it
@@ -281,7 +293,11 @@ def settle(ledger: Ledger, undos: list[Undo], plan: Plan) -> bool:
     for undo in undos:
         if undo.pending(plan):
             continue
-        if undo.what == "user":
+        if undo.what == "user" and undo.retire and undo.name in ledger.users:
+            ledger.users[undo.name] = dataclasses.replace(
+                ledger.users[undo.name], groups=set(), admin_before=None, retired=True
+            )
+        elif undo.what == "user":
             ledger.users.pop(undo.name, None)
         elif undo.what == "groups" and undo.name in ledger.users:
             ledger.users[undo.name].groups.discard(undo.group)
@@ -297,11 +313,17 @@ def settle(ledger: Ledger, undos: list[Undo], plan: Plan) -> bool:
 
 
 def refresh(ledger: Ledger, declared: list[Any]) -> bool:
-    """Keep each managed account's ``onRemoval`` as its policies say now; True when changed."""
+    """Keep each managed account's ``onRemoval`` as its policies say now, and take a retired
+    account back when a policy lists it again; True when the ledger changed."""
     changed = False
     for spec in declared:
         rec = ledger.users.get(spec.name)
-        if rec is not None and rec.created and rec.on_removal != spec.on_removal:
+        if rec is None or spec.state == "absent":
+            continue
+        if rec.retired:
+            rec.retired = False
+            changed = True
+        if rec.created and rec.on_removal != spec.on_removal:
             rec.on_removal = spec.on_removal
             changed = True
     return changed

@@ -97,6 +97,8 @@ def undo_changes(spec: dict[str, Any], facts: dict[str, Any]) -> list[str]:
         want = users.get(name)
         if want is not None and want.get("state") == "absent":
             continue
+        if want is None and owned.get("retired"):
+            continue  # undone already
         if want is None:
             choice = owned.get("onRemoval", "lock") if owned.get("created") else "keep"
             line = _ON_REMOVAL.get(choice, "").format(name, _UNDO)

@@ -98,10 +98,33 @@ def test_a_user_jcstate_created_follows_on_removal(
         assert driver.observe()["groups"]["developers"] == []
     if os_name == "linux":
         assert "/home/dana" in driver.sim.nodes  # the home is kept in every case
-    assert ledger.users == {}
+    if want is None:
+        assert ledger.users == {}
+    else:  # locked or kept: still jcstate's creation, never touched again
+        assert ledger.users["dana"].to_dict() == {
+            "created": True,
+            "onRemoval": choice,
+            "retired": True,
+        }
 
     again, mutations = converge(driver, {"groups": GROUPS}, ledger)
     assert again.changes == [] and mutations == 0
+
+
+@pytest.mark.parametrize("os_name", sorted(DRIVERS))
+def test_a_locked_user_listed_again_then_removed_again_is_locked_again(os_name: str) -> None:
+    driver = DRIVERS[os_name]()
+    ledger = _ledger(driver)
+    converge(driver, {"groups": GROUPS, "users": [DANA]}, ledger)
+    converge(driver, {"groups": GROUPS}, ledger)
+    assert _dana(driver)["locked"] is True  # type: ignore[index]
+    converge(driver, {"groups": GROUPS, "users": [DANA]}, ledger)  # back: unlocked by policy
+    assert _dana(driver)["locked"] is False  # type: ignore[index]
+    assert ledger.users["dana"].created and not ledger.users["dana"].retired
+    converge(driver, {"groups": GROUPS}, ledger)
+    dana = _dana(driver)
+    assert dana is not None and dana["locked"] is True and dana["admin"] is False
+    assert ledger.users["dana"].retired
 
 
 @pytest.mark.parametrize("os_name", sorted(DRIVERS))
@@ -186,7 +209,7 @@ def test_an_undo_interrupted_before_the_ledger_write_is_finished_next_round(
     ledger = saved  # … but the ledger on disk is the one from before (killed before writing)
     plan, mutations = converge(driver, {"groups": GROUPS}, ledger)
     assert plan.changes == [] and mutations == 0  # undoing what is undone is a no-op
-    assert ledger.users == {}  # and the entry goes now
+    assert ledger.users["dana"].retired  # and the entry is settled now
 
 
 @pytest.mark.parametrize("os_name", sorted(DRIVERS))

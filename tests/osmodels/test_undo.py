@@ -220,3 +220,31 @@ def test_a_user_deleted_by_hand_is_forgotten_not_recreated(os_name: str) -> None
     plan, mutations = converge(driver, {}, ledger)
     assert plan.changes == [] and mutations == 0
     assert ledger.users == {}
+
+
+def test_filevault_users_jcstate_added_leave_with_the_section() -> None:
+    driver = DarwinDriver()
+    mac = driver.host
+    mac.fv.on, mac.fv.users = True, ["ladmin"]
+    secrets = MappingSecrets({"passwords": {"alice-pw": "alice secret", "ladmin-pw": "ladmin-pw"}})
+    users = [
+        {"name": "alice", "password": {"secretRef": "alice-pw"}},
+        {"name": "ladmin", "password": {"secretRef": "ladmin-pw"}},
+    ]
+    ledger = _ledger(driver)
+    spec = {"users": users, "fileVault": {"enabled": True, "users": ["ladmin", "alice"]}}
+    report = engine.apply(Document(spec=spec), mac, secrets, ledger=ledger)
+    assert report.ok, render_text(report)
+    assert mac.fv.users == ["ladmin", "alice"]
+    assert ledger.file_vault_users == {"alice"}  # ladmin was enabled before jcstate came
+
+    report = engine.apply(Document(spec={"users": users}), mac, secrets, ledger=ledger)
+    assert report.ok, render_text(report)
+    (change,) = [c for c in report.plan.changes if c.kind == "fileVault"]
+    assert change.summary == undo.SUMMARY
+    assert [s.argv for s in change.steps] == [("fdesetup", "remove", "-user", "alice")]  # type: ignore[union-attr]
+    assert mac.fv.users == ["ladmin"]
+    assert ledger.file_vault_users == set()
+    assert not engine.apply(
+        Document(spec={"users": users}), mac, secrets, ledger=ledger
+    ).plan.changes

@@ -248,3 +248,15 @@ def test_filevault_users_jcstate_added_leave_with_the_section() -> None:
     assert not engine.apply(
         Document(spec={"users": users}), mac, secrets, ledger=ledger
     ).plan.changes
+
+
+def test_linux_undo_that_would_lock_the_last_admin_is_refused() -> None:
+    driver = LinuxDriver()
+    ledger = _ledger(driver)
+    converge(driver, {"groups": GROUPS, "users": [DANA]}, ledger)
+    driver.sim.users["root"].password = "*"  # root cannot log in: dana is the last admin
+    ctx = engine.context(Document(spec={"groups": GROUPS}), driver.host, SECRETS, ledger=ledger)
+    ctx.facts = driver.facts()
+    refused = [c for c in engine.decide(ctx).changes if c.error]
+    assert refused and all(c.summary == undo.SUMMARY for c in refused)
+    assert "last one" in (refused[0].error or "") and "allowLockout" in (refused[0].error or "")

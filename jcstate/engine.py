@@ -169,9 +169,9 @@ def apply(
         _mark_unconverged(results, second)
     else:
         second = first  # nothing ran: the system is as it was planned
-    if ledger is not None and not second.errors:
+    if ledger is not None:
         declared = list(ctx.declared.get("users") or [])
-        changed = undo.settle(ledger, ctx.undo, second)
+        changed = undo.settle(ledger, ctx.undo, second, ctx.facts)
         if undo.refresh(ledger, declared) or changed:
             ledger.save()
     return Report(

@@ -40,6 +40,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -97,6 +98,11 @@ class Undo:
                 if self.group in (fc.before or ()) and self.group not in (fc.after or ()):
                     return True
         return False
+
+    @property
+    def resource(self) -> str:
+        """The resource (spec key) this entry belongs to."""
+        return self.what if self.what in ("sshMfa", "fileVault") else "users"
 
     def pending(self, plan: Plan) -> bool:
         return any(self.owns(c) for c in plan.changes)
@@ -287,11 +293,15 @@ def _record_ssh_mfa(ledger: Ledger, change: Change) -> None:
         ledger.totp_files.add(change.name)
 
 
-def settle(ledger: Ledger, undos: list[Undo], plan: Plan) -> bool:
-    """Drop the undo entries a fresh plan no longer needs; True when the ledger changed."""
+def settle(ledger: Ledger, undos: list[Undo], plan: Plan, read: Iterable[str]) -> bool:
+    """Drop the undo entries a fresh plan no longer needs; True when the ledger changed.
+
+    ``read``: the resources whose facts that plan could read; an entry of another one stays.
+    """
     before = ledger.text()
+    known = set(read)
     for undo in undos:
-        if undo.pending(plan):
+        if undo.resource not in known or undo.pending(plan):
             continue
         if undo.what == "user" and undo.retire and undo.name in ledger.users:
             ledger.users[undo.name] = dataclasses.replace(

@@ -54,7 +54,7 @@ def converge(driver: Any, spec: dict[str, Any], ledger: Ledger) -> tuple[Plan, i
     ctx.facts = driver.facts()
     second = engine.decide(ctx)
     assert second.changes == [], [c.to_dict() for c in second.changes]
-    undo.settle(ledger, ctx.undo, second)
+    undo.settle(ledger, ctx.undo, second, ctx.facts)
     undo.refresh(ledger, list(ctx.declared.get("users") or []))
     return first, driver.mutations - before
 

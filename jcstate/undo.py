@@ -130,14 +130,18 @@ def _user_exists(facts: Any, name: str) -> bool:
 
 def _users(ledger: Ledger, ctx: PlanContext) -> list[Undo]:
     from jcstate.modules.users.model import UserSpec
+    from jcstate.registry import resource
 
+    backend = resource("users").backend(ctx.host.os)
+    fold = str.casefold if getattr(backend, "names_ignore_case", False) else str
     declared = list(ctx.desired.get("users") or [])
     by_name = {u.name: u for u in declared}
+    by_key = {fold(u.name): u.name for u in declared}
     listed = _group_members(ctx)
     undos: list[Undo] = []
     synthesised: list[UserSpec] = []
     for name, rec in sorted(ledger.users.items()):
-        spec = by_name.get(name)
+        spec = by_name.get(by_key.get(fold(name), name))
         if spec is None:
             if not _user_exists(ctx.facts["users"], name):
                 undos.append(Undo("user", name))  # already gone: nothing to do, entry settles
@@ -175,7 +179,7 @@ def _users(ledger: Ledger, ctx: PlanContext) -> list[Undo]:
             undos.append(Undo("admin", name))
         undos += [Undo("groups", name, g) for g in leave]
         if leave or admin != spec.admin:
-            by_name[name] = dataclasses.replace(spec, admin=admin, leave_groups=tuple(leave))
+            by_name[spec.name] = dataclasses.replace(spec, admin=admin, leave_groups=tuple(leave))
     if synthesised or any(by_name[u.name] is not u for u in declared):
         ctx.desired["users"] = [by_name[u.name] for u in declared] + synthesised
     return undos

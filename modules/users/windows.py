@@ -91,6 +91,7 @@ class WindowsUsers:
     supports = frozenset(
         {"name", "fullName", "groups", "admin", "password", "expires", "state", "allowLockout"}
     )
+    names_ignore_case = True  # DANA and dana are one account (the undo layer compares so)
 
     def gather(self, host: Host) -> WindowsFacts:
         return winfacts.gather(host)

@@ -260,3 +260,14 @@ def test_linux_undo_that_would_lock_the_last_admin_is_refused() -> None:
     refused = [c for c in engine.decide(ctx).changes if c.error]
     assert refused and all(c.summary == undo.SUMMARY for c in refused)
     assert "last one" in (refused[0].error or "") and "allowLockout" in (refused[0].error or "")
+
+
+def test_windows_names_in_the_ledger_compare_case_insensitively() -> None:
+    driver = WindowsDriver()
+    ledger = _ledger(driver)
+    converge(driver, {"groups": GROUPS, "users": [DANA]}, ledger)
+    plan, mutations = converge(
+        driver, {"groups": GROUPS, "users": [DANA | {"name": "DANA"}]}, ledger
+    )
+    assert plan.changes == [] and mutations == 0  # the same account: nothing undone
+    assert _dana(driver)["locked"] is False  # type: ignore[index]

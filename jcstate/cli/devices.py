@@ -82,6 +82,16 @@ def device_action(args: argparse.Namespace) -> int:
     return 0
 
 
+def device_converge(args: argparse.Namespace) -> int:
+    """Queue a "converge now" for the device; print the command id (``jcstate command show``)."""
+    data = client(args).call("POST", f"/api/v1/devices/{args.ref}/commands/converge", {})
+    if args.output == "json":
+        show(args, data)
+    else:
+        print(data["id"])
+    return 0
+
+
 def device_labels(args: argparse.Namespace) -> int:
     labels = dict(pair(p) for p in args.labels)
     show(
@@ -114,6 +124,9 @@ def register(sub: Any) -> None:
     q.add_argument("--volume", help="the volume (LVGUUID) whose key to show")
     q.add_argument("--all", action="store_true", help="the key of every volume")
     q.set_defaults(handler=device_recovery_key)
+    q = admin_parser(ds, "converge", "have the device plan and apply its policies now (a command)")
+    q.add_argument("ref")
+    q.set_defaults(handler=device_converge)
     q = admin_parser(ds, "labels", "replace a device's labels")
     q.add_argument("ref")
     q.add_argument("labels", nargs="*", metavar="KEY=VALUE")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from jcstate.cli.commands import COMMAND_COLUMNS, last_line
+from jcstate.cli.commands import COMMAND_COLUMNS, last_line, state_text
 from jcstate.cli.remote import admin_parser, client, pair, show, when
 
 __all__ = ["DEVICE_COLUMNS", "register"]
@@ -22,11 +22,26 @@ DEVICE_COLUMNS = [
     ("LAST REPORT", "lastReportAt"),
     ("OK", "lastReportOk"),
     ("DRIFT", "drift"),
+    ("WHY", "why"),
 ]
 
 
+def why(device: dict[str, Any]) -> str | None:
+    """The first reason the device's last plan did not apply, and how many more."""
+    failures = device.get("failures") or []
+    if not failures:
+        return None
+    first = failures[0]
+    text = f"{first['change']}: {first['message']}" if first.get("change") else first["message"]
+    text = text if len(text) <= 70 else text[:67] + "..."
+    return text + (f" (+{len(failures) - 1} more)" if len(failures) > 1 else "")
+
+
 def devices(args: argparse.Namespace) -> int:
-    show(args, client(args).call("GET", "/api/v1/devices"), DEVICE_COLUMNS)
+    rows = client(args).call("GET", "/api/v1/devices")
+    if args.output != "json":
+        rows = [{**d, "why": why(d)} for d in rows]
+    show(args, rows, DEVICE_COLUMNS)
     return 0
 
 
@@ -47,10 +62,23 @@ def device_show(args: argparse.Namespace) -> int:
         "online",
         "labels",
         "drift",
+        "documentCurrent",
     ):
         print(f"{key + ':':14}{data.get(key)}")
-    for key in ("enrolledAt", "lastSeen", "lastReportAt"):
+    for key in ("enrolledAt", "lastSeen", "lastReportAt", "lastPlanAt"):
         print(f"{key + ':':14}{when(data.get(key))}")
+    failures = data.get("failures") or []
+    if failures:
+        print("failures (why the last plan did not apply):")
+        for item in failures:
+            change = f"{item['change']}: " if item.get("change") else ""
+            print(f"  {item['status']:8} {change}{item['message']}")
+    planned = (data.get("lastPlan") or {}).get("changes") or []
+    pending = [c for c in planned if c["status"] == "pending"]
+    if pending:
+        print("drift (found by a plan between converges, not applied yet):")
+        for item in pending:
+            print(f"  {item['change']}")
     last = data.get("lastReport") or {}
     if last:
         counts = (last.get("report") or {}).get("counts")
@@ -62,7 +90,7 @@ def device_show(args: argparse.Namespace) -> int:
     if data.get("commands"):
         print("commands (newest first):")
         columns = [c for c in COMMAND_COLUMNS if c[1] != "hostname"] + [("OUTPUT", "tail")]
-        rows = [{**c, "tail": last_line(c)} for c in data["commands"]]
+        rows = [{**c, "tail": last_line(c), "state": state_text(c)} for c in data["commands"]]
         show(args, rows, columns, indent="  ")
     return 0
 

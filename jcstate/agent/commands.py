@@ -139,6 +139,7 @@ class QueuedCommands:
                 if starting is not None and self.runner.journal.get(command["id"]) is None:
                     starting(command)
                 result = self.runner.run(command)
+                self._dirty = True  # (a converge command's own flush may have looked before)
             except PlanError as exc:
                 # the server validates with the same code, so only a newer server's command
                 # gets here; it cannot be journaled by id if the id itself is unreadable

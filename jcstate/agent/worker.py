@@ -133,7 +133,8 @@ def _apply(request: dict[str, Any], host: Any, escrow: Escrow) -> dict[str, Any]
     )
     counts = report.counts() if callable(getattr(report, "counts", None)) else {}
     etag = str(request.get("etag") or "")
-    log.info("converged %s: %s", etag[:8], counts or ("ok" if report.ok else "failed"))
+    done = "planned" if request.get("mode") == "plan" else "converged"
+    log.info("%s %s: %s", done, etag[:8], counts or ("ok" if report.ok else "failed"))
     return {
         "ok": bool(report.ok),
         "changed": bool(getattr(report, "changed", False)),

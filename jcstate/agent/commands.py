@@ -1,11 +1,12 @@
 """The device side of the server's command queue: run what is delivered, at most once, in order.
 
 The server sends every unfinished command after the agent's *cursor* (the highest ``seq`` this
-process has handled) in each ``work`` answer. Each goes through
-:class:`~jcstate.modules.commands.execution.CommandRunner`, which journals ``started`` durably
-before anything runs, so a command delivered twice (a lost answer, an agent restart) runs once.
-The cursor lives in memory only: after a restart everything unfinished is delivered again and
-the journal answers for what already ran.
+process has handled) in each ``work`` answer. The next work request carries the cursor: that
+is the device's acknowledgement, and only then does the server show a command ``delivered``.
+Each goes through :class:`~jcstate.modules.commands.execution.CommandRunner`, which journals
+``started`` durably before anything runs, so a command delivered twice (a lost answer, an
+agent restart) runs once. The cursor lives in memory only: after a restart everything
+unfinished is delivered again and the journal answers for what already ran.
 
 Results go out from the journal itself, which keeps each final result until the server
 acknowledges it (the same journal the policy ``commands`` write to, so their results reach the
@@ -49,12 +50,15 @@ class QueuedCommands:
         actions: Actions | None = None,
         journal_dir: str | None = None,
         updater: SelfUpdate | None = None,
+        converger: Callable[[], tuple[bool, str]] | None = None,
     ):
         """``host``: the managed system, or its root path (the Host is then made on first use).
-        ``updater``: the agent's self-update, which carries out ``update`` commands."""
+        ``updater``: the agent's self-update, which carries out ``update`` commands.
+        ``converger``: the agent's converge, which carries out ``converge`` commands."""
         self._host = host
         self._actions = actions
         self._updater = updater
+        self._converger = converger
         self._journal_dir = journal_dir
         self._runner: CommandRunner | None = None
         self.cursor = 0  # highest seq handled by this process
@@ -80,7 +84,11 @@ class QueuedCommands:
 
             journal = Journal(self.host, self._journal_dir or DEFAULT_DIR)
             self._runner = CommandRunner(
-                self.host, journal, actions=self._actions, updater=self._updater
+                self.host,
+                journal,
+                actions=self._actions,
+                updater=self._updater,
+                converger=self._converger,
             )
         return self._runner
 
@@ -131,6 +139,7 @@ class QueuedCommands:
                 if starting is not None and self.runner.journal.get(command["id"]) is None:
                     starting(command)
                 result = self.runner.run(command)
+                self._dirty = True  # (a converge command's own flush may have looked before)
             except PlanError as exc:
                 # the server validates with the same code, so only a newer server's command
                 # gets here; it cannot be journaled by id if the id itself is unreadable

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 __all__ = ["Agent", "AgentConfig", "WorkerError", "backoff_delay", "setup_logging"]
 
 RESULTS_PER_REQUEST = 100
+DRAIN_RETRY = 120.0  # after a "draining" answer, retry quickly this long (a server restart)
 
 log = logs.getLogger("jcstate.agent")
 
@@ -68,6 +69,7 @@ class AgentConfig:
         once: bool = False,
         worker_timeout: float = 1800.0,
         release_key: str | None = None,
+        replan: float = 300.0,
     ):
         self.server = server
         self.connect_key = connect_key
@@ -79,6 +81,7 @@ class AgentConfig:
         self.wait = wait  # long-poll length asked of the server
         self.max_backoff = max_backoff
         self.reconverge = reconverge  # re-apply the last document this often, seconds
+        self.replan = replan  # between converges, plan (no apply) this often and report drift
         self.once = once  # converge once and exit (tests, cron)
         self.worker_timeout = worker_timeout  # a converge worker running longer is killed
         self.release_key = release_key  # pinned once in state_dir (jcstate.agent.release_key)
@@ -128,11 +131,16 @@ class Agent:
         self._secrets: dict[str, Any] = {}
         self._etag = ""
         self._last_converge = 0.0
+        self._last_plan = 0.0
+        self._drift_reported = False  # the last plan report said the device drifted
+        self._draining_until = 0.0  # the server said it is stopping: come back quickly
         self._failures = 0
         self._enroll_facts: dict[str, Any] | None = None  # facts sent when enrolling
         self._server_error: str | None = None  # the server could not render our document
         updater = Updater(config.install_dir, config.state_dir, fetch_from(self.client))
-        self.commands = QueuedCommands(config.root, actions=actions, updater=updater)
+        self.commands = QueuedCommands(
+            config.root, actions=actions, updater=updater, converger=self._converge_now
+        )
         self._recovered = False  # commands settled after the last start (crash, reboot)
 
     # -- single instance ---------------------------------------------------------------------
@@ -233,6 +241,11 @@ class Agent:
                 self._sleep(retry_after=getattr(exc, "retry_after", None))
 
     def _sleep(self, retry_after: float | None = None) -> None:
+        if time.monotonic() < self._draining_until:
+            # the server said it is stopping (a restart): try again within half a second,
+            # without backing off, so the agent is back within a second of the new server
+            time.sleep(0.1 + 0.4 * _uniform())
+            return
         delay = backoff_delay(self._failures, 1.0, self.config.max_backoff, retry_after)
         self._failures += 1
         log.info("retrying in %.1f s", delay)
@@ -242,6 +255,8 @@ class Agent:
         """One poll, and a converge when there is a new document (or reconverge is due)."""
         wait = 0.0 if self.config.once else self.config.wait
         work = self.client.work(self._etag, wait, self.commands.cursor)
+        if work.get("draining"):
+            self._draining_until = time.monotonic() + DRAIN_RETRY
         if work.get("error"):
             log.error("the server cannot render this device's document: %s", work["error"])
         if work.get("document") is not None or work.get("error"):
@@ -257,6 +272,12 @@ class Agent:
             and time.monotonic() - self._last_converge > self.config.reconverge
         ):
             self.converge()
+        elif (
+            self._document is not None
+            and not work.get("draining")
+            and time.monotonic() - max(self._last_converge, self._last_plan) > self.config.replan
+        ):
+            self.plan()
         if work.get("commands"):
             self.run_commands(work["commands"])
         if self.commands.retry_due():  # a self-update's next attempt (jcstate.agent.update)
@@ -278,14 +299,65 @@ class Agent:
         except ServerError as exc:
             log.info("could not tell the server %s is running: %s", command["id"], exc)
 
-    def converge(self) -> None:
-        """Plan and apply the current document in a worker; queue the report; send the queue."""
-        self._converge_into_outbox()  # its report is on disk, and no longer in memory
+    def converge(self) -> dict[str, Any]:
+        """Plan and apply the current document in a worker; queue the report; send the queue.
+        Returns what was queued (without the facts)."""
+        payload = self._converge_into_outbox()  # its report is on disk
         self._last_converge = time.monotonic()
         self.commands.journal_changed()  # a policy's commands may have run
         self.flush()
+        return payload
 
-    def _converge_into_outbox(self) -> None:
+    def _converge_now(self) -> tuple[bool, str]:
+        """Action ``converge`` of the command queue: converge now; (ok, what happened)."""
+        if self._document is None:
+            return False, self._server_error or "no policy document for this device yet"
+        payload = self.converge()
+        counts = (payload.get("report") or {}).get("counts") or {}
+        done = ", ".join(f"{k} {v}" for k, v in counts.items() if v)
+        if payload.get("ok"):
+            return True, f"converged: {done or 'no change'}"
+        return False, f"converge failed: {payload.get('error') or done or 'see the report'}"
+
+    def plan(self) -> None:
+        """Between converges: plan (nothing applied) and tell the server when the device has
+        drifted (changes it has not applied), or no longer has; see docs/state-model.md."""
+        self._last_plan = time.monotonic()
+        enrolled = self.identity.device() or {}
+        request = {
+            "mode": "plan",
+            "document": self._document,
+            "error": self._server_error,
+            "secrets": self._secrets,
+            "etag": self._etag,
+            "deviceId": enrolled.get("id", ""),
+        }
+        try:
+            answer = self._work(request)
+        except WorkerError as exc:
+            log.error("plan failed: %s", exc)
+            return
+        report = answer.get("report") or {}
+        drifted = bool(report.get("changes") or report.get("errors"))
+        if not drifted and not self._drift_reported:
+            return  # nothing new to say: the server already shows no drift
+        if drifted:
+            log.warning("drift: %s", report.get("counts"))
+        self.outbox.put(
+            {
+                "reportId": os.urandom(16).hex(),
+                "kind": "plan",
+                "etag": self._etag,
+                "ok": bool(answer.get("ok")),
+                "changed": False,
+                "report": report,
+                "facts": {},
+            }
+        )
+        self._drift_reported = drifted
+        self.flush()
+
+    def _converge_into_outbox(self) -> dict[str, Any]:
         payload: dict[str, Any] = {"reportId": os.urandom(16).hex(), "etag": self._etag}
         enrolled = self.identity.device() or {}
         request = {
@@ -313,6 +385,10 @@ class Agent:
             facts["agentVersion"] = self.version()
         payload["facts"] = facts
         self.outbox.put(payload)
+        # the converge's report sets drift on the server (changes it did not apply); a later
+        # plan reports again when it finds drift, or to clear what this one left
+        self._drift_reported = not payload["ok"]
+        return {k: v for k, v in payload.items() if k != "facts"}
 
     def _facts(self) -> dict[str, Any]:
         facts = self._work({"mode": "facts"}).get("facts")

@@ -10,7 +10,7 @@ hangs takes down one worker, never the agent loop.
 Request (stdin; it carries the document's secrets, so it never goes into argv, the
 environment or a log)::
 
-    {"mode": "converge" | "facts", "root": "/", "document": {...} | null,
+    {"mode": "converge" | "plan" | "facts", "root": "/", "document": {...} | null,
      "error": "the server could not render …" | null, "secrets": {...}, "etag": "…",
      "deviceId": "…",
      "server": "https://…", "caFile": null, "stateDir": "/var/lib/jcstate",
@@ -19,6 +19,7 @@ environment or a log)::
 Answer (stdout, one JSON object)::
 
     converge: {"ok": bool, "changed": bool, "report": {...}, "error"?: str, "facts": {...}}
+    plan:     {"ok": bool, "changed": false, "report": {...}, "error"?: str} (nothing applied)
     facts:    {"facts": {...}}
 
 Anything a module prints goes to stderr: stdout carries the answer only. The worker logs to
@@ -86,7 +87,7 @@ def run(request: dict[str, Any], escrow: Escrow | None = None) -> dict[str, Any]
     mode = request.get("mode")
     if mode == "facts":
         return {"facts": _facts(host, request)}
-    if mode != "converge":
+    if mode not in ("converge", "plan"):
         raise JcstateError(f"unknown worker mode {mode!r}")
     own = escrow is None
     if escrow is None:
@@ -104,6 +105,8 @@ def run(request: dict[str, Any], escrow: Escrow | None = None) -> dict[str, Any]
     finally:
         if own:
             escrow.close()
+    if mode == "plan":  # between converges: the server needs the plan only
+        return answer
     try:
         answer["facts"] = _facts(host, request)
     except JcstateError as exc:
@@ -128,10 +131,12 @@ def _apply(request: dict[str, Any], host: Any, escrow: Escrow) -> dict[str, Any]
         device={"id": str(request.get("deviceId") or "")},
         escrow=escrow,
         ledger=_ledger(request),
+        check=request.get("mode") == "plan",  # plan only: nothing is applied
     )
     counts = report.counts() if callable(getattr(report, "counts", None)) else {}
     etag = str(request.get("etag") or "")
-    log.info("converged %s: %s", etag[:8], counts or ("ok" if report.ok else "failed"))
+    done = "planned" if request.get("mode") == "plan" else "converged"
+    log.info("%s %s: %s", done, etag[:8], counts or ("ok" if report.ok else "failed"))
     return {
         "ok": bool(report.ok),
         "changed": bool(getattr(report, "changed", False)),

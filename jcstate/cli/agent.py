@@ -30,6 +30,7 @@ def run_agent(args: argparse.Namespace) -> int:
         wait=args.wait,
         max_backoff=args.max_backoff,
         reconverge=args.reconverge,
+        replan=args.replan,
         once=args.once,
         worker_timeout=args.worker_timeout,
         release_key=args.release_key,
@@ -97,6 +98,7 @@ RUN_OPTIONS: tuple[tuple[str, Any, type, str | None], ...] = (
     ("--wait", 55.0, float, "long-poll length, seconds"),
     ("--max-backoff", 300.0, float, None),
     ("--reconverge", 1800.0, float, "re-apply the current document this often, seconds"),
+    ("--replan", 300.0, float, "between converges, plan this often and report drift, seconds"),
     (
         "--worker-timeout",
         1800.0,

@@ -22,6 +22,17 @@ COMMAND_COLUMNS = [
 ]
 
 
+def state_text(command: dict[str, Any]) -> str:
+    """A command's state in words (docs/state-model.md): "queued" with "sent, awaiting device"
+    once a work answer carried it, and "(cancel requested)" after a cancel the device had."""
+    text = str(command.get("state"))
+    if text == "queued" and command.get("sentAt"):
+        text += " (sent, awaiting device)"
+    if command.get("cancelRequested"):
+        text += " (cancel requested)"
+    return text
+
+
 def last_line(command: dict[str, Any]) -> str | None:
     """The tail of a command's output in one short line (stdout, else stderr, else message)."""
     for key in ("stdout", "stderr", "message"):
@@ -120,9 +131,10 @@ def command_show(args: argparse.Namespace) -> int:
         ("device", f"{data['device']} ({data.get('hostname') or '?'})"),
         ("source", data["source"]),
         ("action", what),
-        ("state", data["state"] + (" (cancel requested)" if data["cancelRequested"] else "")),
+        ("state", state_text(data)),
         ("exit code", data["exitCode"]),
         ("created", f"{when(data['createdAt'])} by {data['createdBy']}"),
+        ("sent", when(data.get("sentAt"))),
         ("delivered", when(data["deliveredAt"])),
         ("running", when(data["runningAt"])),
         ("finished", when(data["finishedAt"])),
@@ -148,7 +160,10 @@ def command_list(args: argparse.Namespace) -> int:
         params["device"] = args.device
     if args.state:
         params["state"] = args.state
-    show(args, client(args).call("GET", "/api/v1/commands", **params), COMMAND_COLUMNS)
+    rows = client(args).call("GET", "/api/v1/commands", **params)
+    if args.output != "json":
+        rows = [{**r, "state": state_text(r)} for r in rows]
+    show(args, rows, COMMAND_COLUMNS)
     return 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from jcstate.cli.commands import COMMAND_COLUMNS, last_line
+from jcstate.cli.commands import COMMAND_COLUMNS, last_line, state_text
 from jcstate.cli.remote import admin_parser, client, pair, show, when
 
 __all__ = ["DEVICE_COLUMNS", "register"]
@@ -22,11 +22,26 @@ DEVICE_COLUMNS = [
     ("LAST REPORT", "lastReportAt"),
     ("OK", "lastReportOk"),
     ("DRIFT", "drift"),
+    ("WHY", "why"),
 ]
 
 
+def why(device: dict[str, Any]) -> str | None:
+    """The first reason the device's last plan did not apply, and how many more."""
+    failures = device.get("failures") or []
+    if not failures:
+        return None
+    first = failures[0]
+    text = f"{first['change']}: {first['message']}" if first.get("change") else first["message"]
+    text = text if len(text) <= 70 else text[:67] + "..."
+    return text + (f" (+{len(failures) - 1} more)" if len(failures) > 1 else "")
+
+
 def devices(args: argparse.Namespace) -> int:
-    show(args, client(args).call("GET", "/api/v1/devices"), DEVICE_COLUMNS)
+    rows = client(args).call("GET", "/api/v1/devices")
+    if args.output != "json":
+        rows = [{**d, "why": why(d)} for d in rows]
+    show(args, rows, DEVICE_COLUMNS)
     return 0
 
 
@@ -47,10 +62,23 @@ def device_show(args: argparse.Namespace) -> int:
         "online",
         "labels",
         "drift",
+        "documentCurrent",
     ):
         print(f"{key + ':':14}{data.get(key)}")
-    for key in ("enrolledAt", "lastSeen", "lastReportAt"):
+    for key in ("enrolledAt", "lastSeen", "lastReportAt", "lastPlanAt"):
         print(f"{key + ':':14}{when(data.get(key))}")
+    failures = data.get("failures") or []
+    if failures:
+        print("failures (why the last plan did not apply):")
+        for item in failures:
+            change = f"{item['change']}: " if item.get("change") else ""
+            print(f"  {item['status']:8} {change}{item['message']}")
+    planned = (data.get("lastPlan") or {}).get("changes") or []
+    pending = [c for c in planned if c["status"] == "pending"]
+    if pending:
+        print("drift (found by a plan between converges, not applied yet):")
+        for item in pending:
+            print(f"  {item['change']}")
     last = data.get("lastReport") or {}
     if last:
         counts = (last.get("report") or {}).get("counts")
@@ -62,7 +90,7 @@ def device_show(args: argparse.Namespace) -> int:
     if data.get("commands"):
         print("commands (newest first):")
         columns = [c for c in COMMAND_COLUMNS if c[1] != "hostname"] + [("OUTPUT", "tail")]
-        rows = [{**c, "tail": last_line(c)} for c in data["commands"]]
+        rows = [{**c, "tail": last_line(c), "state": state_text(c)} for c in data["commands"]]
         show(args, rows, columns, indent="  ")
     return 0
 
@@ -79,6 +107,16 @@ def device_recovery_key(args: argparse.Namespace) -> int:
 def device_action(args: argparse.Namespace) -> int:
     data = client(args).call("POST", f"/api/v1/devices/{args.ref}/{args.action}")
     show(args, data, DEVICE_COLUMNS)
+    return 0
+
+
+def device_converge(args: argparse.Namespace) -> int:
+    """Queue a "converge now" for the device; print the command id (``jcstate command show``)."""
+    data = client(args).call("POST", f"/api/v1/devices/{args.ref}/commands/converge", {})
+    if args.output == "json":
+        show(args, data)
+    else:
+        print(data["id"])
     return 0
 
 
@@ -114,6 +152,9 @@ def register(sub: Any) -> None:
     q.add_argument("--volume", help="the volume (LVGUUID) whose key to show")
     q.add_argument("--all", action="store_true", help="the key of every volume")
     q.set_defaults(handler=device_recovery_key)
+    q = admin_parser(ds, "converge", "have the device plan and apply its policies now (a command)")
+    q.add_argument("ref")
+    q.set_defaults(handler=device_converge)
     q = admin_parser(ds, "labels", "replace a device's labels")
     q.add_argument("ref")
     q.add_argument("labels", nargs="*", metavar="KEY=VALUE")

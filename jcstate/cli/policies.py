@@ -51,7 +51,16 @@ def push(args: argparse.Namespace) -> int:
             print(f"  ! {dev['error']}")
         for line in dev.get("changes") or ["  (no change)"]:
             print(f"  {line.strip()}" if line.strip() != "(no change)" else "  (no change)")
+        print_refusals(dev)
     return 0
+
+
+def print_refusals(device: dict[str, Any]) -> int:
+    """Warn about what the device will certainly refuse; how many."""
+    refusals = device.get("refusals") or []
+    for item in refusals:
+        print(f"  ! will be refused: {item['change']}: {item['message']}")
+    return len(refusals)
 
 
 def register(sub: Any) -> None:

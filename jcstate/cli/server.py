@@ -97,14 +97,14 @@ def run_server(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from jcstate.server.app import Settings, create_app
+    from jcstate.server.app import DrainingServer, Settings, create_app
 
     _raise_open_files_limit()
     _log_to_stderr(args.log_level)
     app = create_app(Settings(database=database, secret_key=key, max_wait=args.max_wait))
     scheme = "https" if tls else "http"
     print(f"jcstate server listening on {scheme}://{host}:{port}", flush=True)
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=host,
         port=port,
@@ -112,12 +112,17 @@ def run_server(args: argparse.Namespace) -> int:
         ssl_keyfile=args.tls_key,
         log_level=args.log_level,
         timeout_keep_alive=90,  # agents reuse their connection between long polls
-        timeout_graceful_shutdown=5,  # held long polls would otherwise delay a stop by 60 s
+        timeout_graceful_shutdown=5,  # held polls are answered at once; other requests get 5 s
         backlog=16384,
         access_log=args.access_log,
         server_header=False,  # no "server: uvicorn" to advertise (the direct write omits it too)
         proxy_headers=False,  # nothing reads the client's address; don't trust forwarded ones
     )
+    # SIGTERM drains: held polls answered, requests in flight finished (DrainingServer)
+    server = DrainingServer(config)
+    server.run()
+    if not server.started:
+        raise JcstateError(f"the server could not start on {host}:{port} (see above)")
     return 0
 
 

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import uvicorn
 from fastapi import FastAPI
 
 from jcstate import __version__
@@ -29,7 +30,7 @@ from jcstate.server.store import NOTIFY_CHANNEL, Store
 from jcstate.server.vault import Vault
 from jcstate.server.wake import Waiters, listen
 
-__all__ = ["App", "ServerContext", "Settings", "create_app"]
+__all__ = ["App", "DrainingServer", "ServerContext", "Settings", "create_app"]
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,9 @@ class Settings:
     database: str  # sqlite:///… or postgresql://…
     secret_key: bytes  # 32 bytes: seals TOTP secrets and passwords at rest
     max_wait: float = 60.0  # longest a work request is held
-    online_after: float = 90.0  # a device seen this recently is online
+    # a device whose last request is this recent is online; None: twice max_wait, so a device
+    # is offline once it missed a whole long poll (docs/state-model.md)
+    online_after: float | None = None
     migrate: bool = True
     clock: Callable[[], float] = time.time  # the command queue's clock (tests move it)
     raw_longpoll: bool = True  # serve the work route as raw ASGI (jcstate.server.longpoll)
@@ -62,6 +65,7 @@ class ServerContext:
     public_keys: dict[str, str] = field(default_factory=dict)  # device id → key (immutable)
     queue: CommandQueue | None = None  # security commands (set by create_app)
     _gen_refresh: asyncio.Future[tuple[int | None, float]] | None = None
+    draining: bool = False  # the server is stopping: work requests are answered at once
 
     @property
     def max_wait(self) -> float:
@@ -69,7 +73,14 @@ class ServerContext:
 
     @property
     def online_after(self) -> float:
-        return self.settings.online_after
+        if self.settings.online_after is not None:
+            return self.settings.online_after
+        return 2 * self.settings.max_wait
+
+    def drain(self) -> None:
+        """The server is stopping: answer held polls now and new ones at once (event loop)."""
+        self.draining = True
+        self.waiters.drain()
 
     def cached_generation(self) -> tuple[int | None, float] | None:
         """The generation when known without a query (the event loop must not block)."""
@@ -214,3 +225,20 @@ async def _prune_nonces(store: Store) -> None:
             await run_in_threadpool(store.prune_nonces, time.time())
         except Exception as exc:  # never let housekeeping take the server down
             log.warning("pruning request nonces failed: %s", exc)
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, stopping (SIGTERM, SIGINT) without dropping anyone: it stops
+    accepting connections, answers every held long poll at once (the answers say
+    ``draining``, so agents retry every fraction of a second until a server is back), lets
+    requests in flight finish, then runs the application's shutdown."""
+
+    async def shutdown(self, sockets: list[Any] | None = None) -> None:
+        for server in self.servers:
+            server.close()  # no new connections (uvicorn's own shutdown does it again)
+        app = self.config.app
+        ctx = getattr(getattr(app, "state", None), "ctx", None)
+        if ctx is not None:
+            ctx.drain()
+            await asyncio.sleep(0)  # the woken polls write their answers
+        await super().shutdown(sockets)

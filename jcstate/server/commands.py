@@ -1,20 +1,34 @@
 """The security-command queue: per device, in order, delivered until a result comes back.
 
-A command's life on the server::
+A command's life on the server (docs/state-model.md says what each state means to admins)::
 
-    queued ──delivered in a work answer──▶ delivered ──agent starts it──▶ running
-       │                                       │                            │
-       │ cancel                                │ cancel: cancel-requested   │ final result
-       ▼                                       ▼  (a late result is stored)  ▼
-    cancelled (never delivered)           succeeded | failed | interrupted (one result each)
+    queued ──the device acknowledges it──▶ delivered ──agent starts it──▶ running
+       │   (its next request's cursor,        │                            │
+       │    or its "running" note)            │ cancel: cancel-requested   │ final result
+       │ cancel                               ▼                            ▼
+       ▼                                 the device asks for work    succeeded | failed |
+    cancelled (the device never            again without a result:   interrupted
+    acknowledged it)                       cancelled                 (one result each)
 
+- **Sent is not delivered.** A work answer carrying a command records ``sentAt`` and leaves it
+  ``queued``: an answer can be lost and an agent can die before reading it. The command is
+  ``delivered`` once the device's next work request carries a cursor (the highest ``seq`` it
+  has handled) at or past it, or the device says it is running it. An agent that vanished
+  never makes a command look delivered.
 - **Order.** ``seq`` is one increasing sequence; a device receives its commands in that order and
   its agent runs them one after the other.
 - **No expiry.** A queued command waits however long the device is away, unless it sets
   ``notAfter``: one still queued past that time is settled ``failed`` without being delivered.
-- **Redelivery, not loss.** A delivered command stays in every work answer past the agent's
+- **Redelivery, not loss.** An unfinished command stays in every work answer past the agent's
   cursor until its final result is stored (a lost answer, an agent killed before it journaled
   the command). That is safe because the device journal runs each id at most once.
+- **Cancel.** A command the device has not acknowledged is cancelled outright (a device that
+  ran it anyway, having read a lost answer, still reports its result, which replaces the
+  cancel: the truth wins). One the device has is ``cancelRequested`` and no longer sent; when
+  the device asks for work again (a request that began after the cancel) and has sent no result
+  for it, it is not running it, and the command is settled ``cancelled``. Restart, shutdown,
+  erase and update are the exception: the OS or the updater holds them across the agent's
+  restarts, so they wait for their result.
 - **One result per (device, command id).** The final result is written with a conditional
   update (``state`` not yet final), so a resend after a lost acknowledgement changes nothing.
 - **Policy commands** (``spec.commands``) run on the device through the engine; their results
@@ -54,6 +68,8 @@ FINAL_STATES = ("succeeded", "failed", "interrupted", "cancelled")
 _RESULT_STATES = ("succeeded", "failed", "interrupted")  # what a device may report as final
 MAX_OUTPUT = 64 * 1024  # characters of stdout/stderr kept per command (the device's cap too)
 _POWER = ("restart", "shutdown", "erase")
+# held by the OS or the updater across the agent's restarts: a cancel waits for their result
+_HELD = (*_POWER, "update")
 
 
 class CommandConflict(PlanError):
@@ -118,19 +134,32 @@ class CommandQueue:
         return stored, True
 
     def cancel(self, row: Row) -> Row:
-        """Cancel: a queued command is never delivered; a delivered one is cancel-requested."""
+        """Cancel: a command the device never acknowledged is cancelled outright; one it has
+        (delivered, running) is cancel-requested and settled later (see the module's doc)."""
         c = db.commands
+        now = self.clock()
         with self.store.transaction() as conn:
             done = conn.execute(
                 c.update()
                 .where(c.c.seq == row["seq"], c.c.state == "queued")
-                .values(state="cancelled", finished_at=self.clock())
+                .values(
+                    state="cancelled",
+                    finished_at=now,
+                    result={
+                        "status": "cancelled",
+                        "message": "cancelled before the device acknowledged it",
+                    },
+                )
             ).rowcount
             if not done:
                 conn.execute(
                     c.update()
-                    .where(c.c.seq == row["seq"], c.c.state.in_(("delivered", "running")))
-                    .values(cancel_requested=True)
+                    .where(
+                        c.c.seq == row["seq"],
+                        c.c.state.in_(("delivered", "running")),
+                        c.c.cancel_requested.is_(False),
+                    )
+                    .values(cancel_requested=True, cancel_requested_at=now)
                 )
         fresh = self.by_seq(row["seq"])
         assert fresh is not None
@@ -194,25 +223,52 @@ class CommandQueue:
             return {r.device_id: (r.action, r.state) for r in conn.execute(q)}
 
     # -- devices ----------------------------------------------------------------------------
-    def deliver(self, device_id: str, cursor: int) -> list[dict[str, Any]]:
-        """The device's unfinished commands after ``cursor``, oldest first, marked delivered.
+    def deliver(
+        self, device_id: str, cursor: int, asked_at: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Answer a work request carrying ``cursor``: the device's unfinished commands after
+        it, oldest first, recorded as sent (they stay ``queued`` until acknowledged).
 
-        Commands past their ``notAfter`` while still queued are settled ``failed`` instead.
+        The cursor acknowledges every command the device was sent up to it (``delivered``).
+        ``asked_at``, when the request began: a cancel-requested command the device has not
+        sent a result for by then is settled ``cancelled`` (not for restart, shutdown, erase,
+        update). Commands past their ``notAfter`` while still queued are settled ``failed``.
         Reads first and writes only when something is there: this runs on every poll.
         """
         c = db.commands
-        outstanding = sa.and_(
-            c.c.device_id == device_id,
-            c.c.seq > cursor,
-            c.c.state.in_(ACTIVE_STATES),
-            c.c.cancel_requested.is_(False),
-        )
+        mine = sa.and_(c.c.device_id == device_id, c.c.state.in_(ACTIVE_STATES))
+        outstanding = sa.and_(mine, c.c.seq > cursor, c.c.cancel_requested.is_(False))
+        acked = sa.and_(mine, c.c.state == "queued", c.c.seq <= cursor, c.c.sent_at.is_not(None))
+        settled = sa.false()
+        if asked_at is not None:
+            settled = sa.and_(
+                mine,
+                c.c.cancel_requested.is_(True),
+                c.c.cancel_requested_at < asked_at,
+                c.c.action.not_in(_HELD),
+            )
         with self.store.engine.connect() as conn:
-            if conn.execute(sa.select(c.c.seq).where(outstanding).limit(1)).first() is None:
+            anything = sa.or_(outstanding, acked, settled)
+            if conn.execute(sa.select(c.c.seq).where(anything).limit(1)).first() is None:
                 return []
         now = self.clock()
         queued = sa.and_(outstanding, c.c.state == "queued")
         with self.store.transaction() as conn:
+            conn.execute(c.update().where(acked).values(state="delivered", delivered_at=now))
+            if asked_at is not None:
+                conn.execute(
+                    c.update()
+                    .where(settled)
+                    .values(
+                        state="cancelled",
+                        finished_at=now,
+                        result={
+                            "status": "cancelled",
+                            "message": "cancel requested; the device asked for work again "
+                            "without a result, so it is not running it",
+                        },
+                    )
+                )
             conn.execute(
                 c.update()
                 .where(queued, c.c.not_after.is_not(None), c.c.not_after < now)
@@ -225,13 +281,15 @@ class CommandQueue:
                     },
                 )
             )
-            conn.execute(c.update().where(queued).values(state="delivered", delivered_at=now))
             rows = _rows(conn.execute(c.select().where(outstanding).order_by(c.c.seq)))
             if rows:
                 conn.execute(
                     c.update()
                     .where(c.c.seq.in_([r["seq"] for r in rows]))
-                    .values(deliveries=c.c.deliveries + 1)
+                    .values(
+                        deliveries=c.c.deliveries + 1,
+                        sent_at=sa.func.coalesce(c.c.sent_at, now),
+                    )
                 )
         return [{"seq": r["seq"], **r["body"]} for r in rows]
 
@@ -245,13 +303,34 @@ class CommandQueue:
         cid, status = str(result.get("id", "")), result.get("status")
         now = self.clock()
         mine = sa.and_(c.c.device_id == device_id, c.c.id == cid)
+        # cancelled outright after it was sent: the device may have read the answer anyway,
+        # and what it reports is the truth (kept cancel-requested, so admins see both)
+        late = sa.and_(c.c.state == "cancelled", c.c.sent_at.is_not(None))
         if status == "running":
             with self.store.transaction() as conn:
                 changed = conn.execute(
                     c.update()
                     .where(mine, c.c.state.in_(("queued", "delivered")))
-                    .values(state="running", running_at=now)
+                    .values(
+                        state="running",
+                        running_at=now,
+                        delivered_at=sa.func.coalesce(c.c.delivered_at, now),
+                    )
                 ).rowcount
+                if not changed:
+                    changed = conn.execute(
+                        c.update()
+                        .where(mine, late)
+                        .values(
+                            state="running",
+                            running_at=now,
+                            finished_at=None,
+                            result=None,
+                            delivered_at=sa.func.coalesce(c.c.delivered_at, now),
+                            cancel_requested=True,
+                            cancel_requested_at=sa.func.coalesce(c.c.cancel_requested_at, now),
+                        )
+                    ).rowcount
             return "running" if changed else "ignored"
         if status not in _RESULT_STATES:
             return "ignored"
@@ -260,11 +339,16 @@ class CommandQueue:
         with self.store.transaction() as conn:
             changed = conn.execute(
                 c.update()
-                .where(mine, c.c.state.in_(ACTIVE_STATES))
+                .where(mine, sa.or_(c.c.state.in_(ACTIVE_STATES), late))
                 .values(
                     state=status,
                     finished_at=now,
                     running_at=sa.func.coalesce(c.c.running_at, now),
+                    delivered_at=sa.func.coalesce(c.c.delivered_at, now),
+                    cancel_requested=sa.or_(c.c.cancel_requested, c.c.state == "cancelled"),
+                    cancel_requested_at=sa.func.coalesce(
+                        c.c.cancel_requested_at, sa.case((c.c.state == "cancelled", now))
+                    ),
                     exit_code=exit_code,
                     result=kept,
                 )
@@ -347,8 +431,10 @@ def command_view(row: Row, hostname: str | None = None) -> dict[str, Any]:
         "cancelRequested": bool(row["cancel_requested"]),
         "createdAt": row["created_at"],
         "createdBy": row["created_by"],
+        "sentAt": row.get("sent_at"),
         "deliveredAt": row["delivered_at"],
         "deliveries": row["deliveries"],
+        "cancelRequestedAt": row.get("cancel_requested_at"),
         "runningAt": row["running_at"],
         "finishedAt": row["finished_at"],
         "notAfter": body.get("notAfter"),

@@ -61,6 +61,11 @@ devices = sa.Table(
     sa.Column("last_report_changed", sa.Boolean),
     sa.Column("applied_etag", sa.String(64)),
     sa.Column("facts", sa.JSON),
+    # the device's last plan (a converge, or a plan between converges; 0005): drift is "it had
+    # changes the device has not applied", last_plan what they were and why each failed
+    sa.Column("drift", sa.Boolean),
+    sa.Column("last_plan_at", sa.Float),
+    sa.Column("last_plan", sa.JSON),
 )
 
 revisions = sa.Table(
@@ -133,8 +138,10 @@ commands = sa.Table(
     sa.Column("not_after", sa.Float),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("created_by", sa.String(200), nullable=False),
-    sa.Column("delivered_at", sa.Float),
-    sa.Column("deliveries", sa.Integer, nullable=False, default=0),
+    sa.Column("delivered_at", sa.Float),  # the device acknowledged it (its cursor, 0005)
+    sa.Column("deliveries", sa.Integer, nullable=False, default=0),  # work answers carrying it
+    sa.Column("sent_at", sa.Float),  # first carried in a work answer (0005)
+    sa.Column("cancel_requested_at", sa.Float),  # 0005
     sa.Column("running_at", sa.Float),
     sa.Column("finished_at", sa.Float),  # when the server stored the final result
     sa.Column("exit_code", sa.Integer),

@@ -82,6 +82,9 @@ async def answer_work(
     With ``write`` (see :func:`direct_writer`) a push may answer the held request itself (see
     :class:`~jcstate.server.wake.Waiters`); None is returned then, as the answer has gone."""
     deadline = time.monotonic() + max(0.0, min(wait, ctx.max_wait))
+    if ctx.draining:  # the server is stopping: answer at once, the agent comes back later
+        deadline = 0.0
+    asked_at = ctx.queue.clock()  # a cancel requested before this settles (CommandQueue)
     reload = False  # the row read by authentication is fresh on the first pass
     check_queue = commands is not None  # the queue changes only with a "device" wake
     while True:
@@ -98,19 +101,23 @@ async def answer_work(
                 raise HTTPException(403, "this device is no longer active")
             queued: list[dict[str, Any]] = []
             if check_queue:
-                queued = await run_in_threadpool(ctx.queue.deliver, device["id"], commands)
+                queued = await run_in_threadpool(
+                    ctx.queue.deliver, device["id"], commands, asked_at
+                )
             if rendered.etag != etag:
                 return _full_answer(rendered, queued) if queued else rendered.answer
             if queued:
                 return _answer(etag, rendered.revision, queued)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return _answer(etag, rendered.revision, [])
+                return _answer(etag, rendered.revision, [], draining=ctx.draining)
             if write is not None:
                 woken.deliver = functools.partial(_deliver, ctx, device, etag, write)
             await woken.wait(remaining)
             if woken.answered:
                 return None
+            if "drain" in woken.reasons:  # the server is stopping (Waiters.drain)
+                return _answer(etag, rendered.revision, [], draining=True)
             reload = "device" in woken.reasons
             check_queue = commands is not None and reload
 
@@ -199,9 +206,14 @@ def _ok_response(body: bytes, keep_alive: bool) -> bytes:
     return response
 
 
-def _answer(etag: str, revision: int | None, commands: list[dict[str, Any]]) -> bytes:
-    """An answer without a document: nothing changed, or only commands are new."""
-    body = {
+def _answer(
+    etag: str, revision: int | None, commands: list[dict[str, Any]], draining: bool = False
+) -> bytes:
+    """An answer without a document: nothing changed, or only commands are new.
+
+    ``draining``: the server is stopping; the agent retries quickly (every fraction of a second)
+    until it is back, instead of backing off."""
+    body: dict[str, Any] = {
         "etag": etag,
         "revision": revision,
         "document": None,
@@ -209,6 +221,8 @@ def _answer(etag: str, revision: int | None, commands: list[dict[str, Any]]) -> 
         "error": None,
         "commands": commands,
     }
+    if draining:
+        body["draining"] = True
     return json.dumps(body, separators=(",", ":")).encode()
 
 

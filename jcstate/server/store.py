@@ -319,9 +319,27 @@ class Store:
 
     # -- reports ---------------------------------------------------------------------------
     def add_report(self, device_id: str, report: dict[str, Any]) -> bool:
-        """Store a report once; False when this report id was already stored (a resend)."""
+        """Store a report once; False when this report id was already stored (a resend).
+
+        A converge's report is kept whole; a plan between converges (``kind: plan``) only
+        updates the device's drift and last plan (:mod:`jcstate.server.states`).
+        """
+        from jcstate.server.states import last_plan
+
         now = time.time()
         facts = report.get("facts")
+        d = db.devices
+        if report.get("kind") == "plan":
+            with self._write() as conn:
+                previous = conn.execute(sa.select(d.c.last_plan).where(d.c.id == device_id))
+                drift, kept = last_plan(report, now, previous.scalar())
+                conn.execute(
+                    d.update()
+                    .where(d.c.id == device_id)
+                    .values(drift=drift, last_plan=kept, last_plan_at=now, last_seen=now)
+                )
+            return True
+        drift, kept = last_plan(report, now)
         try:
             with self._write() as conn:
                 conn.execute(
@@ -341,14 +359,15 @@ class Store:
                     "last_report_changed": bool(report.get("changed")),
                     "applied_etag": report.get("etag"),
                     "last_seen": now,
+                    "drift": drift,
+                    "last_plan": kept,
+                    "last_plan_at": now,
                 }
                 if isinstance(facts, dict):
                     values["facts"] = facts
                     if isinstance(facts.get("agentVersion"), str) and facts["agentVersion"]:
                         values["agent_version"] = facts["agentVersion"][:50]  # after an update
-                conn.execute(
-                    db.devices.update().where(db.devices.c.id == device_id).values(**values)
-                )
+                conn.execute(d.update().where(d.c.id == device_id).values(**values))
         except IntegrityError:
             return False
         return True

@@ -180,6 +180,12 @@ class Waiters:
             for event in group:
                 event.set("all")
 
+    def drain(self) -> None:
+        """The server is stopping: every held request answers now (event-loop thread only)."""
+        for group in list(self._by_device.values()):
+            for event in group:
+                event.set("drain")
+
     def wake_threadsafe(self, payload: str) -> None:
         """Wake from a worker thread (routes that changed state run in threads)."""
         if self._loop is not None and not self._loop.is_closed():

@@ -15,11 +15,13 @@ The model is what a policy (or the server's queue) says::
               timeout: 300}
         notAfter: 2026-12-01T00:00:00Z
 
-The server's queue has one more action, ``update`` (the agent installs a release of itself:
-``jcstate.agent.update``); a policy cannot ask for it::
+The server's queue has two more actions, which a policy cannot ask for: ``update`` (the agent
+installs a release of itself: ``jcstate.agent.update``) and ``converge`` (the agent plans and
+applies its current document now, ``jcstate device converge``)::
 
     {"id": "c-1f…", "action": "update",
      "update": {"version": "0.2.0", "sha256": "<64 hex>", "retry": false}}
+    {"id": "c-2a…", "action": "converge"}
 
 How a command is carried out is each OS's business (``linux.py``, ``windows.py``,
 ``darwin.py``); that it happens at most once is the journal's (``journal.py``) and the
@@ -51,8 +53,10 @@ __all__ = [
     "parse_command",
 ]
 
-Action = Literal["lock", "restart", "shutdown", "erase", "run", "update"]
-ACTIONS: tuple[str, ...] = ("lock", "restart", "shutdown", "erase", "run", "update")
+Action = Literal["lock", "restart", "shutdown", "erase", "run", "update", "converge"]
+ACTIONS: tuple[str, ...] = ("lock", "restart", "shutdown", "erase", "run", "update", "converge")
+# queued by the server only, never written in a policy
+SERVER_ONLY = ("update", "converge")
 # The id names a journal file: no '/', never '.' or '..' (it starts with a letter or digit).
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 DEFAULT_DELAY = 60  # seconds users get to save their work before restart/shutdown
@@ -170,6 +174,11 @@ def parse(section: Any) -> tuple[Command, ...]:
             raise PlanError(
                 f"commands: {cmd.id}: action update is queued by the server "
                 "(jcstate command update), not written in a policy"
+            )
+        if cmd.action == "converge":
+            raise PlanError(
+                f"commands: {cmd.id}: action converge is queued by the server "
+                "(jcstate device converge), not written in a policy"
             )
     return tuple(commands)
 

@@ -21,6 +21,7 @@ update command supersedes one still waiting for its next attempt.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from jcstate.errors import JcstateError
@@ -57,12 +58,16 @@ class CommandRunner:
         *,
         actions: Actions | None = None,
         updater: SelfUpdate | None = None,
+        converger: Callable[[], tuple[bool, str]] | None = None,
     ):
-        """``updater``: the agent's self-update; without it ``update`` commands fail."""
+        """``updater``: the agent's self-update; without it ``update`` commands fail.
+        ``converger``: the agent's "converge now" (ok, message); without it ``converge``
+        commands fail."""
         self.host = host
         self.journal = journal or Journal(host)
         self.actions = actions or actions_for(host.os)
         self.updater = updater
+        self.converger = converger
         self._settled = False
 
     def _settle(self) -> list[Entry]:
@@ -110,6 +115,9 @@ class CommandRunner:
         elif cmd.action == "update":
             if self.updater is None:
                 refusal = "not run: this agent cannot update itself (no release download)"
+        elif cmd.action == "converge":
+            if self.converger is None:
+                refusal = "not run: only the agent converges on request"
         else:
             refusal = self.actions.unsupported(cmd)
         entry = self.journal.start(
@@ -154,6 +162,12 @@ class CommandRunner:
         log.info("command %s: %s", cmd.id, cmd.action)
         if cmd.action == "update":
             return self._update(cmd, entry)
+        if cmd.action == "converge" and self.converger is not None:
+            try:
+                ok, message = self.converger()
+            except (JcstateError, OSError) as exc:
+                ok, message = False, f"converge failed: {exc}"
+            return self._finish(entry, Outcome(ok, message))
 
         def checkpoint(note: str) -> None:
             self.journal.await_reboot(cmd.id, note)

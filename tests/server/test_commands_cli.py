@@ -74,6 +74,9 @@ def test_issue_show_list_cancel(sqlite_server, capsys, monkeypatch):
     ]
     assert run_id in out and "succeeded" in out
 
+    code, out, _ = jcstate(capsys, "command", "show", lock_id)
+    assert "state:     queued (sent, awaiting device)" in out  # sent, not acknowledged
+    client.work("", 0, restart["seq"])  # the device's next request acknowledges what it has
     code, out, _ = jcstate(capsys, "command", "cancel", lock_id)
     assert out.strip() == f"{lock_id}: cancel-requested"
 

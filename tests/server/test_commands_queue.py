@@ -61,9 +61,14 @@ def test_commands_are_delivered_in_order_and_again_until_a_result_comes(server):
     assert got[1]["run"] == {"argv": ["id", "-u"], "timeout": 300}
     assert got[2]["delay"] == 0
     shown = admin.call("GET", f"/api/v1/commands/{first['id']}")
-    assert shown["state"] == "delivered" and shown["deliveries"] == 1
-    # past the cursor: nothing new
+    # sent, not delivered: the device has not acknowledged it yet
+    assert (shown["state"], shown["deliveries"], shown["deliveredAt"]) == ("queued", 1, None)
+    assert shown["sentAt"] >= shown["createdAt"]
+    # past the cursor: nothing new, and the cursor acknowledges all three
     assert client.work(work["etag"], 0, got[-1]["seq"])["commands"] == []
+    for cmd in (first, second, third):
+        shown = admin.call("GET", f"/api/v1/commands/{cmd['id']}")
+        assert shown["state"] == "delivered" and shown["deliveredAt"] >= shown["sentAt"]
     # an agent that restarted (cursor 0) gets every unfinished one again, in order
     again = client.work(work["etag"], 0, 0)["commands"]
     assert [c["id"] for c in again] == [c["id"] for c in got]
@@ -101,6 +106,8 @@ def test_shutdown_shows_until_the_device_reports_again(server):
     client, device_id = server.device("laptop3")
     issue(admin, device_id, "shutdown", delay=0)
     [got] = client.work("", 0, 0)["commands"]
+    assert admin.call("GET", "/api/v1/devices")[0]["activity"] is None  # sent, not acknowledged
+    client.work("", 0, got["seq"])  # the device's next request acknowledges it
     assert admin.call("GET", "/api/v1/devices")[0]["activity"] == "shutting down"
     client.command_results([result(got)])
     assert admin.call("GET", f"/api/v1/devices/{device_id}")["activity"] == "shutting down"
@@ -125,14 +132,15 @@ def test_cancel_after_delivery_is_requested_and_a_late_result_is_stored(server):
     client, device_id = server.device("laptop5")
     cmd = issue(admin, device_id, "run", run={"command": "sleep 5"})
     [got] = client.work("", 0, 0)["commands"]
+    client.work("", 0, got["seq"])  # acknowledged: the device has it
     answer = admin.call("POST", f"/api/v1/commands/{cmd['id']}/cancel")
     assert (answer["cancel"], answer["state"], answer["cancelRequested"]) == (
         "cancel-requested",
         "delivered",
         True,
     )
+    client.command_results([result(got, exitCode=0)])  # it had run: its result still counts
     assert client.work("", 0, 0)["commands"] == []  # not delivered again
-    client.command_results([result(got, exitCode=0)])
     shown = admin.call("GET", f"/api/v1/commands/{cmd['id']}")
     assert (shown["state"], shown["cancelRequested"], shown["exitCode"]) == (
         "succeeded",
@@ -141,6 +149,104 @@ def test_cancel_after_delivery_is_requested_and_a_late_result_is_stored(server):
     )
     again = admin.call("POST", f"/api/v1/commands/{cmd['id']}/cancel")
     assert again["cancel"] == "already succeeded"
+
+
+def test_a_vanished_agent_never_makes_a_command_look_delivered(server):
+    """The answer carrying the commands leaves, the agent dies before reading it: the commands
+    stay queued (sent, awaiting device), a restart shows no activity; the agent's next request
+    acknowledges them, or its "running" note does."""
+    admin = server.admin("manager")
+    client, device_id = server.device("vanishes")
+    restart = issue(admin, device_id, "restart", delay=0)
+    lock = issue(admin, device_id, "lock")
+    sent = client.work("", 0, 0)["commands"]
+    assert [c["id"] for c in sent] == [restart["id"], lock["id"]]
+    for _ in range(2):  # answered again to an agent that restarted: still not acknowledged
+        assert len(client.work("", 0, 0)["commands"]) == 2
+    shown = admin.call("GET", f"/api/v1/devices/{device_id}")
+    assert shown["activity"] is None
+    assert [(c["state"], c["deliveredAt"], c["deliveries"]) for c in shown["commands"]] == [
+        ("queued", None, 3),
+        ("queued", None, 3),
+    ]
+    assert all(c["sentAt"] for c in shown["commands"])
+    # the agent handled the restart (cursor at it): delivered; the lock is not acknowledged
+    client.work("", 0, sent[0]["seq"])
+    states = {c["id"]: c["state"] for c in admin.call("GET", "/api/v1/commands")}
+    assert (states[restart["id"]], states[lock["id"]]) == ("delivered", "queued")
+    assert admin.call("GET", f"/api/v1/devices/{device_id}")["activity"] == "restarting"
+    # a "running" note acknowledges too
+    client.command_results([result(sent[1], "running")])
+    shown = admin.call("GET", f"/api/v1/commands/{lock['id']}")
+    assert shown["state"] == "running" and shown["deliveredAt"] is not None
+
+
+def test_a_command_acknowledged_only_by_a_cursor_after_it_was_sent(server):
+    """A cursor past a command the device was never sent (a commit that came late) does not
+    acknowledge it: it is sent next, and stays queued until acknowledged."""
+    admin = server.admin("manager")
+    client, device_id = server.device("cursor")
+    cmd = issue(admin, device_id, "lock")
+    assert client.work("", 0, cmd["seq"] + 5)["commands"] == []
+    assert admin.call("GET", f"/api/v1/commands/{cmd['id']}")["state"] == "queued"
+
+
+def test_cancel_of_a_command_the_device_never_acknowledged_is_outright(server):
+    admin = server.admin("manager")
+    client, device_id = server.device("outright")
+    cmd = issue(admin, device_id, "run", run={"argv": ["true"]})
+    [got] = client.work("", 0, 0)["commands"]  # sent; the device never says it has it
+    answer = admin.call("POST", f"/api/v1/commands/{cmd['id']}/cancel")
+    assert (answer["cancel"], answer["state"], answer["cancelRequested"]) == (
+        "cancelled",
+        "cancelled",
+        False,
+    )
+    assert client.work("", 0, 0)["commands"] == []
+    # it had read the answer after all and ran it: the truth replaces the cancel
+    client.command_results([result(got, exitCode=0, stdout="ran\n")])
+    shown = admin.call("GET", f"/api/v1/commands/{cmd['id']}")
+    assert (shown["state"], shown["cancelRequested"], shown["stdout"]) == (
+        "succeeded",
+        True,
+        "ran\n",
+    )
+    # a command never sent that is cancelled takes no late result
+    never = issue(admin, device_id, "lock")
+    admin.call("POST", f"/api/v1/commands/{never['id']}/cancel")
+    client.command_results([result(never)])
+    assert admin.call("GET", f"/api/v1/commands/{never['id']}")["state"] == "cancelled"
+
+
+def test_cancel_requested_settles_when_the_device_asks_again_without_a_result(server):
+    """No state pending for ever: the device has the command, the cancel is requested; a poll
+    held from before the cancel settles nothing, the device's next request without a result
+    settles it cancelled. A restart under way waits for its result instead."""
+    admin = server.admin("manager")
+    client, device_id = server.device("settles")
+    run = issue(admin, device_id, "run", run={"command": "sleep 600"})
+    restart = issue(admin, device_id, "restart", delay=0)
+    sent = client.work("", 0, 0)["commands"]
+    etag = client.work("", 0, sent[-1]["seq"])["etag"]  # acknowledged both
+    client.command_results([result(sent[1], "running")])
+    held: dict[str, Any] = {}
+    poll = threading.Thread(target=lambda: held.update(client.work(etag, 2, sent[-1]["seq"])))
+    poll.start()
+    time.sleep(0.5)
+    for cmd in (run, restart):
+        answer = admin.call("POST", f"/api/v1/commands/{cmd['id']}/cancel")
+        assert answer["cancel"] == "cancel-requested"
+    poll.join()
+    assert held["commands"] == []
+    shown = admin.call("GET", f"/api/v1/commands/{run['id']}")
+    assert shown["state"] == "delivered" and shown["cancelRequestedAt"]  # that poll began before
+    client.work(etag, 0, sent[-1]["seq"])  # a request begun after the cancel, no result
+    shown = admin.call("GET", f"/api/v1/commands/{run['id']}")
+    assert shown["state"] == "cancelled" and "without a result" in shown["message"]
+    assert admin.call("GET", f"/api/v1/commands/{restart['id']}")["state"] == "running"
+    assert admin.call("GET", f"/api/v1/devices/{device_id}")["activity"] == "restarting"
+    client.command_results([result(sent[1], message="the device restarted")])
+    assert admin.call("GET", f"/api/v1/commands/{restart['id']}")["state"] == "succeeded"
 
 
 def test_no_expiry_a_month_offline_unless_not_after(server, clock):
@@ -155,8 +261,8 @@ def test_no_expiry_a_month_offline_unless_not_after(server, clock):
     assert [c["id"] for c in got] == [waits["id"], later["id"]]
     shown = admin.call("GET", f"/api/v1/commands/{lapses['id']}")
     assert shown["state"] == "failed" and "notAfter" in shown["message"]
-    assert shown["deliveredAt"] is None
-    assert admin.call("GET", f"/api/v1/commands/{waits['id']}")["deliveredAt"] >= (
+    assert shown["deliveredAt"] is None and shown["sentAt"] is None
+    assert admin.call("GET", f"/api/v1/commands/{waits['id']}")["sentAt"] >= (
         time.time() + 29 * DAY
     )
 

@@ -135,6 +135,7 @@ def _request(server: Any, callers: Callers, caller: str, route: str) -> int:
         "PUT /api/v1/passwords/{ref}": {"password": "hunter2"},
         "POST /api/v1/device/reports": {"reportId": os.urandom(8).hex(), "ok": True},
         "POST /api/v1/devices/{ref}/commands/lock": {},
+        "POST /api/v1/devices/{ref}/commands/converge": {},
         "POST /api/v1/devices/{ref}/commands/restart": {"delay": 0},
         "POST /api/v1/devices/{ref}/commands/shutdown": {},
         "POST /api/v1/devices/{ref}/commands/run": {"run": {"argv": ["id", "-u"]}},

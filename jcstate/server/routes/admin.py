@@ -73,7 +73,10 @@ def push(body: Push, request: Request, admin: Admin = MANAGE) -> dict[str, Any]:
 
 
 def _blast_radius(ctx: Any, repo: Any) -> list[dict[str, Any]]:
+    from jcstate.server.states import certain_refusals
+
     out = []
+    enrolled = {r["name"] for r in ctx.store.secret_names("totp")}
     for device in ctx.store.list_devices():
         if device["status"] != "active":
             continue
@@ -82,6 +85,8 @@ def _blast_radius(ctx: Any, repo: Any) -> list[dict[str, Any]]:
             doc = ctx.renderer.document(repo, device)
             entry["policies"] = list(getattr(doc, "policies", []) or [])
             entry["changes"] = account_changes(doc.spec, device.get("facts"))
+            # what the device will certainly refuse (an MFA user without a TOTP secret)
+            entry["refusals"] = certain_refusals(doc.spec, enrolled)
         except JcstateError as exc:
             entry["error"] = str(exc)
         out.append(entry)
@@ -109,6 +114,7 @@ def _device_summary(
 ) -> dict[str, Any]:
     """``power``: the queue's power states of many devices at once (listings)."""
     from jcstate.server.commands import activity
+    from jcstate.server.states import failures
 
     now = time.time()
     last_seen = ctx.store.seen_at(row)
@@ -129,22 +135,23 @@ def _device_summary(
         "agentVersion": row["agent_version"],
         "labels": row["labels"],
         "status": row["status"],
-        # after a restart/shutdown/erase: restarting, shutting down, shut down, erasing, erased
+        # what the device acknowledged of a restart/shutdown/erase (docs/state-model.md)
         "activity": (activity(*in_flight, online) or None) if in_flight else None,
+        # its last request is within twice the long-poll hold (a missed poll and more)
         "online": online,
         "enrolledAt": row["enrolled_at"],
         "lastSeen": last_seen,
         "lastReportAt": row["last_report_at"],
         "lastReportOk": row["last_report_ok"],
-        # drift: the device has not converged on its current document, or its last run changed
-        # something (the system had moved away from the policy)
-        "drift": None
+        # the device's last converge was on the document it is sent now
+        "documentCurrent": None
         if row["last_report_at"] is None
-        else bool(
-            row["applied_etag"] != current
-            or not row["last_report_ok"]
-            or row["last_report_changed"]
-        ),
+        else row["applied_etag"] == current,
+        # the device's last plan (a converge, or a plan between converges) had changes it has
+        # not applied; None until it reported a plan (jcstate.server.states)
+        "drift": row.get("drift"),
+        "lastPlanAt": row.get("last_plan_at"),
+        "failures": failures(row.get("last_plan")),
     }
 
 
@@ -181,6 +188,7 @@ def show_device(ref: str, request: Request, admin: Admin = READ) -> dict[str, An
         **_device_summary(ctx, row),
         "facts": row["facts"],
         "lastReport": None if last is None else last["body"],
+        "lastPlan": row.get("last_plan"),
         "commands": [command_view(c) for c in ctx.queue.list(row["id"], limit=20)],
     }
 

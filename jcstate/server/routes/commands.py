@@ -181,6 +181,13 @@ def run(ref: str, body: NewCommand, request: Request, admin: Admin = MANAGE) -> 
     return _issue(request, admin, ref, "run", body)
 
 
+@router.post("/devices/{ref}/commands/converge", status_code=201)
+def converge(ref: str, body: NewCommand, request: Request, admin: Admin = MANAGE) -> Any:
+    """Have the agent plan and apply its current document now (as its own re-converge does),
+    instead of at its next interval; the result says how the converge went."""
+    return _issue(request, admin, ref, "converge", body)
+
+
 @router.post("/devices/{ref}/commands/update", status_code=201)
 def update(ref: str, body: NewCommand, request: Request, admin: Admin = ADMINISTER) -> Any:
     """Install a release of the agent (``version``, stored with ``POST /api/v1/releases``);
@@ -244,8 +251,9 @@ def show_command(
 def cancel_command(
     command_id: str, request: Request, device: str | None = None, admin: Admin = MANAGE
 ) -> dict[str, Any]:
-    """Cancel: a queued command is never delivered; a delivered one is marked cancel-requested
-    (the device may already run it; its result is still stored)."""
+    """Cancel: a command the device has not acknowledged is cancelled outright; one it has is
+    marked cancel-requested, and settled ``cancelled`` when the device asks for work again
+    without a result for it (its result, if one comes, is still stored)."""
     ctx = _ctx(request)
     row = _one_command(ctx, command_id, device)
     if row["source"] != "admin":

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import BaseModel, Field
@@ -38,9 +38,13 @@ class Enrollment(BaseModel):
 
 
 class Report(BaseModel):
-    """A converge's outcome; ``reportId`` is the agent's, so a resend is stored once."""
+    """A converge's outcome; ``reportId`` is the agent's, so a resend is stored once.
+
+    ``kind: plan``: a plan between converges (nothing applied): it only updates the device's
+    drift and the changes it has not applied (docs/state-model.md)."""
 
     reportId: str = Field(min_length=8, max_length=64)
+    kind: Literal["converge", "plan"] = "converge"
     etag: str | None = None
     ok: bool
     changed: bool = False

@@ -118,7 +118,13 @@ def _request(server: Any, callers: Callers, caller: str, route: str) -> int:
             sealed = server.ctx.vault.seal("totp", "bob", Secret("JBSWY3DPEHPK3PXP"))
             server.ctx.store.set_secret("totp", "bob", sealed)
         path = path.replace("{user}", "bob")
+    if "{batch}" in path:  # a batch of one command
+        device = server.ctx.store.device(callers.fresh("ref"))
+        batch, _ = server.ctx.queue.issue_batch([device], {"action": "lock"}, "test")
+        path = path.replace("{batch}", batch)
     target = path
+    if route == "POST /api/v1/totp/{user}":  # bob is enrolled again by each caller
+        target += "?rotate=true&force=true"
     if route == "GET /api/v1/device/work":
         target += "?etag=&wait=0"
     bodies = {
@@ -135,6 +141,13 @@ def _request(server: Any, callers: Callers, caller: str, route: str) -> int:
         "POST /api/v1/devices/{ref}/commands/erase": {"confirm": ref},
         "POST /api/v1/device/commands/results": {"results": []},
         "POST /api/v1/device/escrow": {"volume": None, "key": "AAAA-BBBB-CCCC"},
+        "PATCH /api/v1/devices/{ref}/labels": {"add": {"a": "b"}, "remove": ["c"]},
+        "PATCH /api/v1/labels": {"os": "linux", "add": {"seen": "yes"}},
+        "POST /api/v1/revisions/{revision}/rollback": {"message": "back"},
+        "POST /api/v1/batches/lock": {"os": "linux"},
+        "POST /api/v1/batches/restart": {"os": "linux", "delay": 0},
+        "POST /api/v1/batches/shutdown": {"os": "linux"},
+        "POST /api/v1/batches/run": {"os": "linux", "run": {"argv": ["id", "-u"]}},
     }
     body_obj = bodies.get(route)
     if release is not None and route.endswith("/commands/update"):

@@ -1,0 +1,56 @@
+"""One JSON style for everything the admin API returns: camelCase keys, RFC 3339 times.
+
+The database keeps snake_case columns and POSIX seconds (so that SQLite and PostgreSQL compare
+times alike); every admin view passes through :func:`wire` on its way out, so a field added to a
+view later gets the same treatment without anyone remembering to. Only the top level of a view
+is converted: nested data that devices report (facts, reports, documents) is passed as sent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["camel", "from_rfc3339", "is_time_key", "rfc3339", "wire"]
+
+# camelCase keys holding a time that do not end in "At"
+_TIME_KEYS = frozenset({"at", "lastSeen", "lastUsed", "expires", "notAfter", "since", "until"})
+
+
+def camel(key: str) -> str:
+    """``created_at`` → ``createdAt``; a key already in camelCase is returned as it is."""
+    head, *rest = key.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def is_time_key(key: str) -> bool:
+    return key.endswith("At") or key in _TIME_KEYS
+
+
+def rfc3339(ts: float | None) -> str | None:
+    """POSIX seconds as RFC 3339 in UTC with microseconds (``2026-12-06T04:30:24.123456Z``):
+    one fixed width, so the strings also sort in time order."""
+    if ts is None:
+        return None
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def from_rfc3339(text: str) -> float:
+    """An RFC 3339 time (``Z`` or an offset; a date alone means its midnight UTC) as POSIX
+    seconds. Raises ValueError."""
+    parsed = dt.datetime.fromisoformat(text.strip().replace("z", "Z").replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return parsed.timestamp()
+
+
+def wire(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A view as the API sends it: top-level keys in camelCase, numeric times as RFC 3339."""
+    out: dict[str, Any] = {}
+    for key, value in row.items():
+        name = camel(key)
+        if is_time_key(name) and isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = rfc3339(float(value))
+        out[name] = value
+    return out

@@ -29,6 +29,7 @@ COMMAND_MODULES = [
     "totp",  # totp new
     "server",  # server, server make-cert
     "policies",  # push
+    "revisions",  # revisions, revision show|diff|rollback
     "devices",  # devices, device show|approve|revoke|labels|recovery-key
     "commands",  # command lock|restart|shutdown|erase|run|update|show|list|cancel
     "tokens",  # token, connect-key
@@ -37,6 +38,7 @@ COMMAND_MODULES = [
     "passwords",  # password set
     "releases",  # release push|list|delete|deploy
     "agent",  # agent, agent install
+    "completion",  # completion bash|zsh
 ]
 
 
@@ -100,6 +102,9 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
                 continue  # that part of the product is not built yet
             raise
         module.register(sub)
+    from jcstate.cli.examples import add_examples
+
+    add_examples(parser)
     return parser
 
 
@@ -127,7 +132,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"jcstate: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        print("jcstate: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return _closed_pipe()
+
+
+def _closed_pipe() -> int:
+    """``jcstate command list | head``: the reader left. Exit quietly, as ``cat`` does, and
+    keep Python from complaining again when it flushes stdout at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real stdout (tests capture it)
+        pass
+    return 141  # 128 + SIGPIPE, what a shell reports for a killed writer
 
 
 if __name__ == "__main__":

@@ -116,7 +116,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         args = parse_run(words[1:])
     if args is None:
-        args = build_parser(words).parse_args(words)
+        parser = build_parser(words)
+        args, extra = parser.parse_known_args(words)
+        if extra:
+            # `command run DEVICE --wait -- PROGRAM…`: argparse fills the program's nargs="*"
+            # with nothing at DEVICE, before reaching the options, and leaves the program over
+            if extra[0] == "--" and getattr(args, "argv", None) == []:
+                args.argv = extra[1:]
+            else:
+                parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.stderr_level = 30 - 10 * min(args.verbose, 2)  # logging.WARNING, INFO, DEBUG
     if not getattr(args, "own_logging", False):  # the agent does without logging's 1 MB
         import logging

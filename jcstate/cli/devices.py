@@ -180,7 +180,7 @@ def register(sub: Any) -> None:
         "--sort",
         default="hostname",
         help="hostname, id, os, status, agentVersion, enrolledAt, lastSeen, lastReportAt; "
-        "-FIELD for descending",
+        "--sort=-FIELD for descending",
     )
     p.add_argument("--limit", type=int, help="page size")
     p.add_argument("--page", type=int, default=1, help="page number (with --limit)")

@@ -32,7 +32,7 @@ EXAMPLES: dict[str, str] = {
     "revision rollback": "jcstate revision rollback 41 --dry-run\n"
     "  jcstate revision rollback 41 --yes -m 'back to the known good ssh policy'",
     "devices": "jcstate devices --label team=eng --label site=paris --status drift\n"
-    "  jcstate devices --os darwin --sort -lastSeen --limit 50 --page 2",
+    "  jcstate devices --os darwin --sort=-lastSeen --limit 50 --page 2",
     "device": "jcstate device show web1",
     "device show": "jcstate device show web1",
     "device approve": "jcstate device approve web1",

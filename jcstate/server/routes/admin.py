@@ -336,18 +336,24 @@ def select_devices(
     try:
         if status != "drift":
             return ctx.store.query_devices(**query, limit=limit, offset=offset)
-        rows, _ = ctx.store.query_devices(**query)
+        rows, _ = ctx.store.query_devices(**query, light=True)
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
     gen = ctx.generation()
-    drifted = [r for r in rows if _drifted(ctx, r, gen)]
+    drifted = [r["id"] for r in rows if _drifted(ctx, r, gen)]
     end = None if limit is None else offset + limit
-    return drifted[offset:end], len(drifted)
+    page = drifted[offset:end]
+    if not page:
+        return [], len(drifted)
+    full, _ = ctx.store.query_devices(ids=page, sort=sort)
+    return full, len(drifted)
 
 
 def _drifted(ctx: Any, row: dict[str, Any], gen: Any) -> bool:
     if row["last_report_at"] is None:
         return False
+    if not row["last_report_ok"] or row["last_report_changed"]:
+        return True  # no document needs computing
     current = ctx.renderer.etag(row, gen) if row["status"] == "active" else None
     return bool(
         row["applied_etag"] != current or not row["last_report_ok"] or row["last_report_changed"]

@@ -12,7 +12,20 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["camel", "from_rfc3339", "is_time_key", "rfc3339", "wire"]
+__all__ = ["camel", "errors", "from_rfc3339", "is_time_key", "rfc3339", "wire"]
+
+_ERRORS = {
+    404: "no such object (device, revision, batch, command, secret)",
+    409: "conflicts with the current state (a shared hostname, an existing secret, …)",
+    422: "invalid input; the detail says what and how to fix it",
+}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The ``responses`` of a route that may answer these error codes (OpenAPI documents them:
+    ``{"detail": …}``)."""
+    return {code: {"description": _ERRORS[code]} for code in codes}
+
 
 # camelCase keys holding a time that do not end in "At"
 _TIME_KEYS = frozenset({"at", "lastSeen", "lastUsed", "expires", "notAfter", "since", "until"})

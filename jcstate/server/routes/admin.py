@@ -23,7 +23,7 @@ from jcstate.server.auth import Admin, action_of, require
 from jcstate.server.blast import account_changes
 from jcstate.server.render import repo_from_files
 from jcstate.server.roles import ROLES
-from jcstate.server.views import from_rfc3339, wire
+from jcstate.server.views import errors, from_rfc3339, wire
 
 __all__ = ["router"]
 
@@ -172,7 +172,7 @@ def show_revision(revision: int, request: Request, admin: Admin = READ) -> dict[
     return {**view, "files": row["files"]}
 
 
-@router.get("/revisions/{revision}/diff")
+@router.get("/revisions/{revision}/diff", responses=errors(404))
 def diff_revision(
     revision: int,
     request: Request,
@@ -213,7 +213,7 @@ class Rollback(BaseModel):
     dryRun: bool = False
 
 
-@router.post("/revisions/{revision}/rollback")
+@router.post("/revisions/{revision}/rollback", responses=errors(404, 422))
 def rollback_revision(
     revision: int, body: Rollback, request: Request, admin: Admin = MANAGE
 ) -> dict[str, Any]:
@@ -364,7 +364,7 @@ def _drifted(ctx: Any, row: dict[str, Any], gen: Any) -> bool:
     "/devices",
     responses={
         200: {"headers": {"X-Total-Count": {"description": "devices matching the filters"}}},
-        422: {"description": "a bad filter, sort or page"},
+        **errors(422),
     },
 )
 def list_devices(
@@ -453,7 +453,7 @@ class LabelChange(BaseModel):
     remove: list[str] = Field(default_factory=list)
 
 
-@router.patch("/devices/{ref}/labels")
+@router.patch("/devices/{ref}/labels", responses=errors(404, 409, 422))
 def change_labels(
     ref: str, body: LabelChange, request: Request, admin: Admin = MANAGE
 ) -> dict[str, Any]:
@@ -495,7 +495,7 @@ class BulkLabels(Where):
     remove: list[str] = Field(default_factory=list)
 
 
-@router.patch("/labels")
+@router.patch("/labels", responses=errors(422))
 def change_labels_where(
     body: BulkLabels, request: Request, admin: Admin = MANAGE
 ) -> dict[str, Any]:
@@ -613,7 +613,7 @@ def list_tokens(request: Request, admin: Admin = ADMINISTER) -> list[dict[str, A
     return [_token_view(r) for r in _ctx(request).store.list_tokens()]
 
 
-@router.post("/tokens", status_code=201)
+@router.post("/tokens", status_code=201, responses=errors(422))
 def create_token(body: NewToken, request: Request, admin: Admin = ADMINISTER) -> dict[str, Any]:
     """A new token; its secret is in this response only."""
     expires = None
@@ -749,7 +749,7 @@ def list_totp(request: Request, admin: Admin = READ) -> list[dict[str, Any]]:
     return out
 
 
-@router.post("/totp/{user}", status_code=201, responses={409: {"description": "refused"}})
+@router.post("/totp/{user}", status_code=201, responses=errors(409))
 def enroll_totp(
     user: str,
     request: Request,
@@ -782,7 +782,7 @@ def enroll_totp(
     return {"user": user, "secret": secret, "rotated": exists, "devices": devices}
 
 
-@router.delete("/totp/{user}")
+@router.delete("/totp/{user}", responses=errors(404))
 def delete_totp(user: str, request: Request, admin: Admin = MANAGE) -> dict[str, Any]:
     """Forget a user's TOTP secret; ``devices`` lists those whose document still asks for it
     (their next run removes the secret file and reports the missing secret as a failure)."""
@@ -821,7 +821,7 @@ def _time_param(name: str, text: str | None) -> float | None:
         raise HTTPException(422, f"{name} {text!r} is not an RFC 3339 time or date") from None
 
 
-@router.get("/audit")
+@router.get("/audit", responses=errors(422))
 def list_audit(
     request: Request,
     limit: int = 200,

@@ -25,6 +25,7 @@ from jcstate.errors import PlanError
 from jcstate.server.auth import Admin, action_of, device_caller, require
 from jcstate.server.commands import FINAL_STATES, CommandConflict, command_view
 from jcstate.server.routes.admin import _one_device as one_device
+from jcstate.server.views import errors
 
 __all__ = ["router"]
 
@@ -259,31 +260,31 @@ def _issue_batch(request: Request, admin: Admin, action: str, body: NewBatch) ->
     }
 
 
-@router.post("/batches/lock", status_code=201)
+@router.post("/batches/lock", status_code=201, responses=errors(404, 422))
 def lock_where(body: NewBatch, request: Request, admin: Admin = MANAGE) -> Any:
     """Lock every matching device: one command each, one batch."""
     return _issue_batch(request, admin, "lock", body)
 
 
-@router.post("/batches/restart", status_code=201)
+@router.post("/batches/restart", status_code=201, responses=errors(404, 422))
 def restart_where(body: NewBatch, request: Request, admin: Admin = MANAGE) -> Any:
     """Restart every matching device: one command each, one batch."""
     return _issue_batch(request, admin, "restart", body)
 
 
-@router.post("/batches/shutdown", status_code=201)
+@router.post("/batches/shutdown", status_code=201, responses=errors(404, 422))
 def shutdown_where(body: NewBatch, request: Request, admin: Admin = MANAGE) -> Any:
     """Shut down every matching device: one command each, one batch."""
     return _issue_batch(request, admin, "shutdown", body)
 
 
-@router.post("/batches/run", status_code=201)
+@router.post("/batches/run", status_code=201, responses=errors(404, 422))
 def run_where(body: NewBatch, request: Request, admin: Admin = MANAGE) -> Any:
     """Run a program on every matching device: one command each, one batch."""
     return _issue_batch(request, admin, "run", body)
 
 
-@router.get("/batches/{batch}")
+@router.get("/batches/{batch}", responses=errors(404))
 def show_batch(batch: str, request: Request, admin: Admin = READ) -> dict[str, Any]:
     """A batch: how many of its commands are in each state, and each command."""
     ctx = _ctx(request)
@@ -315,7 +316,7 @@ def _hostnames(ctx: Any) -> dict[str, str]:
     return {d["id"]: d["hostname"] for d in ctx.store.list_devices()}
 
 
-@router.get("/commands")
+@router.get("/commands", responses=errors(404, 409, 422))
 def list_commands(
     request: Request,
     device: str | None = None,

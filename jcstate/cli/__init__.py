@@ -135,7 +135,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             stream=sys.stderr,
         )
     try:
-        return int(args.handler(args) or 0)
+        code = int(args.handler(args) or 0)
+        sys.stdout.flush()  # a reader gone before the last buffered lines: caught here too
+        return code
     except JcstateError as exc:
         print(f"jcstate: {exc}", file=sys.stderr)
         return 1

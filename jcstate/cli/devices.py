@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from jcstate.cli.commands import COMMAND_COLUMNS, last_line
-from jcstate.cli.remote import admin_parser, client, confirm, pair, show, when
+from jcstate.cli.remote import admin_parser, cell, client, confirm, pair, show, when
 from jcstate.errors import JcstateError
 
 __all__ = ["DEVICE_COLUMNS", "register"]
@@ -62,7 +62,7 @@ def device_show(args: argparse.Namespace) -> int:
         "labels",
         "drift",
     ):
-        print(f"{key + ':':14}{data.get(key)}")
+        print(f"{key + ':':14}{cell(key, data.get(key)) if key == 'labels' else data.get(key)}")
     for key in ("enrolledAt", "lastSeen", "lastReportAt"):
         print(f"{key + ':':14}{when(data.get(key))}")
     last = data.get("lastReport") or {}

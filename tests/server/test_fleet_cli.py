@@ -60,6 +60,8 @@ def test_devices_filters_and_labels_in_text(fleet, capsys):
     assert code == 0 and "ring=canary,site=paris,team=eng" in out
     code, out, _ = jcstate(capsys, "device", "label", "web1", "remove", "ring")
     assert "site=paris,team=eng" in out and "ring" not in out
+    code, out, _ = jcstate(capsys, "device", "show", "web1")
+    assert "labels:       site=paris,team=eng" in out
     code, out, _ = jcstate(capsys, "devices", "--search", "web", "--sort=-hostname")
     assert [line.split()[1] for line in out.splitlines()[1:]] == ["web2", "web1"]
     code, out, _ = jcstate(capsys, "devices", "--limit", "1", "--page", "2", "--output", "json")

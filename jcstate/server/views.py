@@ -9,6 +9,7 @@ is converted: nested data that devices report (facts, reports, documents) is pas
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -46,7 +47,8 @@ def rfc3339(ts: float | None) -> str | None:
     one fixed width, so the strings also sort in time order."""
     if ts is None:
         return None
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    text = dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="microseconds")
+    return text[:-6] + "Z"  # "+00:00"; isoformat is several times faster than strftime
 
 
 def from_rfc3339(text: str) -> float:
@@ -58,12 +60,20 @@ def from_rfc3339(text: str) -> float:
     return parsed.timestamp()
 
 
+@functools.lru_cache(maxsize=1024)
+def _wire_name(key: str) -> tuple[str, bool]:
+    name = camel(key)
+    return name, is_time_key(name)
+
+
 def wire(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A view as the API sends it: top-level keys in camelCase, numeric times as RFC 3339."""
+    """A view as the API sends it: top-level keys in camelCase, numeric times as RFC 3339.
+
+    Runs once per device in a listing of 10,000: key names are looked up once, not parsed."""
     out: dict[str, Any] = {}
     for key, value in row.items():
-        name = camel(key)
-        if is_time_key(name) and isinstance(value, (int, float)) and not isinstance(value, bool):
-            value = rfc3339(float(value))
+        name, is_time = _wire_name(key)
+        if is_time and value is not None and type(value) in (float, int):
+            value = rfc3339(value)
         out[name] = value
     return out

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -282,8 +283,32 @@ def test_bash_completion_loads_and_completes_subcommands(tmp_path):
         "--wait-timeout",
     ]
     assert "--where" in complete("jcstate", "device", "label", "--")
-    zsh = _cli("completion", "zsh").communicate(timeout=60)[0].decode()
-    assert zsh.startswith("#compdef jcstate") and "'jcstate device' 'show" in zsh
+
+
+@pytest.mark.skipif(shutil.which("zsh") is None, reason="zsh not installed (.ci/run installs it)")
+def test_zsh_completion_loads_and_offers_subcommands(tmp_path):
+    script = tmp_path / "_jcstate"
+    script.write_bytes(_cli("completion", "zsh").communicate(timeout=60)[0])
+    # compadd stands in for the completion system, printing what it was offered
+    run = subprocess.run(
+        [
+            "zsh",
+            "-f",
+            "-c",
+            f"autoload -U compinit; compinit -u -d {tmp_path}/zcompdump; source {script}; "
+            "print -r -- $_comps[jcstate]; compadd() {{ print -r -- $@ }}; "
+            "words=(jcstate device la); CURRENT=3; _jcstate; "
+            "words=(jcstate command run --wa); CURRENT=4; _jcstate",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0 and not run.stderr, run.stderr
+    registered, subs, opts = run.stdout.splitlines()
+    assert registered == "_jcstate"
+    assert {"labels", "label", "show"} <= set(subs.split())
+    assert {"--wait", "--wait-timeout", "--where"} <= set(opts.split())
 
 
 def test_every_subcommand_has_help_with_an_example(capsys):

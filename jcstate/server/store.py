@@ -545,9 +545,20 @@ class Store:
             self._notify(conn, "all")
 
     def delete_secret(self, kind: str, name: str) -> bool:
+        """Forget a secret. Every device's document depends on the newest ``updated_at`` of
+        the secrets (:meth:`generation`); deleting a row that was not the newest would leave it
+        unchanged, and devices would keep a cached document still carrying the secret. So a
+        deletion is recorded as a row of its own kind, which moves the generation on."""
         s = db.secrets
         with self._write() as conn:
             res = conn.execute(s.delete().where(s.c.kind == kind, s.c.name == name))
+            if res.rowcount:
+                conn.execute(s.delete().where(s.c.kind == "deleted", s.c.name == "generation"))
+                conn.execute(
+                    s.insert().values(
+                        kind="deleted", name="generation", ciphertext="", updated_at=time.time()
+                    )
+                )
             self._notify(conn, "all")
         return res.rowcount > 0
 

@@ -91,7 +91,7 @@ def _store_revision(
     if latest is not None:
         with contextlib.suppress(JcstateError):
             old = ctx.renderer.repo(latest)
-    affected = affected_devices(old, repo, ctx.store.list_devices())
+    affected = affected_devices(old, repo, ctx.store.query_devices(status="active", light=True)[0])
     rev = ctx.store.add_revision(
         files,
         admin.actor,
@@ -678,31 +678,33 @@ def revoke_connect_key(key_id: str, request: Request, admin: Admin = ADMINISTER)
 
 # -- secrets held by the server ------------------------------------------------------------
 def _totp_devices(ctx: Any, user: str) -> list[dict[str, Any]]:
-    """Active devices whose current document lists ``user`` in ``sshMfa.users``, each with
-    whether it has applied that document (so holds the current secret: acknowledged by its
-    report, not inferred)."""
+    """Active devices whose current document lists ``user`` in ``sshMfa.users``."""
+    return _totp_users(ctx).get(user, [])
+
+
+def _totp_users(ctx: Any) -> dict[str, list[dict[str, Any]]]:
+    """User → the active devices whose current document lists them in ``sshMfa.users``,
+    each with whether it has applied that document (so holds the current secret: acknowledged
+    by its report, not inferred). One pass over the fleet, with the renderings the work route
+    shares (a fleet selected by labels renders a handful of documents, not one per device)."""
     from jcstate.server.render import needed_secrets
 
     gen = ctx.generation()
+    out: dict[str, list[dict[str, Any]]] = {}
     if gen[0] is None:
-        return []
-    try:
-        repo = ctx.renderer.repo(gen[0])
-    except JcstateError:
-        return []
-    out = []
-    for row in ctx.store.list_devices():
-        if row["status"] != "active":
+        return out
+    # full rows: a rendering is cached by etag, which leaves out the facts templates may read
+    rows, _ = ctx.store.query_devices(status="active")
+    for row in rows:
+        rendered = ctx.renderer.for_device(row, gen)
+        if rendered.document is None:
             continue
-        try:
-            doc = ctx.renderer.document(repo, row)
-        except JcstateError:
-            continue
-        if user in needed_secrets(doc.spec)[0]:
-            applied = row["applied_etag"] is not None and row["applied_etag"] == ctx.renderer.etag(
-                row, gen
+        users = needed_secrets(rendered.document.get("spec") or {})[0]
+        applied = row["applied_etag"] is not None and row["applied_etag"] == rendered.etag
+        for user in users:
+            out.setdefault(user, []).append(
+                {"id": row["id"], "hostname": row["hostname"], "applied": applied}
             )
-            out.append({"id": row["id"], "hostname": row["hostname"], "applied": applied})
     return out
 
 
@@ -728,8 +730,9 @@ def list_totp(request: Request, admin: Admin = READ) -> list[dict[str, Any]]:
     devices hold the current secret (``devices``: applied it) or are still to (``pending``)."""
     ctx = _ctx(request)
     out = []
+    holders = _totp_users(ctx)
     for row in ctx.store.secret_names("totp"):
-        devices = _totp_devices(ctx, row["name"])
+        devices = holders.get(row["name"], [])
         out.append(
             wire(
                 {

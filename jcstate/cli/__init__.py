@@ -125,6 +125,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.argv = extra[1:]
             else:
                 parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        if "--" in words and getattr(args, "device", None) is not None:
+            # `command run --where K=V -- PROGRAM`: argparse takes the program for the device
+            args.device_typed = args.device in words[: words.index("--")]
     args.stderr_level = 30 - 10 * min(args.verbose, 2)  # logging.WARNING, INFO, DEBUG
     if not getattr(args, "own_logging", False):  # the agent does without logging's 1 MB
         import logging

@@ -51,7 +51,8 @@ def command_issue(args: argparse.Namespace) -> int:
     if getattr(args, "where", None) or getattr(args, "os", None):
         if args.action in ("erase", "update"):
             raise JcstateError(f"{args.action} is one device at a time: --where is refused")
-        if args.device is not None and args.action != "run":
+        typed = getattr(args, "device_typed", True)  # False: it is the program's first word
+        if args.device is not None and (args.action != "run" or typed):
             raise JcstateError("give a device or --where, not both")
         return _command_batch(api, args)
     if args.device is None:
@@ -101,8 +102,8 @@ def _body(args: argparse.Namespace) -> dict[str, Any]:
 
 def _command_batch(api: Any, args: argparse.Namespace) -> int:
     """One command per device matching --where/--os, as one batch, after a confirmation."""
-    if args.action == "run" and args.device is not None:
-        args.argv = [args.device, *(args.argv or [])]  # no device: the first word is the program
+    if args.action == "run" and args.device is not None:  # typed after --: the program's
+        args.argv = [args.device, *(args.argv or [])]
         args.device = None
     where = dict(pair(p) for p in args.where)
     target = {"where": where, **({"os": args.os} if args.os else {})}

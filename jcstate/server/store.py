@@ -470,6 +470,13 @@ class Store:
             value = conn.execute(sa.select(sa.func.max(db.revisions.c.id))).scalar()
         return None if value is None else int(value)
 
+    def previous_revision_id(self, rev_id: int) -> int | None:
+        """The newest revision before ``rev_id`` (None for the first)."""
+        r = db.revisions
+        with self.engine.connect() as conn:
+            value = conn.execute(sa.select(sa.func.max(r.c.id)).where(r.c.id < rev_id)).scalar()
+        return None if value is None else int(value)
+
     def revision(self, rev_id: int) -> Row | None:
         with self.engine.connect() as conn:
             rows = _rows(conn.execute(db.revisions.select().where(db.revisions.c.id == rev_id)))

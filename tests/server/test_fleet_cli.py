@@ -106,6 +106,9 @@ def test_bulk_command_batch_and_erase_refused(fleet, capsys):
     assert "web2" in out and "web1" not in out
     code, _, err = jcstate(capsys, "command", "erase", "--where", "team=eng", "--yes")
     assert code == 1 and "one device at a time" in err
+    for argv in (["web1", "--where", "team=eng"], ["--where", "team=eng", "web1"]):
+        code, _, err = jcstate(capsys, "command", "run", *argv, "--yes", "--", "uname")
+        assert code == 1 and "not both" in err
 
 
 def _answer_later(client, status, stdout="", stderr="", delay=0.5):

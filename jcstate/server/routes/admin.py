@@ -182,11 +182,8 @@ def diff_revision(
     """A unified diff of the files from ``against`` to ``revision``."""
     new = _revision(request, revision)
     if against is None:
-        older = [r["id"] for r in _ctx(request).store.list_revisions(10000) if r["id"] < revision]
-        old_files = _revision(request, older[0])["files"] if older else {}
-        against = older[0] if older else None
-    else:
-        old_files = _revision(request, against)["files"]
+        against = _ctx(request).store.previous_revision_id(revision)
+    old_files = {} if against is None else _revision(request, against)["files"]
     lines: list[str] = []
     changed = []
     for path in sorted(set(old_files) | set(new["files"])):

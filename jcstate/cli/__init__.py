@@ -29,6 +29,7 @@ COMMAND_MODULES = [
     "totp",  # totp new
     "server",  # server, server make-cert
     "policies",  # push
+    "revisions",  # revisions, revision show|diff|rollback
     "devices",  # devices, device show|approve|revoke|labels|recovery-key
     "commands",  # command lock|restart|shutdown|erase|run|update|show|list|cancel
     "tokens",  # token, connect-key
@@ -38,6 +39,7 @@ COMMAND_MODULES = [
     "releases",  # release push|list|delete|deploy
     "agent",  # agent, agent install
     "admins",  # admin add|list|remove|passwd (console accounts)
+    "completion",  # completion bash|zsh
 ]
 
 
@@ -101,6 +103,9 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
                 continue  # that part of the product is not built yet
             raise
         module.register(sub)
+    from jcstate.cli.examples import add_examples
+
+    add_examples(parser)
     return parser
 
 
@@ -112,7 +117,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         args = parse_run(words[1:])
     if args is None:
-        args = build_parser(words).parse_args(words)
+        parser = build_parser(words)
+        args, extra = parser.parse_known_args(words)
+        if extra:
+            # `command run DEVICE --wait -- PROGRAM…`: argparse fills the program's nargs="*"
+            # with nothing at DEVICE, before reaching the options, and leaves the program over
+            if extra[0] == "--" and getattr(args, "argv", None) == []:
+                args.argv = extra[1:]
+            else:
+                parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        if "--" in words and getattr(args, "device", None) is not None:
+            # `command run --where K=V -- PROGRAM`: argparse takes the program for the device
+            args.device_typed = args.device in words[: words.index("--")]
     args.stderr_level = 30 - 10 * min(args.verbose, 2)  # logging.WARNING, INFO, DEBUG
     if not getattr(args, "own_logging", False):  # the agent does without logging's 1 MB
         import logging
@@ -123,12 +139,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             stream=sys.stderr,
         )
     try:
-        return int(args.handler(args) or 0)
+        code = int(args.handler(args) or 0)
+        sys.stdout.flush()  # a reader gone before the last buffered lines: caught here too
+        return code
     except JcstateError as exc:
         print(f"jcstate: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        print("jcstate: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return _closed_pipe()
+
+
+def _closed_pipe() -> int:
+    """``jcstate command list | head``: the reader left. Exit quietly, as ``cat`` does, and
+    keep Python from complaining again when it flushes stdout at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real stdout (tests capture it)
+        pass
+    return 141  # 128 + SIGPIPE, what a shell reports for a killed writer
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from jcstate.cli.remote import admin_parser, client, show, when
+from jcstate.cli.remote import admin_parser, client, confirm, pair, show, when
 from jcstate.errors import JcstateError
 
 __all__ = ["COMMAND_COLUMNS", "last_line", "register"]
@@ -43,11 +43,31 @@ def last_line(command: dict[str, Any]) -> str | None:
     return None
 
 
+# exit codes of --wait and `command show` (docs/cli.md)
+EXIT_FAILED = 1  # failed, interrupted or cancelled
+EXIT_WAIT_TIMEOUT = 124  # still not final when --timeout ran out (as timeout(1))
+FINAL = ("succeeded", "failed", "interrupted", "cancelled")
+
+
+def outcome_code(state: str) -> int:
+    """0 for a command that succeeded, 1 for one that failed, was interrupted or cancelled."""
+    return 0 if state == "succeeded" else EXIT_FAILED
+
+
 def command_issue(args: argparse.Namespace) -> int:
     """Queue lock/restart/shutdown/erase/run for one device; print the new command's id."""
     import urllib.parse
 
     api = client(args)
+    if getattr(args, "where", None) or getattr(args, "os", None):
+        if args.action in ("erase", "update"):
+            raise JcstateError(f"{args.action} is one device at a time: --where is refused")
+        typed = getattr(args, "device_typed", True)  # False: it is the program's first word
+        if args.device is not None and (args.action != "run" or typed):
+            raise JcstateError("give a device or --where, not both")
+        return _command_batch(api, args)
+    if args.device is None:
+        raise JcstateError("give a device (id or hostname), or --where KEY=VALUE")
     ref = urllib.parse.quote(args.device, safe="")
     body: dict[str, Any] = {}
     for key, value in (
@@ -66,12 +86,130 @@ def command_issue(args: argparse.Namespace) -> int:
         if args.retry:
             body["retry"] = True
     data = api.call("POST", f"/api/v1/devices/{ref}/commands/{args.action}", body)
+    if args.wait:
+        print(f"queued {data['action']} {data['id']} for {data['hostname']}", file=sys.stderr)
+        return _wait(api, args, data)
     if args.output == "json":
         show(args, data)
     else:
         print(data["id"])
         print(f"queued {data['action']} for {data['hostname']} ({data['device']})", file=sys.stderr)
     return 0
+
+
+def _body(args: argparse.Namespace) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    for key, value in (
+        ("delay", getattr(args, "delay", None)),
+        ("message", getattr(args, "message", None)),
+        ("notAfter", args.not_after),
+    ):
+        if value is not None:
+            body[key] = value
+    if args.action == "run":
+        body["run"] = _run_spec(args)
+    return body
+
+
+def _command_batch(api: Any, args: argparse.Namespace) -> int:
+    """One command per device matching --where/--os, as one batch, after a confirmation."""
+    if args.action == "run" and args.device is not None:  # typed after --: the program's
+        args.argv = [args.device, *(args.argv or [])]
+        args.device = None
+    where = dict(pair(p) for p in args.where)
+    target = {"where": where, **({"os": args.os} if args.os else {})}
+    body = {**target, **_body(args)}
+    preview = api.call("POST", f"/api/v1/batches/{args.action}", {**body, "dryRun": True})
+    if not preview["count"]:
+        raise JcstateError("no active device matches: nothing queued")
+    names = [d["hostname"] for d in preview["devices"]]
+    shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+    print(f"{args.action} on {preview['count']} devices: {shown}", file=sys.stderr)
+    if not confirm(args, f"queue {args.action} on {preview['count']} devices?"):
+        print("nothing queued", file=sys.stderr)
+        return 1
+    data = api.call("POST", f"/api/v1/batches/{args.action}", body)
+    if args.wait:
+        print(f"queued batch {data['batch']} ({data['count']} commands)", file=sys.stderr)
+        return _wait_batch(api, args, data["batch"])
+    if args.output == "json":
+        show(args, data)
+    else:
+        print(data["batch"])
+        follow = f"jcstate command show {data['batch']}"
+        print(f"queued {args.action} on {data['count']} devices: {follow}", file=sys.stderr)
+    return 0
+
+
+def _deadline(args: argparse.Namespace) -> float | None:
+    import time
+
+    limit = getattr(args, "wait_timeout", None)
+    return None if limit is None else time.monotonic() + limit
+
+
+def _wait(api: Any, args: argparse.Namespace, data: dict[str, Any]) -> int:
+    """Poll the command until it is final: exit 0 succeeded, 1 otherwise, 124 out of time."""
+    import time
+
+    deadline = _deadline(args)
+    params = {"device": data["device"]}
+    pause = 0.2
+    while data["state"] not in FINAL:
+        if deadline is not None and time.monotonic() >= deadline:
+            print(
+                f"jcstate: {data['id']} is still {data['state']} after {args.wait_timeout} s "
+                f"(jcstate command show {data['id']})",
+                file=sys.stderr,
+            )
+            return EXIT_WAIT_TIMEOUT
+        time.sleep(pause)
+        pause = min(pause * 1.5, 2.0)
+        data = api.call("GET", f"/api/v1/commands/{data['id']}", **params)
+    if args.output == "json":
+        show(args, data)
+    else:
+        for stream, out in (("stdout", sys.stdout), ("stderr", sys.stderr)):
+            text = data.get(stream) or ""
+            if text:
+                out.write(text if text.endswith("\n") else text + "\n")
+        code = "" if data.get("exitCode") is None else f" (exit {data['exitCode']})"
+        message = f": {data['message']}" if data.get("message") else ""
+        print(f"{data['id']} {data['state']}{code}{message}", file=sys.stderr)
+    return outcome_code(data["state"])
+
+
+def _wait_batch(api: Any, args: argparse.Namespace, batch: str) -> int:
+    """Wait for every command of a batch: 0 when all succeeded, 1 otherwise, 124 out of time."""
+    import time
+
+    deadline = _deadline(args)
+    pause = 0.2
+    while True:
+        data = api.call("GET", f"/api/v1/batches/{batch}")
+        if data["done"]:
+            break
+        if deadline is not None and time.monotonic() >= deadline:
+            print(f"jcstate: batch {batch} not done after {args.wait_timeout} s", file=sys.stderr)
+            _print_batch(args, data)
+            return EXIT_WAIT_TIMEOUT
+        time.sleep(pause)
+        pause = min(pause * 1.5, 2.0)
+    _print_batch(args, data)
+    return 0 if set(data["states"]) == {"succeeded"} else EXIT_FAILED
+
+
+def _print_batch(args: argparse.Namespace, data: dict[str, Any]) -> None:
+    if args.output == "json":
+        show(args, data)
+        return
+    states = ", ".join(f"{n} {s}" for s, n in sorted(data["states"].items()))
+    print(f"batch:     {data['batch']}")
+    print(f"action:    {data['action']}")
+    print(f"created:   {when(data['createdAt'])} by {data['createdBy']}")
+    print(f"commands:  {data['count']} ({states})")
+    rows = [{**c, "tail": last_line(c)} for c in data["commands"]]
+    show(args, rows, [*COMMAND_COLUMNS, ("OUTPUT", "tail")], indent="  ")
 
 
 def _program_argv(parsed: list[str]) -> list[str]:
@@ -117,11 +255,17 @@ def _typed_back(api: Any, ref: str) -> str:
 
 
 def command_show(args: argparse.Namespace) -> int:
+    """One command, or a batch (``b-…``); exits 1 when it failed, was interrupted or
+    cancelled (a batch: when any of its commands did), 0 otherwise."""
+    if args.id.startswith("b-") and not args.device:
+        data = client(args).call("GET", f"/api/v1/batches/{args.id}")
+        _print_batch(args, data)
+        return EXIT_FAILED if set(data["states"]) & {"failed", "interrupted", "cancelled"} else 0
     params = {"device": args.device} if args.device else {}
     data = client(args).call("GET", f"/api/v1/commands/{args.id}", **params)
     if args.output == "json":
         show(args, data)
-        return 0
+        return outcome_code(data["state"]) if data["state"] in FINAL else 0
     what = data["action"]
     run = data.get("run") or {}
     if run:
@@ -151,15 +295,16 @@ def command_show(args: argparse.Namespace) -> int:
             print(f"{stream} (last {len(tail)} lines){cut}:")
             for line in tail:
                 print(f"  {line}")
-    return 0
+    return outcome_code(data["state"]) if data["state"] in FINAL else 0
 
 
 def command_list(args: argparse.Namespace) -> int:
     params: dict[str, Any] = {"limit": args.limit}
     if args.device:
         params["device"] = args.device
-    if args.state:
-        params["state"] = args.state
+    for key in ("state", "action", "batch", "since"):
+        if getattr(args, key):
+            params[key] = getattr(args, key)
     rows = client(args).call("GET", "/api/v1/commands", **params)
     if args.output != "json":
         rows = [{**r, "state": state_text(r)} for r in rows]
@@ -191,8 +336,30 @@ def register(sub: Any) -> None:
     }
     for action, text in texts.items():
         q = admin_parser(cs, action, text)
-        q.add_argument("device", help="device id or hostname")
+        q.add_argument("device", nargs="?", help="device id or hostname (or --where)")
         q.add_argument("--not-after", help="RFC 3339 time after which it is not delivered")
+        q.add_argument(
+            "--where",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="every active device with these labels (repeat for AND), as one batch"
+            + ("; refused: erase is one device at a time" if action == "erase" else ""),
+        )
+        q.add_argument("--os", help="with --where, or alone: only devices of this OS")
+        q.add_argument("--yes", action="store_true", help="bulk: do not ask for confirmation")
+        q.add_argument(
+            "--wait", action="store_true", help="wait for the final state; exit with its outcome"
+        )
+        q.add_argument(
+            "--wait-timeout",
+            type=float,
+            metavar="S",
+            help="with --wait: give up after S seconds (exit 124)"
+            + ("" if action == "run" else "; also --timeout"),
+        )
+        if action != "run":
+            q.add_argument("--timeout", dest="wait_timeout", type=float, help=argparse.SUPPRESS)
         if action in ("restart", "shutdown"):
             q.add_argument("--delay", type=int, help="seconds between warning and action (60)")
             q.add_argument("--message", help="added to the warning users see")
@@ -217,6 +384,9 @@ def register(sub: Any) -> None:
     q = admin_parser(cs, "list", "commands, newest first")
     q.add_argument("--device", help="only this device (id or hostname)")
     q.add_argument("--state", help="only this state (queued, delivered, running, …)")
+    q.add_argument("--action", help="only this action (lock, restart, run, …)")
+    q.add_argument("--batch", help="only the commands of this batch (b-…)")
+    q.add_argument("--since", metavar="TIME", help="created at or after (RFC 3339 or a date)")
     q.add_argument("--limit", type=int, default=100)
     q.set_defaults(handler=command_list)
     q = admin_parser(cs, "cancel", "cancel a command (queued: never delivered)")

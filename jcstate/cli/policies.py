@@ -32,18 +32,37 @@ def _repo_files(paths: list[str]) -> dict[str, str]:
     return files
 
 
+EXIT_WOULD_CHANGE = 2  # push --dry-run, revision rollback --dry-run: like `jcstate plan`
+
+
 def push(args: argparse.Namespace) -> int:
-    answer = client(args).call(
-        "POST",
-        "/api/v1/revisions",
-        {"files": _repo_files(args.repo), "message": args.message or "", "dryRun": args.dry_run},
-    )
+    body: dict[str, Any] = {
+        "files": _repo_files(args.repo),
+        "message": args.message or "",
+        "dryRun": args.dry_run,
+    }
+    if args.commit:
+        body["commit"] = args.commit
+    answer = client(args).call("POST", "/api/v1/revisions", body)
     if args.output == "json":
         show(args, answer)
-        return 0
+        return blast_code(answer) if args.dry_run else 0
     if not args.dry_run:
-        print(f"stored revision {answer['revision']}")
+        print(f"stored revision {answer['revision']} ({answer.get('devicesAffected')} devices)")
         return 0
+    print_blast_radius(answer)
+    return blast_code(answer)
+
+
+def blast_code(answer: dict[str, Any]) -> int:
+    """2 when some device would change (or could not be rendered), 0 when none would."""
+    for dev in answer["devices"]:
+        if dev.get("error") or [c for c in dev.get("changes") or [] if c.strip()]:
+            return EXIT_WOULD_CHANGE
+    return 0
+
+
+def print_blast_radius(answer: dict[str, Any]) -> None:
     print("dry run: nothing stored. Per device, from its last reported facts:")
     for dev in answer["devices"]:
         print(f"{dev['hostname']} ({dev['id']})")
@@ -52,7 +71,6 @@ def push(args: argparse.Namespace) -> int:
         for line in dev.get("changes") or ["  (no change)"]:
             print(f"  {line.strip()}" if line.strip() != "(no change)" else "  (no change)")
         print_refusals(dev)
-    return 0
 
 
 def print_refusals(device: dict[str, Any]) -> int:
@@ -68,4 +86,5 @@ def register(sub: Any) -> None:
     p.add_argument("repo", nargs="+", help="repo directory or files")
     p.add_argument("--dry-run", action="store_true", help="show per-device changes, store nothing")
     p.add_argument("-m", "--message", help="revision message")
+    p.add_argument("--commit", metavar="SHA", help="the git commit the files come from (CI)")
     p.set_defaults(handler=push)

@@ -17,7 +17,7 @@ from typing import Any
 
 from jcstate.errors import JcstateError
 
-__all__ = ["admin_parser", "client", "pair", "show", "subparsers_of", "when"]
+__all__ = ["admin_parser", "cell", "client", "confirm", "pair", "show", "subparsers_of", "when"]
 
 
 def client(args: argparse.Namespace) -> Any:
@@ -30,10 +30,43 @@ def client(args: argparse.Namespace) -> Any:
     return AdminClient(server, token, ca_file=args.ca_file or os.environ.get("JCSTATE_CA_FILE"))
 
 
-def when(ts: float | None) -> str:
+def when(ts: float | str | None) -> str:
+    """A time from the API (RFC 3339, or POSIX seconds) as ``2026-12-06 04:30:24Z``."""
     if ts is None:
         return "never"
+    if isinstance(ts, str):
+        try:
+            ts = dt.datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return ts
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def cell(key: str, value: Any) -> str:
+    """One value in a text table: times readable, labels as ``k=v,k2=v2``, lists joined."""
+    if value is None:
+        return "-"
+    if isinstance(value, dict):
+        return ",".join(f"{k}={v}" for k, v in sorted(value.items())) or "-"
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value) or "-"
+    if isinstance(value, bool):
+        return str(value)
+    if key.endswith(("At", "Seen", "_at")) or key in ("at", "lastSeen", "lastUsed"):
+        return when(value)
+    return str(value)
+
+
+def confirm(args: argparse.Namespace, question: str) -> bool:
+    """True with ``--yes``; else ask on the terminal (no terminal: refuse, say how)."""
+    import sys
+
+    if getattr(args, "yes", False):
+        return True
+    if not sys.stdin.isatty():
+        raise JcstateError(f"{question} — not confirmed: no terminal to ask on; add --yes")
+    print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
 
 
 def show(
@@ -48,17 +81,7 @@ def show(
     rows = data if isinstance(data, list) else [data]
     table = [[h for h, _ in columns]]
     for row in rows:
-        cells = []
-        for _, key in columns:
-            value = row.get(key)
-            if (
-                key.endswith(("At", "Seen", "_at", "at"))
-                and isinstance(value, (int, float))
-                and not isinstance(value, bool)
-            ):
-                value = when(value)
-            cells.append("-" if value is None else str(value))
-        table.append(cells)
+        table.append([cell(key, row.get(key)) for _, key in columns])
     widths = [max(len(r[i]) for r in table) for i in range(len(columns))]
     for r in table:
         print(indent + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())

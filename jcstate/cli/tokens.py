@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from jcstate.cli.remote import admin_parser, client, pair, show
+from jcstate.errors import JcstateError
 
 __all__ = ["register"]
 
@@ -13,17 +14,44 @@ TOKEN_COLUMNS = [
     ("ID", "id"),
     ("NAME", "name"),
     ("ROLE", "role"),
-    ("CREATED", "created_at"),
-    ("REVOKED", "revoked_at"),
+    ("STATE", "state"),
+    ("CREATED", "createdAt"),
+    ("LAST USED", "lastUsedAt"),
+    ("EXPIRES", "expiresAt"),
+    ("REVOKED", "revokedAt"),
 ]
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def expiry(text: str) -> str:
+    """``30d``, ``12h``, ``2w`` (from now) or an RFC 3339 time → an RFC 3339 time."""
+    import datetime as dt
+
+    from jcstate.server.views import from_rfc3339, rfc3339
+
+    number, unit = text[:-1], text[-1:].lower()
+    if unit in _UNITS and number.isdigit():
+        return rfc3339(dt.datetime.now(dt.UTC).timestamp() + int(number) * _UNITS[unit]) or ""
+    try:
+        return rfc3339(from_rfc3339(text)) or ""
+    except ValueError:
+        raise JcstateError(
+            f"--expires {text}: give a duration (30d, 12h, 2w) or an RFC 3339 time"
+        ) from None
 
 
 def token_create(args: argparse.Namespace) -> int:
-    data = client(args).call("POST", "/api/v1/tokens", {"role": args.role, "name": args.name or ""})
+    body = {"role": args.role, "name": args.name or ""}
+    if args.expires:
+        body["expiresAt"] = expiry(args.expires)
+    data = client(args).call("POST", "/api/v1/tokens", body)
     if args.output == "json":
         show(args, data)
     else:
-        print(f"token {data['id']} ({data['role']}); shown only once:\n{data['token']}")
+        until = f", expires {data['expiresAt']}" if data.get("expiresAt") else ""
+        print(f"token {data['id']} {data['name']} ({data['role']}{until}); shown only once:")
+        print(data["token"])
     return 0
 
 
@@ -45,9 +73,9 @@ KEY_COLUMNS = [
     ("ID", "id"),
     ("KEY", "key"),
     ("NAME", "name"),
-    ("AUTO-APPROVE", "auto_approve"),
+    ("AUTO-APPROVE", "autoApprove"),
     ("LABELS", "labels"),
-    ("REVOKED", "revoked_at"),
+    ("REVOKED", "revokedAt"),
 ]
 
 
@@ -81,7 +109,8 @@ def register(sub: Any) -> None:
     ts.required = True
     q = admin_parser(ts, "create", "create a token (printed once)")
     q.add_argument("--role", required=True, choices=["read-only", "manager", "administrator"])
-    q.add_argument("--name")
+    q.add_argument("--name", help="shown as the actor in the audit log (default: the role)")
+    q.add_argument("--expires", metavar="WHEN", help="30d, 12h, 2w or an RFC 3339 time")
     q.set_defaults(handler=token_create)
     admin_parser(ts, "list", "list tokens").set_defaults(handler=token_list)
     q = admin_parser(ts, "revoke", "revoke a token")

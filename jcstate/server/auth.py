@@ -58,7 +58,8 @@ def require(needed: str) -> Any:
         store: Store = request.app.state.ctx.store
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
-        row = store.token_for(token.strip()) if scheme.lower() == "bearer" and token else None
+        row = store.token_by_secret(token.strip()) if scheme.lower() == "bearer" and token else None
+        now = time.time()
         if row is None:
             store.audit(
                 "anonymous", action_of(request), "denied", detail={"reason": "no valid token"}
@@ -66,6 +67,19 @@ def require(needed: str) -> Any:
             raise HTTPException(
                 401, "a valid admin token is required", headers={"WWW-Authenticate": "Bearer"}
             )
+        dead = _dead(row, now)
+        if dead:
+            # recorded as that token: an investigation asks who kept trying
+            store.audit(
+                f"token:{row['id']}",
+                action_of(request),
+                "denied",
+                role=row["role"],
+                target=request.path_params.get("ref"),
+                detail={"reason": dead[0]},
+            )
+            raise HTTPException(401, dead[1], headers={"WWW-Authenticate": "Bearer"})
+        store.token_used(row["id"], now)
         admin = Admin(row["id"], row["name"], row["role"])
         if not allows(admin.role, needed):
             store.audit(
@@ -81,6 +95,26 @@ def require(needed: str) -> Any:
 
     dependency.__name__ = f"require_{needed.replace('-', '_')}"
     return dependency
+
+
+def _dead(row: dict[str, Any], now: float) -> tuple[str, str] | None:
+    """(audit reason, message for the caller) for a revoked or expired token; None if live."""
+    from jcstate.server.views import rfc3339
+
+    what = f"token {row['id']} ({row['name']})"
+    if row.get("revoked_at") is not None:
+        return (
+            "revoked",
+            f"{what} was revoked at {rfc3339(row['revoked_at'])}: "
+            "ask an administrator for a new token",
+        )
+    if row.get("expires_at") is not None and row["expires_at"] <= now:
+        return (
+            "expired",
+            f"{what} expired at {rfc3339(row['expires_at'])}: "
+            "ask an administrator for a new token (jcstate token create --expires 30d)",
+        )
+    return None
 
 
 async def verify_signature(request: Request, public_key: str, device_id: str) -> bytes:

@@ -51,6 +51,7 @@ from jcstate.errors import PlanError
 from jcstate.modules.commands import parse_command
 from jcstate.server import db
 from jcstate.server.store import Store
+from jcstate.server.views import wire
 
 __all__ = [
     "ACTIVE_STATES",
@@ -133,6 +134,45 @@ class CommandQueue:
         assert stored is not None
         return stored, True
 
+    def issue_batch(
+        self, devices: list[Row], spec: dict[str, Any], actor: str
+    ) -> tuple[str, list[Row]]:
+        """Queue one command per device as one batch, in one transaction; (batch id, rows).
+
+        Each command gets its own id (a device journal keys on it) and the batch's id.
+        Raises PlanError when the command is invalid (before anything is queued).
+        """
+        batch = "b-" + secrets.token_hex(8)
+        now = self.clock()
+        rows = []
+        for device in devices:
+            cid = "c-" + secrets.token_hex(8)
+            command = parse_command({**spec, "id": cid})
+            rows.append(
+                {
+                    "id": cid,
+                    "device_id": device["id"],
+                    "source": "admin",
+                    "action": command.action,
+                    "body": command.to_dict(),
+                    "state": "queued",
+                    "cancel_requested": False,
+                    "not_after": None
+                    if command.not_after is None
+                    else command.not_after.timestamp(),
+                    "created_at": now,
+                    "created_by": actor,
+                    "deliveries": 0,
+                    "batch_id": batch,
+                }
+            )
+        if rows:
+            with self.store.transaction() as conn:
+                conn.execute(db.commands.insert(), rows)
+                for row in rows:
+                    self.store.notify(conn, f"device:{row['device_id']}")
+        return batch, self.list(batch=batch, limit=len(rows) or 1)
+
     def cancel(self, row: Row) -> Row:
         """Cancel: a command the device never acknowledged is cancelled outright; one it has
         (delivered, running) is cancel-requested and settled later (see the module's doc)."""
@@ -186,15 +226,28 @@ class CommandQueue:
             return _rows(conn.execute(c.select().where(c.c.id == command_id).order_by(c.c.seq)))
 
     def list(
-        self, device_id: str | None = None, state: str | None = None, limit: int = 100
+        self,
+        device_id: str | None = None,
+        state: str | None = None,
+        limit: int = 100,
+        *,
+        action: str | None = None,
+        batch: str | None = None,
+        since: float | None = None,
     ) -> list[Row]:
-        """Newest first."""
+        """Newest first; each filter given narrows (``since``: created at or after)."""
         c = db.commands
         q = c.select().order_by(c.c.seq.desc()).limit(limit)
         if device_id is not None:
             q = q.where(c.c.device_id == device_id)
         if state is not None:
             q = q.where(c.c.state == state)
+        if action is not None:
+            q = q.where(c.c.action == action)
+        if batch is not None:
+            q = q.where(c.c.batch_id == batch)
+        if since is not None:
+            q = q.where(c.c.created_at >= since)
         with self.store.engine.connect() as conn:
             return _rows(conn.execute(q))
 
@@ -448,6 +501,8 @@ def command_view(row: Row, hostname: str | None = None) -> dict[str, Any]:
     }
     if hostname is not None:
         view["hostname"] = hostname
+    if row.get("batch_id"):
+        view["batch"] = row["batch_id"]
     for key, name in (
         ("run", "run"),
         ("delay", "delay"),
@@ -456,4 +511,4 @@ def command_view(row: Row, hostname: str | None = None) -> dict[str, Any]:
     ):
         if key in body:
             view[name] = body[key]
-    return view
+    return wire(view)

@@ -27,6 +27,7 @@ tokens = sa.Table(
     sa.Column("created_by", sa.String(32)),
     sa.Column("revoked_at", sa.Float),
     sa.Column("last_used_at", sa.Float),
+    sa.Column("expires_at", sa.Float),  # 0006: None = never
 )
 
 connect_keys = sa.Table(
@@ -76,6 +77,9 @@ revisions = sa.Table(
     sa.Column("author", sa.String(200), nullable=False),
     sa.Column("message", sa.Text, nullable=False),
     sa.Column("files", sa.JSON, nullable=False),  # path → text
+    sa.Column("commit", sa.String(64)),  # 0006: the git commit CI pushed from
+    sa.Column("devices", sa.Integer),  # 0006: devices whose document the push changed
+    sa.Column("rollback_of", sa.Integer),  # 0006: the revision whose files it pushed again
 )
 
 reports = sa.Table(
@@ -146,6 +150,7 @@ commands = sa.Table(
     sa.Column("finished_at", sa.Float),  # when the server stored the final result
     sa.Column("exit_code", sa.Integer),
     sa.Column("result", sa.JSON),  # the device's CommandResult (output tails)
+    sa.Column("batch_id", sa.String(32), index=False),  # 0006: queued by one bulk request
     sa.UniqueConstraint("device_id", "id", name="uq_commands_device_id"),
     sa.Index("ix_commands_device_state", "device_id", "state", "seq"),
 )

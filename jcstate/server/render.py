@@ -16,6 +16,7 @@ devices' etags are per device.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -89,6 +90,7 @@ def etag_for(revision: int | None, secrets_gen: float, device: dict[str, Any]) -
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:32]
 
 
+@functools.lru_cache(maxsize=4096)  # listing 10,000 devices asks for a few keys 10,000 times
 def shared_etag(key: tuple[Any, ...]) -> str:
     """The etag of a rendering shared by every device whose :meth:`Renderer._shared_key` is
     ``key``: their documents are equal, so one etag (and one answer) serves them all."""

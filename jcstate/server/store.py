@@ -78,7 +78,9 @@ class Store:
             conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, payload)))
 
     # -- admin tokens ----------------------------------------------------------------------
-    def create_token(self, name: str, role: str, created_by: str | None) -> tuple[Row, str]:
+    def create_token(
+        self, name: str, role: str, created_by: str | None, expires_at: float | None = None
+    ) -> tuple[Row, str]:
         token_id = _new_id()
         plain = f"jcs_{token_id}_{secrets.token_urlsafe(32)}"
         row = {
@@ -88,6 +90,7 @@ class Store:
             "hash": hash_token(plain),
             "created_at": time.time(),
             "created_by": created_by,
+            "expires_at": expires_at,
         }
         with self._write() as conn:
             conn.execute(db.tokens.insert().values(**row))
@@ -108,6 +111,33 @@ class Store:
                 )
             )
         return rows[0] if rows else None
+
+    def token_by_secret(self, plain: str) -> Row | None:
+        """The token whose secret is ``plain``, live, revoked or expired alike (so that a
+        refusal can say which, and the audit can name the token)."""
+        t = db.tokens
+        with self.engine.connect() as conn:
+            rows = _rows(conn.execute(t.select().where(t.c.hash == hash_token(plain))))
+        return rows[0] if rows else None
+
+    def token_used(self, token_id: str, now: float) -> None:
+        """Note a token's use; written at most once a minute per token."""
+        t = db.tokens
+        with self._write() as conn:
+            conn.execute(
+                t.update()
+                .where(
+                    t.c.id == token_id,
+                    sa.or_(t.c.last_used_at.is_(None), t.c.last_used_at < now - 60),
+                )
+                .values(last_used_at=now)
+            )
+
+    def token_names(self) -> dict[str, str]:
+        """Token id → name, for showing actors by name."""
+        t = db.tokens
+        with self.engine.connect() as conn:
+            return {r.id: r.name for r in conn.execute(sa.select(t.c.id, t.c.name))}
 
     def list_tokens(self) -> list[Row]:
         with self.engine.connect() as conn:
@@ -215,6 +245,130 @@ class Store:
         with self.engine.connect() as conn:
             return _rows(conn.execute(d.select().order_by(d.c.hostname, d.c.enrolled_at)))
 
+    _DEVICE_SORTS = {
+        "hostname": "hostname",
+        "id": "id",
+        "os": "os",
+        "status": "status",
+        "agentVersion": "agent_version",
+        "enrolledAt": "enrolled_at",
+        "lastSeen": "last_seen",
+        "lastReportAt": "last_report_at",
+    }
+
+    # what decides a device's document (its etag) and its drift
+    _LIGHT = (
+        "id",
+        "hostname",
+        "os",
+        "os_version",
+        "arch",
+        "labels",
+        "status",
+        "applied_etag",
+        "last_report_at",
+        "last_report_ok",
+        "last_report_changed",
+    )
+
+    def query_devices(
+        self,
+        *,
+        labels: dict[str, str] | None = None,
+        os: str | None = None,
+        status: str | None = None,
+        search: str | None = None,
+        seen_since: float | None = None,
+        unseen_since: float | None = None,
+        failed: bool | None = None,
+        reported: bool | None = None,
+        drift: bool | None = None,
+        ids: list[str] | None = None,
+        sort: str = "hostname",
+        limit: int | None = None,
+        offset: int = 0,
+        light: bool = False,
+    ) -> tuple[list[Row], int]:
+        """(one page of devices, how many match), filtered and sorted in the database.
+
+        ``labels``: every key equal (AND); ``search``: hostname (any case) or id prefix;
+        ``seen_since``/``unseen_since``: last seen at or after / never or before that time;
+        ``drift``: the device's last plan had changes it has not applied (the ``drift`` column,
+        :mod:`jcstate.server.states`); ``sort``: a field of the device view, ``-`` in front for
+        descending; ``light``: only
+        the columns that decide a document and drift (no facts). Raises ValueError for an
+        unknown sort.
+        """
+        d = db.devices
+        desc = sort.startswith("-")
+        column = self._DEVICE_SORTS.get(sort.lstrip("-"))
+        if column is None:
+            raise ValueError(
+                f"unknown sort {sort!r}: one of {', '.join(self._DEVICE_SORTS)} (- for descending)"
+            )
+        conds: list[Any] = []
+        for key, value in (labels or {}).items():
+            conds.append(d.c.labels[key].as_string() == value)
+        if os is not None:
+            conds.append(d.c.os == os)
+        if status is not None:
+            conds.append(d.c.status == status)
+        if search:
+            pattern = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            conds.append(
+                sa.or_(
+                    sa.func.lower(d.c.hostname).like(pattern.lower(), escape="\\"),
+                    d.c.id.like(pattern, escape="\\"),
+                )
+            )
+        if seen_since is not None or unseen_since is not None:
+            self.flush_seen()  # this process's newest "last seen" times, so the filter sees them
+        if seen_since is not None:
+            conds.append(d.c.last_seen >= seen_since)
+        if unseen_since is not None:
+            conds.append(sa.or_(d.c.last_seen.is_(None), d.c.last_seen < unseen_since))
+        if failed is not None:
+            conds.append(d.c.last_report_ok == (not failed))
+        if reported is not None:
+            conds.append(
+                d.c.last_report_at.is_not(None) if reported else d.c.last_report_at.is_(None)
+            )
+        if drift is not None:
+            conds.append(d.c.drift.is_(True) if drift else d.c.drift.is_not(True))
+        if ids is not None:
+            conds.append(d.c.id.in_(ids))
+        order = d.c[column].desc() if desc else d.c[column].asc()
+        columns = [d.c[name] for name in self._LIGHT] if light else list(d.c)
+        q = sa.select(*columns).where(*conds).order_by(order, d.c.hostname, d.c.id)
+        if limit is not None:
+            q = q.limit(limit).offset(offset)
+        count = sa.select(sa.func.count()).select_from(d).where(*conds)
+        with self.engine.connect() as conn:
+            result = conn.execute(q)
+            keys = list(result.keys())
+            rows = [dict(zip(keys, r, strict=True)) for r in result]  # 10,000 rows: no _mapping
+            total = int(conn.execute(count).scalar_one())
+        return rows, total
+
+    def update_labels(
+        self, device_ids: list[str], add: dict[str, str], remove: list[str]
+    ) -> list[Row]:
+        """Add (or change) and remove labels on each device, in one transaction; wakes them."""
+        d = db.devices
+        changed: list[Row] = []
+        with self._write() as conn:
+            for start in range(0, len(device_ids), 500):
+                chunk = device_ids[start : start + 500]
+                rows = conn.execute(sa.select(d.c.id, d.c.labels).where(d.c.id.in_(chunk)))
+                for row in rows:
+                    labels = {k: v for k, v in (row.labels or {}).items() if k not in remove}
+                    labels.update(add)
+                    if labels != (row.labels or {}):
+                        conn.execute(d.update().where(d.c.id == row.id).values(labels=labels))
+                    changed.append({"id": row.id, "labels": labels})
+            self._notify(conn, "all" if len(device_ids) > 1 else f"device:{device_ids[0]}")
+        return changed
+
     def set_device(self, device_id: str, **values: Any) -> None:
         """Update a device's admin-controlled fields (status, labels) and wake its agent."""
         with self._write() as conn:
@@ -290,11 +444,26 @@ class Store:
             return conn.execute(db.nonces.delete().where(db.nonces.c.expires_at < now)).rowcount
 
     # -- policy revisions ------------------------------------------------------------------
-    def add_revision(self, files: dict[str, str], author: str, message: str) -> int:
+    def add_revision(
+        self,
+        files: dict[str, str],
+        author: str,
+        message: str,
+        *,
+        commit: str | None = None,
+        devices: int | None = None,
+        rollback_of: int | None = None,
+    ) -> int:
         with self._write() as conn:
             res = conn.execute(
                 db.revisions.insert().values(
-                    created_at=time.time(), author=author, message=message, files=files
+                    created_at=time.time(),
+                    author=author,
+                    message=message,
+                    files=files,
+                    commit=commit,
+                    devices=devices,
+                    rollback_of=rollback_of,
                 )
             )
             rev_id = int(res.inserted_primary_key[0])
@@ -306,6 +475,13 @@ class Store:
             value = conn.execute(sa.select(sa.func.max(db.revisions.c.id))).scalar()
         return None if value is None else int(value)
 
+    def previous_revision_id(self, rev_id: int) -> int | None:
+        """The newest revision before ``rev_id`` (None for the first)."""
+        r = db.revisions
+        with self.engine.connect() as conn:
+            value = conn.execute(sa.select(sa.func.max(r.c.id)).where(r.c.id < rev_id)).scalar()
+        return None if value is None else int(value)
+
     def revision(self, rev_id: int) -> Row | None:
         with self.engine.connect() as conn:
             rows = _rows(conn.execute(db.revisions.select().where(db.revisions.c.id == rev_id)))
@@ -313,7 +489,8 @@ class Store:
 
     def list_revisions(self, limit: int = 100) -> list[Row]:
         r = db.revisions
-        cols = [r.c.id, r.c.created_at, r.c.author, r.c.message]
+        cols = [r.c.id, r.c.created_at, r.c.author, r.c.message, r.c.files, r.c.commit]
+        cols += [r.c.devices, r.c.rollback_of]
         with self.engine.connect() as conn:
             return _rows(conn.execute(sa.select(*cols).order_by(r.c.id.desc()).limit(limit)))
 
@@ -399,9 +576,20 @@ class Store:
             self._notify(conn, "all")
 
     def delete_secret(self, kind: str, name: str) -> bool:
+        """Forget a secret. Every device's document depends on the newest ``updated_at`` of
+        the secrets (:meth:`generation`); deleting a row that was not the newest would leave it
+        unchanged, and devices would keep a cached document still carrying the secret. So a
+        deletion is recorded as a row of its own kind, which moves the generation on."""
         s = db.secrets
         with self._write() as conn:
             res = conn.execute(s.delete().where(s.c.kind == kind, s.c.name == name))
+            if res.rowcount:
+                conn.execute(s.delete().where(s.c.kind == "deleted", s.c.name == "generation"))
+                conn.execute(
+                    s.insert().values(
+                        kind="deleted", name="generation", ciphertext="", updated_at=time.time()
+                    )
+                )
             self._notify(conn, "all")
         return res.rowcount > 0
 
@@ -547,7 +735,31 @@ class Store:
                 )
             )
 
-    def list_audit(self, limit: int = 200) -> list[Row]:
+    def list_audit(
+        self,
+        limit: int = 200,
+        *,
+        actors: list[str] | None = None,
+        actions: list[str] | None = None,
+        target: str | None = None,
+        outcome: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> list[Row]:
+        """The newest entries first; each filter given narrows (``actors``/``actions``: any of)."""
         a = db.audit
+        q = a.select().order_by(a.c.id.desc()).limit(limit)
+        if actors is not None:
+            q = q.where(a.c.actor.in_(actors))
+        if actions is not None:
+            q = q.where(a.c.action.in_(actions))
+        if target is not None:
+            q = q.where(a.c.target == target)
+        if outcome is not None:
+            q = q.where(a.c.outcome == outcome)
+        if since is not None:
+            q = q.where(a.c.at >= since)
+        if until is not None:
+            q = q.where(a.c.at < until)
         with self.engine.connect() as conn:
-            return _rows(conn.execute(a.select().order_by(a.c.id.desc()).limit(limit)))
+            return _rows(conn.execute(q))

@@ -190,6 +190,9 @@ class LinuxSshMfa:
             change = _secret_change(user, desired, facts, ctx)
             if change is not None:
                 changes.append(change)
+                withdrawn = _withdrawn_secret(user, change, facts, ctx)
+                if withdrawn is not None:
+                    changes.append(withdrawn)
         config = _config_change(want, facts, ctx)
         if config is not None:
             config.requires = [c.key for c in changes]
@@ -259,6 +262,27 @@ def _account(user: str, facts: MfaFacts, ctx: PlanContext) -> _Account | None:
         return None
     home = wanted.home or f"{facts.accounts.defaults.home_base.rstrip('/')}/{user}"
     return _Account(home, False, wanted_password and wanted.state != "locked")
+
+
+def _withdrawn_secret(
+    user: str, refused: Change, facts: MfaFacts, ctx: PlanContext
+) -> Change | None:
+    """A listed user whose secret was withdrawn (``jcstate totp remove``, a lost phone): the
+    old secret file jcstate wrote must not keep working. It is removed, and the user's MFA
+    fails closed (PAM asks for a code no file can answer) while the refusal says why."""
+    if not refused.error or (ctx.secrets is not None and ctx.secrets.totp(user) is not None):
+        return None
+    found = facts.secret_files.get(user)
+    if found is None or found.kind != "file" or not found.managed:
+        return None
+    return Change(
+        KIND,
+        f"{user}:withdrawn-secret",
+        "remove",
+        PHASE_SECRET,
+        fields=[FieldChange("totpSecret", Secret("(file)"), None)],
+        steps=[RemoveFile(found.path)],
+    )
 
 
 def _secret_change(user: str, desired: SshMfa, facts: MfaFacts, ctx: PlanContext) -> Change | None:

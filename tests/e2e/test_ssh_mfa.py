@@ -269,3 +269,26 @@ def test_symlink_at_secret_path_is_refused_and_target_untouched(mfa_host, testin
     assert h.secret not in result.stdout + result.stderr
     # nothing was switched on: alice still logs in as before
     assert login_password(h.port, "alice", PASSWORDS["alice"])
+
+
+def test_withdrawn_secret_removes_the_file_and_fails_closed(mfa_host):
+    """``jcstate totp remove bob`` while a policy still lists bob: the next run removes the
+    secret file jcstate wrote, and bob's SSH login fails closed (the old code no longer works)
+    with the missing secret as the reason in the report."""
+    h = mfa_host
+    bob_secret = pyotp.random_base32()
+    h.secrets_file.write_text(f"totp:\n  alice: {h.secret}\n  bob: {bob_secret}\n")
+    assert _apply(h, policy(users=("alice", "bob")))["_exit"] == 0
+    assert login_interactive(h.port, "bob", PASSWORDS["bob"], pyotp.TOTP(bob_secret).now())
+
+    h.secrets_file.write_text(f"totp:\n  alice: {h.secret}\n")  # bob's secret withdrawn
+    report = _apply(h, policy(users=("alice", "bob")))
+    assert report["_exit"] != 0
+    statuses = _statuses(report)
+    assert statuses[("sshMfa", "bob:withdrawn-secret")] == "ok", statuses
+    assert statuses[("sshMfa", "bob")] == "refused"
+    assert "no TOTP secret for bob" in str(report)
+    assert not h.host.path("/home/bob/.google_authenticator").exists()
+    assert not login_interactive(h.port, "bob", PASSWORDS["bob"], pyotp.TOTP(bob_secret).now())
+    assert not login_password(h.port, "bob", PASSWORDS["bob"])
+    assert login_interactive(h.port, "alice", PASSWORDS["alice"], pyotp.TOTP(h.secret).now())

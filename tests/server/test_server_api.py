@@ -152,7 +152,7 @@ def test_revoked_connect_key_stops_enrollment_at_once(server, tmp_path):
     admin.call("DELETE", f"/api/v1/connect-keys/{key['id']}")
     with pytest.raises(AuthError):
         server.device(connect_key=key["key"])
-    denied = [a for a in admin.call("GET", "/api/v1/audit") if a["action"] == "POST /api/v1/enroll"]
+    denied = [a for a in admin.call("GET", "/api/v1/audit") if a["action"] == "device.enroll"]
     assert denied[0]["outcome"] == "denied"
 
 
@@ -229,15 +229,15 @@ def test_totp_secret_reaches_only_devices_whose_policy_lists_the_user(server):
     sec_key = admin.call("POST", "/api/v1/connect-keys", {"labels": {"team": "sec"}})
     sec, _ = server.device("sec1", connect_key=sec_key["key"])
     plain, _ = server.device("plain1")
-    secret = server.admin("manager").call("POST", "/api/v1/totp/alice")["secret"]
     push(server, {"base.yaml": BASE, "mfa.yaml": MFA})
+    secret = server.admin("manager").call("POST", "/api/v1/totp/alice")["secret"]
     assert sec.work("", 0)["secrets"] == {"totp": {"alice": secret}}
     assert plain.work("", 0)["secrets"] == {}
     # sealed at rest: the database never holds the plain secret
     sealed = server.ctx.store.sealed_secret("totp", "alice")
     assert secret not in sealed and sealed.startswith("v1:")
     listed = admin.call("GET", "/api/v1/totp")
-    assert [r["name"] for r in listed] == ["alice"] and secret not in json.dumps(listed)
+    assert [r["user"] for r in listed] == ["alice"] and secret not in json.dumps(listed)
 
 
 def test_new_totp_secret_wakes_the_device_that_needs_it(server):
@@ -287,11 +287,12 @@ def test_roles_are_enforced_and_denials_audited(server):
         ci.call("GET", "/api/v1/whoami")
     log = admin.call("GET", "/api/v1/audit")
     denied = {(a["action"], a["role"]) for a in log if a["outcome"] == "denied"}
-    assert ("POST /api/v1/revisions", "read-only") in denied
-    assert ("POST /api/v1/tokens", "manager") in denied
-    assert any(
-        a["action"] == "DELETE /api/v1/tokens/{token_id}" and a["outcome"] == "ok" for a in log
-    )
+    assert ("policy.push", "read-only") in denied
+    assert ("token.create", "manager") in denied
+    assert any(a["action"] == "token.revoke" and a["outcome"] == "ok" for a in log)
+    # the revoked token's attempt is recorded as that token, by name, with the reason
+    [after] = [a for a in log if a["actor"] == f"token:{made['id']}"]
+    assert (after["actorName"], after["outcome"], after["reason"]) == ("ci", "denied", "revoked")
     assert all(made["token"] not in json.dumps(a) for a in log)
     # only hashes are stored
     assert made["token"] not in json.dumps(server.ctx.store.list_tokens())

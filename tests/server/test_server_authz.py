@@ -124,7 +124,13 @@ def _request(server: Any, callers: Callers, caller: str, route: str) -> int:
         name = "a" + os.urandom(4).hex()
         AdminAccounts(server.ctx.store).add(name, "manager", "long enough password", None)
         path = path.replace("{name}", name)
+    if "{batch}" in path:  # a batch of one command
+        device = server.ctx.store.device(callers.fresh("ref"))
+        batch, _ = server.ctx.queue.issue_batch([device], {"action": "lock"}, "test")
+        path = path.replace("{batch}", batch)
     target = path
+    if route == "POST /api/v1/totp/{user}":  # bob is enrolled again by each caller
+        target += "?rotate=true&force=true"
     if route == "GET /api/v1/device/work":
         target += "?etag=&wait=0"
     bodies = {
@@ -148,6 +154,13 @@ def _request(server: Any, callers: Callers, caller: str, route: str) -> int:
         },
         "PUT /api/v1/admins/{name}/password": {"password": "another long password"},
         "POST /api/v1/device/escrow": {"volume": None, "key": "AAAA-BBBB-CCCC"},
+        "PATCH /api/v1/devices/{ref}/labels": {"add": {"a": "b"}, "remove": ["c"]},
+        "PATCH /api/v1/labels": {"os": "linux", "add": {"seen": "yes"}},
+        "POST /api/v1/revisions/{revision}/rollback": {"message": "back"},
+        "POST /api/v1/batches/lock": {"os": "linux"},
+        "POST /api/v1/batches/restart": {"os": "linux", "delay": 0},
+        "POST /api/v1/batches/shutdown": {"os": "linux"},
+        "POST /api/v1/batches/run": {"os": "linux", "run": {"argv": ["id", "-u"]}},
     }
     body_obj = bodies.get(route)
     if release is not None and route.endswith("/commands/update"):

@@ -41,7 +41,7 @@ def test_admin_commands_round_trip(sqlite_server, tmp_path, capsys, monkeypatch)
     client, device_id = server.device("web1")
 
     code, out, _ = jcstate(capsys, "push", str(repo), "--dry-run")
-    assert code == 0 and "dry run" in out and "web1" in out
+    assert code == 2 and "dry run" in out and "web1" in out  # web1 has no facts yet: unknown
     code, out, _ = jcstate(capsys, "push", str(repo), "-m", "first")
     assert code == 0 and "stored revision 1" in out
     assert client.work("", 0)["document"]["spec"]["users"][0]["name"] == "alice"
@@ -66,11 +66,13 @@ def test_admin_commands_round_trip(sqlite_server, tmp_path, capsys, monkeypatch)
     code, out, _ = jcstate(capsys, "connect-key", "revoke", key["id"])
     assert code == 0
 
-    code, out, _ = jcstate(capsys, "totp", "enroll", "alice")
+    code, out, err = jcstate(capsys, "totp", "enroll", "alice")
+    assert code == 1 and "no policy lists alice in sshMfa.users" in err
+    code, out, _ = jcstate(capsys, "totp", "enroll", "alice", "--force")
     assert code == 0 and out.startswith("otpauth://totp/jcstate%3Aalice?secret=")
     code, out, _ = jcstate(capsys, "audit", "--output", "json")
     actions = [a["action"] for a in json.loads(out)]
-    assert "POST /api/v1/totp/{user}" in actions and "POST /api/v1/revisions" in actions
+    assert "totp.enroll" in actions and "policy.push" in actions
     secret = [line for line in out.splitlines() if "secret" in line.lower()]
     assert not any("otpauth" in s for s in secret)
 

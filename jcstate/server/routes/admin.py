@@ -8,12 +8,14 @@ Every change lands in the audit log; refusals are logged by :mod:`jcstate.server
 from __future__ import annotations
 
 import base64
+import contextlib
+import difflib
 import secrets as pysecrets
 import time
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
 
 from jcstate.errors import DocumentError, JcstateError
 from jcstate.secret import Secret
@@ -21,6 +23,7 @@ from jcstate.server.auth import Admin, action_of, require
 from jcstate.server.blast import account_changes
 from jcstate.server.render import repo_from_files
 from jcstate.server.roles import ROLES
+from jcstate.server.views import errors, from_rfc3339, wire
 
 __all__ = ["router"]
 
@@ -52,24 +55,60 @@ def whoami(admin: Admin = READ) -> dict[str, str]:
 class Push(BaseModel):
     files: dict[str, str] = Field(description="repo path → file text")
     message: str = ""
+    commit: str | None = Field(
+        None, pattern="^[0-9a-fA-F]{7,64}$", description="the git commit the files come from"
+    )
     dryRun: bool = False
 
 
 @router.post("/revisions")
 def push(body: Push, request: Request, admin: Admin = MANAGE) -> dict[str, Any]:
     """Validate a repo and store it as the new revision; ``dryRun`` reports the blast radius."""
-    ctx = _ctx(request)
     try:
         repo = repo_from_files(body.files)
     except DocumentError as exc:
         raise HTTPException(422, {"problems": [str(p) for p in exc.problems]}) from None
-    if body.dryRun:
+    return _store_revision(request, admin, repo, body.files, body.message, body.commit, body.dryRun)
+
+
+def _store_revision(
+    request: Request,
+    admin: Admin,
+    repo: Any,
+    files: dict[str, str],
+    message: str,
+    commit: str | None,
+    dry_run: bool,
+    rollback_of: int | None = None,
+) -> dict[str, Any]:
+    from jcstate.server.history import affected_devices
+
+    ctx = _ctx(request)
+    if dry_run:
         return {"revision": None, "devices": _blast_radius(ctx, repo)}
-    rev = ctx.store.add_revision(body.files, admin.actor, body.message)
+    latest = ctx.store.latest_revision_id()
+    old = None
+    if latest is not None:
+        with contextlib.suppress(JcstateError):
+            old = ctx.renderer.repo(latest)
+    affected = affected_devices(old, repo, ctx.store.query_devices(status="active", light=True)[0])
+    rev = ctx.store.add_revision(
+        files,
+        admin.actor,
+        message,
+        commit=commit,
+        devices=len(affected),
+        rollback_of=rollback_of,
+    )
     ctx.renderer.remember(rev, repo)
     ctx.waiters.wake_threadsafe("all")
-    _audit(request, admin, str(rev), files=len(body.files), message=body.message)
-    return {"revision": rev, "devices": []}
+    detail: dict[str, Any] = {"files": len(files), "message": message, "devices": len(affected)}
+    if commit:
+        detail["commit"] = commit
+    if rollback_of is not None:
+        detail["rollbackOf"] = rollback_of
+    _audit(request, admin, str(rev), **detail)
+    return {"revision": rev, "devices": [], "devicesAffected": len(affected)}
 
 
 def _blast_radius(ctx: Any, repo: Any) -> list[dict[str, Any]]:
@@ -93,19 +132,104 @@ def _blast_radius(ctx: Any, repo: Any) -> list[dict[str, Any]]:
     return out
 
 
+def _revision_view(row: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+    """A revision for admins: who by name, the git commit, the files' paths, devices changed."""
+    author = str(row["author"])
+    kind, _, ident = author.partition(":")
+    files = row.get("files") or {}
+    return wire(
+        {
+            "id": row["id"],
+            "created_at": row["created_at"],
+            "author": author,
+            "authorName": names.get(ident, ident or author) if kind == "token" else author,
+            "message": row["message"],
+            "commit": row.get("commit"),
+            "paths": sorted(files),
+            "devicesAffected": row.get("devices"),
+            "rollbackOf": row.get("rollback_of"),
+        }
+    )
+
+
 @router.get("/revisions")
-def list_revisions(request: Request, admin: Admin = READ) -> list[dict[str, Any]]:
-    """Revisions, newest first (without their files)."""
-    return _ctx(request).store.list_revisions()
+def list_revisions(
+    request: Request, limit: int = Query(100, ge=1, le=10000), admin: Admin = READ
+) -> list[dict[str, Any]]:
+    """Revisions, newest first, with the paths of their files (not the files)."""
+    store = _ctx(request).store
+    names = store.token_names()
+    return [_revision_view(r, names) for r in store.list_revisions(limit)]
+
+
+def _revision(request: Request, revision: int) -> dict[str, Any]:
+    row = _ctx(request).store.revision(revision)
+    if row is None:
+        raise HTTPException(404, f"no revision {revision} (jcstate revisions lists them)")
+    return dict(row)
 
 
 @router.get("/revisions/{revision}")
 def show_revision(revision: int, request: Request, admin: Admin = READ) -> dict[str, Any]:
     """One revision with its files."""
-    row = _ctx(request).store.revision(revision)
-    if row is None:
-        raise HTTPException(404, "no such revision")
-    return row
+    row = _revision(request, revision)
+    view = _revision_view(row, _ctx(request).store.token_names())
+    return {**view, "files": row["files"]}
+
+
+@router.get("/revisions/{revision}/diff", responses=errors(404))
+def diff_revision(
+    revision: int,
+    request: Request,
+    against: int | None = Query(None, description="the older revision (default: the one before)"),
+    admin: Admin = READ,
+) -> dict[str, Any]:
+    """A unified diff of the files from ``against`` to ``revision``."""
+    new = _revision(request, revision)
+    if against is None:
+        against = _ctx(request).store.previous_revision_id(revision)
+    old_files = {} if against is None else _revision(request, against)["files"]
+    lines: list[str] = []
+    changed = []
+    for path in sorted(set(old_files) | set(new["files"])):
+        a, b = old_files.get(path), new["files"].get(path)
+        if a == b:
+            continue
+        changed.append(path)
+        lines.extend(
+            difflib.unified_diff(
+                (a or "").splitlines(keepends=True),
+                (b or "").splitlines(keepends=True),
+                fromfile=f"{against}/{path}" if a is not None else "/dev/null",
+                tofile=f"{revision}/{path}" if b is not None else "/dev/null",
+            )
+        )
+        if lines and not lines[-1].endswith("\n"):
+            lines[-1] += "\n\\ No newline at end of file\n"
+    return {"from": against, "to": revision, "paths": changed, "diff": "".join(lines)}
+
+
+class Rollback(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    message: str = ""
+    dryRun: bool = False
+
+
+@router.post("/revisions/{revision}/rollback", responses=errors(404, 422))
+def rollback_revision(
+    revision: int, body: Rollback, request: Request, admin: Admin = MANAGE
+) -> dict[str, Any]:
+    """Push the files of an older revision again, as a new revision (``dryRun``: the blast
+    radius only). History is never rewritten: the rollback is itself a revision."""
+    row = _revision(request, revision)
+    try:
+        repo = repo_from_files(row["files"])
+    except DocumentError as exc:  # a revision that no longer validates with this server
+        raise HTTPException(422, {"problems": [str(p) for p in exc.problems]}) from None
+    message = body.message or f"rollback to revision {revision}"
+    return _store_revision(
+        request, admin, repo, row["files"], message, row.get("commit"), body.dryRun, revision
+    )
 
 
 # -- devices -------------------------------------------------------------------------------
@@ -126,33 +250,35 @@ def _device_summary(
     current = None
     if row["status"] == "active":
         current = ctx.renderer.etag(row, gen)
-    return {
-        "id": row["id"],
-        "hostname": row["hostname"],
-        "os": row["os"],
-        "osVersion": row["os_version"],
-        "arch": row["arch"],
-        "agentVersion": row["agent_version"],
-        "labels": row["labels"],
-        "status": row["status"],
-        # what the device acknowledged of a restart/shutdown/erase (docs/state-model.md)
-        "activity": (activity(*in_flight, online) or None) if in_flight else None,
-        # its last request is within twice the long-poll hold (a missed poll and more)
-        "online": online,
-        "enrolledAt": row["enrolled_at"],
-        "lastSeen": last_seen,
-        "lastReportAt": row["last_report_at"],
-        "lastReportOk": row["last_report_ok"],
-        # the device's last converge was on the document it is sent now
-        "documentCurrent": None
-        if row["last_report_at"] is None
-        else row["applied_etag"] == current,
-        # the device's last plan (a converge, or a plan between converges) had changes it has
-        # not applied; None until it reported a plan (jcstate.server.states)
-        "drift": row.get("drift"),
-        "lastPlanAt": row.get("last_plan_at"),
-        "failures": failures(row.get("last_plan")),
-    }
+    return wire(
+        {
+            "id": row["id"],
+            "hostname": row["hostname"],
+            "os": row["os"],
+            "osVersion": row["os_version"],
+            "arch": row["arch"],
+            "agentVersion": row["agent_version"],
+            "labels": row["labels"],
+            "status": row["status"],
+            # what the device acknowledged of a restart/shutdown/erase (docs/state-model.md)
+            "activity": (activity(*in_flight, online) or None) if in_flight else None,
+            # its last request is within twice the long-poll hold (a missed poll and more)
+            "online": online,
+            "enrolledAt": row["enrolled_at"],
+            "lastSeen": last_seen,
+            "lastReportAt": row["last_report_at"],
+            "lastReportOk": row["last_report_ok"],
+            # the device's last converge was on the document it is sent now
+            "documentCurrent": None
+            if row["last_report_at"] is None
+            else row["applied_etag"] == current,
+            # the device's last plan (a converge, or a plan between converges) had changes it has
+            # not applied; None until it reported a plan (jcstate.server.states)
+            "drift": row.get("drift"),
+            "lastPlanAt": row.get("last_plan_at"),
+            "failures": failures(row.get("last_plan")),
+        }
+    )
 
 
 def _one_device(ctx: Any, ref: str) -> dict[str, Any]:
@@ -168,12 +294,89 @@ def _one_device(ctx: Any, ref: str) -> dict[str, Any]:
     return rows[0]
 
 
-@router.get("/devices")
-def list_devices(request: Request, admin: Admin = READ) -> list[dict[str, Any]]:
-    """Every enrolled device with online state, last report and drift."""
+_LABEL_QUERY = Query([], description="KEY=VALUE; repeat for AND")
+_STATUSES = ("online", "offline", "failed", "drift", "pending", "active", "revoked")
+
+
+def parse_labels(pairs: list[str], what: str = "label") -> dict[str, str]:
+    """``["team=eng", "site=paris"]`` → a dict; 422 naming a pair without ``=``."""
+    out = {}
+    for text in pairs:
+        key, sep, value = text.partition("=")
+        if not sep or not key:
+            raise HTTPException(422, f"{what} {text!r}: expected KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def select_devices(
+    ctx: Any,
+    *,
+    labels: dict[str, str] | None = None,
+    os: str | None = None,
+    status: str | None = None,
+    search: str | None = None,
+    sort: str = "hostname",
+    limit: int | None = None,
+    offset: int = 0,
+) -> tuple[list[dict[str, Any]], int]:
+    """(one page of device rows, how many match): the filters of ``GET /devices``, in SQL."""
+    now = time.time()
+    query: dict[str, Any] = {"labels": labels, "os": os, "search": search, "sort": sort}
+    if status == "online":
+        query["seen_since"] = now - ctx.online_after
+    elif status == "offline":
+        query["unseen_since"] = now - ctx.online_after
+    elif status == "failed":
+        query["failed"] = True
+    elif status == "drift":
+        query["drift"] = True  # the device's last plan had changes it has not applied
+    elif status is not None:
+        query["status"] = status
+    try:
+        return ctx.store.query_devices(**query, limit=limit, offset=offset)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+
+
+@router.get(
+    "/devices",
+    responses={
+        200: {"headers": {"X-Total-Count": {"description": "devices matching the filters"}}},
+        **errors(422),
+    },
+)
+def list_devices(
+    request: Request,
+    response: Response,
+    label: list[str] = _LABEL_QUERY,
+    os: str | None = Query(None, description="linux, darwin, windows"),
+    status: str | None = Query(None, pattern="^(" + "|".join(_STATUSES) + ")$"),
+    search: str | None = Query(None, description="hostname or id prefix"),
+    sort: str = Query("hostname", description="a field; -field for descending"),
+    limit: int | None = Query(None, ge=1, le=10000),
+    page: int = Query(1, ge=1),
+    admin: Admin = READ,
+) -> list[dict[str, Any]]:
+    """Devices with online state, last report and drift, filtered and sorted by the database;
+    one page of ``limit`` (every match without it). ``X-Total-Count`` says how many match."""
     ctx = _ctx(request)
-    power = ctx.queue.power_states()
-    return [_device_summary(ctx, r, power) for r in ctx.store.list_devices()]
+    try:
+        rows, total = select_devices(
+            ctx,
+            labels=parse_labels(label),
+            os=os,
+            status=status,
+            search=search,
+            sort=sort,
+            limit=limit,
+            offset=(page - 1) * (limit or 0),
+        )
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+    response.headers["X-Total-Count"] = str(total)
+    power = ctx.queue.power_states([r["id"] for r in rows]) if rows else {}
+    return [_device_summary(ctx, r, power) for r in rows]
 
 
 @router.get("/devices/{ref}")
@@ -220,6 +423,83 @@ def set_labels(ref: str, body: Labels, request: Request, admin: Admin = MANAGE) 
     ctx.waiters.wake_threadsafe(f"device:{row['id']}")
     _audit(request, admin, row["id"], labels=body.labels)
     return _device_summary(ctx, ctx.store.device(row["id"]))
+
+
+class LabelChange(BaseModel):
+    """Labels to add (or change) and keys to remove; the others are kept."""
+
+    model_config = ConfigDict(extra="forbid")
+    add: dict[str, str] = Field(default_factory=dict)
+    remove: list[str] = Field(default_factory=list)
+
+
+@router.patch("/devices/{ref}/labels", responses=errors(404, 409, 422))
+def change_labels(
+    ref: str, body: LabelChange, request: Request, admin: Admin = MANAGE
+) -> dict[str, Any]:
+    """Add and remove some of a device's labels (``PUT`` replaces them all); wakes the device."""
+    ctx = _ctx(request)
+    row = _one_device(ctx, ref)
+    ctx.store.update_labels([row["id"]], body.add, body.remove)
+    ctx.waiters.wake_threadsafe(f"device:{row['id']}")
+    _audit(request, admin, row["id"], add=body.add, remove=body.remove)
+    return _device_summary(ctx, ctx.store.device(row["id"]))
+
+
+class Where(BaseModel):
+    """Which devices a bulk request is for: every label equal (AND), and the OS if given.
+
+    Revoked devices are never included. At least one condition is required: a request for
+    the whole fleet says so with ``where: {}`` *and* ``all: true``."""
+
+    model_config = ConfigDict(extra="forbid")
+    where: dict[str, str] = Field(default_factory=dict, description="label KEY → VALUE")
+    os: str | None = None
+    all: bool = False
+
+
+def devices_where(ctx: Any, body: Where, *, active_only: bool) -> list[dict[str, Any]]:
+    """The devices a bulk request targets; 422 when it names no condition."""
+    if not body.where and body.os is None and not body.all:
+        raise HTTPException(
+            422, "give where (label KEY=VALUE) or os; all=true to target every device"
+        )
+    rows, _ = ctx.store.query_devices(
+        labels=body.where, os=body.os, status="active" if active_only else None
+    )
+    return [r for r in rows if r["status"] != "revoked"]
+
+
+class BulkLabels(Where):
+    add: dict[str, str] = Field(default_factory=dict)
+    remove: list[str] = Field(default_factory=list)
+
+
+@router.patch("/labels", responses=errors(422))
+def change_labels_where(
+    body: BulkLabels, request: Request, admin: Admin = MANAGE
+) -> dict[str, Any]:
+    """Add and remove labels on every device matching ``where`` (and ``os``), in one
+    transaction; answers how many devices matched and their ids and hostnames."""
+    ctx = _ctx(request)
+    rows = devices_where(ctx, body, active_only=False)
+    if rows:
+        ctx.store.update_labels([r["id"] for r in rows], body.add, body.remove)
+        ctx.waiters.wake_threadsafe("all")
+    _audit(
+        request,
+        admin,
+        None,
+        where=body.where,
+        os=body.os,
+        add=body.add,
+        remove=body.remove,
+        matched=len(rows),
+    )
+    return {
+        "matched": len(rows),
+        "devices": [{"id": r["id"], "hostname": r["hostname"]} for r in rows],
+    }
 
 
 def _set_status(request: Request, admin: Admin, ref: str, status: str) -> dict[str, Any]:
@@ -278,7 +558,7 @@ def recovery_key(
             "key": ctx.vault.open(
                 "recovery", f"{row['id']}/{r['volume']}", r["ciphertext"]
             ).reveal(),
-            "escrowedAt": r["escrowed_at"],
+            "escrowedAt": wire({"at": r["escrowed_at"]})["at"],
         }
         for r in rows
     ]
@@ -290,10 +570,21 @@ def recovery_key(
 class NewToken(BaseModel):
     role: str = Field(pattern="^(" + "|".join(ROLES) + ")$")
     name: str = ""
+    expiresAt: str | None = Field(None, description="RFC 3339; the token is refused after it")
 
 
-def _token_view(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: row.get(k) for k in ("id", "name", "role", "created_at", "created_by", "revoked_at")}
+def _token_view(row: dict[str, Any], now: float | None = None) -> dict[str, Any]:
+    now = time.time() if now is None else now
+    if row.get("revoked_at") is not None:
+        state = "revoked"
+    elif row.get("expires_at") is not None and row["expires_at"] <= now:
+        state = "expired"
+    else:
+        state = "live"
+    keys = ("id", "name", "role", "created_at", "created_by", "last_used_at", "expires_at")
+    return wire(
+        {**{k: row.get(k) for k in keys}, "revoked_at": row.get("revoked_at"), "state": state}
+    )
 
 
 @router.get("/tokens")
@@ -302,11 +593,23 @@ def list_tokens(request: Request, admin: Admin = ADMINISTER) -> list[dict[str, A
     return [_token_view(r) for r in _ctx(request).store.list_tokens()]
 
 
-@router.post("/tokens", status_code=201)
+@router.post("/tokens", status_code=201, responses=errors(422))
 def create_token(body: NewToken, request: Request, admin: Admin = ADMINISTER) -> dict[str, Any]:
     """A new token; its secret is in this response only."""
-    row, plain = _ctx(request).store.create_token(body.name or body.role, body.role, admin.token_id)
-    _audit(request, admin, row["id"], role=body.role)
+    expires = None
+    if body.expiresAt is not None:
+        try:
+            expires = from_rfc3339(body.expiresAt)
+        except ValueError:
+            raise HTTPException(
+                422, f"expiresAt {body.expiresAt!r} is not an RFC 3339 time"
+            ) from None
+        if expires <= time.time():
+            raise HTTPException(422, f"expiresAt {body.expiresAt} is in the past")
+    row, plain = _ctx(request).store.create_token(
+        body.name or body.role, body.role, admin.token_id, expires
+    )
+    _audit(request, admin, row["id"], role=body.role, name=row["name"])
     return {**_token_view(row), "token": plain}
 
 
@@ -329,7 +632,7 @@ class NewConnectKey(BaseModel):
 @router.get("/connect-keys")
 def list_connect_keys(request: Request, admin: Admin = ADMINISTER) -> list[dict[str, Any]]:
     """Connect keys (not secrets: a key only admits a device)."""
-    return _ctx(request).store.list_connect_keys()
+    return [wire(r) for r in _ctx(request).store.list_connect_keys()]
 
 
 @router.post("/connect-keys", status_code=201)
@@ -341,7 +644,7 @@ def create_connect_key(
         body.name or "connect key", auto_approve=body.autoApprove, labels=body.labels
     )
     _audit(request, admin, row["id"], autoApprove=body.autoApprove)
-    return row
+    return wire(row)
 
 
 @router.delete("/connect-keys/{key_id}")
@@ -354,32 +657,125 @@ def revoke_connect_key(key_id: str, request: Request, admin: Admin = ADMINISTER)
 
 
 # -- secrets held by the server ------------------------------------------------------------
+def _totp_devices(ctx: Any, user: str) -> list[dict[str, Any]]:
+    """Active devices whose current document lists ``user`` in ``sshMfa.users``."""
+    return _totp_users(ctx).get(user, [])
+
+
+def _totp_users(ctx: Any) -> dict[str, list[dict[str, Any]]]:
+    """User → the active devices whose current document lists them in ``sshMfa.users``,
+    each with whether it has applied that document (so holds the current secret: acknowledged
+    by its report, not inferred). One pass over the fleet, with the renderings the work route
+    shares (a fleet selected by labels renders a handful of documents, not one per device)."""
+    from jcstate.server.render import needed_secrets
+
+    gen = ctx.generation()
+    out: dict[str, list[dict[str, Any]]] = {}
+    if gen[0] is None:
+        return out
+    # full rows: a rendering is cached by etag, which leaves out the facts templates may read
+    rows, _ = ctx.store.query_devices(status="active")
+    for row in rows:
+        rendered = ctx.renderer.for_device(row, gen)
+        if rendered.document is None:
+            continue
+        users = needed_secrets(rendered.document.get("spec") or {})[0]
+        applied = row["applied_etag"] is not None and row["applied_etag"] == rendered.etag
+        for user in users:
+            out.setdefault(user, []).append(
+                {"id": row["id"], "hostname": row["hostname"], "applied": applied}
+            )
+    return out
+
+
+def _managed_by_policy(ctx: Any, user: str) -> bool:
+    """Whether any policy of the newest revision lists ``user`` in ``sshMfa.users``."""
+    rev = ctx.store.latest_revision_id()
+    if rev is None:
+        return False
+    try:
+        repo = ctx.renderer.repo(rev)
+    except JcstateError:
+        return False
+    for policy in repo.policies:
+        mfa = (policy.spec or {}).get("sshMfa") or {}
+        if user in (mfa.get("users") or []):
+            return True
+    return False
+
+
 @router.get("/totp")
 def list_totp(request: Request, admin: Admin = READ) -> list[dict[str, Any]]:
-    """Users with a TOTP secret on the server (never the secrets)."""
-    return _ctx(request).store.secret_names("totp")
-
-
-@router.post("/totp/{user}", status_code=201)
-def enroll_totp(user: str, request: Request, admin: Admin = MANAGE) -> dict[str, Any]:
-    """Create (or replace) a user's TOTP secret; it is returned in this response only, and
-    reaches only devices whose document lists the user in ``sshMfa.users``."""
+    """Users with a TOTP secret on the server (never the secrets): when enrolled, and which
+    devices hold the current secret (``devices``: applied it) or are still to (``pending``)."""
     ctx = _ctx(request)
+    out = []
+    holders = _totp_users(ctx)
+    for row in ctx.store.secret_names("totp"):
+        devices = holders.get(row["name"], [])
+        out.append(
+            wire(
+                {
+                    "user": row["name"],
+                    "enrolledAt": row["updated_at"],
+                    "devices": [
+                        {"id": d["id"], "hostname": d["hostname"]} for d in devices if d["applied"]
+                    ],
+                    "pending": [
+                        {"id": d["id"], "hostname": d["hostname"]}
+                        for d in devices
+                        if not d["applied"]
+                    ],
+                }
+            )
+        )
+    return out
+
+
+@router.post("/totp/{user}", status_code=201, responses=errors(409))
+def enroll_totp(
+    user: str,
+    request: Request,
+    rotate: bool = Query(False, description="replace the user's existing secret"),
+    force: bool = Query(False, description="enroll a user no policy lists in sshMfa.users"),
+    admin: Admin = MANAGE,
+) -> dict[str, Any]:
+    """Create a user's TOTP secret (``rotate``: replace it); it is returned in this response
+    only, and reaches only devices whose document lists the user in ``sshMfa.users``
+    (``devices`` in the answer)."""
+    ctx = _ctx(request)
+    exists = ctx.store.sealed_secret("totp", user) is not None
+    if exists and not rotate:
+        raise HTTPException(
+            409,
+            f"{user} already has a TOTP secret; rotate=true replaces it (the user must scan the "
+            "new code, and every device holding the old one gets the new one)",
+        )
+    if not exists and not force and not _managed_by_policy(ctx, user):
+        raise HTTPException(
+            409,
+            f"no policy lists {user} in sshMfa.users, so no device would get the secret; "
+            "force=true enrolls anyway (push a policy that lists the user)",
+        )
     secret = base64.b32encode(pysecrets.token_bytes(20)).decode().rstrip("=")
     ctx.store.set_secret("totp", user, ctx.vault.seal("totp", user, Secret(secret)))
     ctx.waiters.wake_threadsafe("all")
-    _audit(request, admin, user)
-    return {"user": user, "secret": secret}
+    _audit(request, admin, user, rotated=exists)
+    devices = [{"id": d["id"], "hostname": d["hostname"]} for d in _totp_devices(ctx, user)]
+    return {"user": user, "secret": secret, "rotated": exists, "devices": devices}
 
 
-@router.delete("/totp/{user}")
+@router.delete("/totp/{user}", responses=errors(404))
 def delete_totp(user: str, request: Request, admin: Admin = MANAGE) -> dict[str, Any]:
-    """Forget a user's TOTP secret."""
-    if not _ctx(request).store.delete_secret("totp", user):
+    """Forget a user's TOTP secret; ``devices`` lists those whose document still asks for it
+    (their next run removes the secret file and reports the missing secret as a failure)."""
+    ctx = _ctx(request)
+    if not ctx.store.delete_secret("totp", user):
         raise HTTPException(404, "no TOTP secret for this user")
-    _ctx(request).waiters.wake_threadsafe("all")
+    ctx.waiters.wake_threadsafe("all")
     _audit(request, admin, user)
-    return {"user": user, "deleted": True}
+    devices = [{"id": d["id"], "hostname": d["hostname"]} for d in _totp_devices(ctx, user)]
+    return {"user": user, "deleted": True, "devices": devices}
 
 
 class Password(BaseModel):
@@ -399,9 +795,48 @@ def set_password(
 
 
 # -- audit ---------------------------------------------------------------------------------
-@router.get("/audit")
+def _time_param(name: str, text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        return from_rfc3339(text)
+    except ValueError:
+        raise HTTPException(422, f"{name} {text!r} is not an RFC 3339 time or date") from None
+
+
+@router.get("/audit", responses=errors(422))
 def list_audit(
-    request: Request, limit: int = 200, admin: Admin = ADMINISTER
+    request: Request,
+    limit: int = 200,
+    actor: str | None = Query(None, description="token name or id, or an actor as recorded"),
+    action: str | None = Query(None, description="command.erase, or a family: command"),
+    device: str | None = Query(None, description="the target device (id or hostname)"),
+    outcome: str | None = Query(None, description="ok, denied, refused, failed"),
+    since: str | None = Query(None, description="RFC 3339"),
+    until: str | None = Query(None, description="RFC 3339"),
+    admin: Admin = ADMINISTER,
 ) -> list[dict[str, Any]]:
-    """The newest audit entries: admin actions and refused attempts."""
-    return _ctx(request).store.list_audit(min(max(limit, 1), 10000))
+    """The newest audit entries (admin actions and refused attempts), filtered: actions in
+    words, actors by name, with the outcome and its reason."""
+    from jcstate.server.audit import audit_view, routes_named
+
+    store = _ctx(request).store
+    names = store.token_names()
+    actors = None
+    if actor is not None:
+        actors = [actor, f"token:{actor}"]
+        actors += [f"token:{i}" for i, n in names.items() if n == actor]
+    target = None
+    if device is not None:
+        found = store.devices_named(device)
+        target = found[0]["id"] if len(found) == 1 else device
+    rows = store.list_audit(
+        min(max(limit, 1), 10000),
+        actors=actors,
+        actions=None if action is None else routes_named(action),
+        target=target,
+        outcome=outcome,
+        since=_time_param("since", since),
+        until=_time_param("until", until),
+    )
+    return [audit_view(r, names) for r in rows]

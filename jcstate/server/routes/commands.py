@@ -17,14 +17,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from jcstate.errors import PlanError
 from jcstate.server.auth import Admin, action_of, device_caller, require
-from jcstate.server.commands import CommandConflict, command_view
+from jcstate.server.commands import FINAL_STATES, CommandConflict, command_view
 from jcstate.server.routes.admin import _one_device as one_device
+from jcstate.server.views import errors
 
 __all__ = ["router"]
 
@@ -201,23 +202,156 @@ def erase(ref: str, body: NewCommand, request: Request, admin: Admin = ADMINISTE
     return _issue(request, admin, ref, "erase", body)
 
 
+class NewBatch(BaseModel):
+    """One command for every active device matching ``where`` (labels, AND) and ``os``.
+
+    ``dryRun`` answers which devices match without queueing anything (the CLI shows them
+    before asking). Erase and update are never sent in bulk."""
+
+    model_config = ConfigDict(extra="forbid")
+    where: dict[str, str] = Field(default_factory=dict, description="label KEY → VALUE")
+    os: str | None = None
+    all: bool = Field(False, description="every active device (where and os empty)")
+    dryRun: bool = False
+    delay: int | None = Field(None, ge=0, le=86400, description="restart/shutdown warning, s")
+    message: str | None = Field(None, description="restart/shutdown: shown to users")
+    notAfter: str | None = Field(None, description="RFC 3339; not delivered after this")
+    run: RunSpec | None = None
+
+
+def _issue_batch(request: Request, admin: Admin, action: str, body: NewBatch) -> Any:
+    from jcstate.server.routes.admin import Where, devices_where
+
+    ctx = _ctx(request)
+    if action != "run" and body.run is not None:
+        raise HTTPException(422, f"'run' is only for action run, not {action}")
+    where = Where(where=body.where, os=body.os, all=body.all)
+    devices = devices_where(ctx, where, active_only=True)
+    listed = [{"id": d["id"], "hostname": d["hostname"]} for d in devices]
+    if body.dryRun:
+        return {"batch": None, "action": action, "count": len(devices), "devices": listed}
+    if not devices:
+        raise HTTPException(404, "no active device matches: nothing queued")
+    spec = _spec(action, NewCommand(**body.model_dump(include={"delay", "message", "notAfter"})))
+    if body.run is not None:
+        spec["run"] = body.run.model_dump(exclude_none=True)
+    try:
+        batch, rows = ctx.queue.issue_batch(devices, spec, admin.actor)
+    except PlanError as exc:
+        ctx.store.audit(
+            admin.actor,
+            action_of(request),
+            "refused",
+            role=admin.role,
+            detail={"action": action, "reason": str(exc)},
+        )
+        raise HTTPException(422, str(exc)) from None
+    for d in devices:
+        ctx.waiters.wake_threadsafe(f"device:{d['id']}")
+    detail: dict[str, Any] = {"action": action, "batch": batch, "count": len(rows)}
+    detail.update(where=body.where, os=body.os)
+    if _program(spec):
+        detail["program"] = _program(spec)
+    ctx.store.audit(
+        admin.actor, action_of(request), "ok", role=admin.role, target=batch, detail=detail
+    )
+    names = {d["id"]: d["hostname"] for d in devices}
+    commands = sorted(
+        (command_view(r, names.get(r["device_id"])) for r in rows),
+        key=lambda c: c.get("hostname") or "",
+    )
+    return {
+        "batch": batch,
+        "action": action,
+        "count": len(rows),
+        "devices": listed,
+        "commands": commands,
+    }
+
+
+@router.post("/batches/lock", status_code=201, responses=errors(404, 422))
+def lock_where(body: NewBatch, request: Request, admin: Admin = MANAGE) -> Any:
+    """Lock every matching device: one command each, one batch."""
+    return _issue_batch(request, admin, "lock", body)
+
+
+@router.post("/batches/restart", status_code=201, responses=errors(404, 422))
+def restart_where(body: NewBatch, request: Request, admin: Admin = MANAGE) -> Any:
+    """Restart every matching device: one command each, one batch."""
+    return _issue_batch(request, admin, "restart", body)
+
+
+@router.post("/batches/shutdown", status_code=201, responses=errors(404, 422))
+def shutdown_where(body: NewBatch, request: Request, admin: Admin = MANAGE) -> Any:
+    """Shut down every matching device: one command each, one batch."""
+    return _issue_batch(request, admin, "shutdown", body)
+
+
+@router.post("/batches/run", status_code=201, responses=errors(404, 422))
+def run_where(body: NewBatch, request: Request, admin: Admin = MANAGE) -> Any:
+    """Run a program on every matching device: one command each, one batch."""
+    return _issue_batch(request, admin, "run", body)
+
+
+@router.get("/batches/{batch}", responses=errors(404))
+def show_batch(batch: str, request: Request, admin: Admin = READ) -> dict[str, Any]:
+    """A batch: how many of its commands are in each state, and each command."""
+    ctx = _ctx(request)
+    rows = ctx.queue.list(batch=batch, limit=100000)
+    if not rows:
+        raise HTTPException(404, "no such batch")
+    names = _hostnames(ctx)
+    states: dict[str, int] = {}
+    for r in rows:
+        states[r["state"]] = states.get(r["state"], 0) + 1
+    commands = sorted(
+        (command_view(r, names.get(r["device_id"])) for r in rows),
+        key=lambda c: c.get("hostname") or "",
+    )
+    first = commands[0]
+    return {
+        "batch": batch,
+        "action": first["action"],
+        "createdAt": first["createdAt"],
+        "createdBy": first["createdBy"],
+        "count": len(rows),
+        "states": states,
+        "done": all(r["state"] in FINAL_STATES for r in rows),
+        "commands": commands,
+    }
+
+
 def _hostnames(ctx: Any) -> dict[str, str]:
     return {d["id"]: d["hostname"] for d in ctx.store.list_devices()}
 
 
-@router.get("/commands")
+@router.get("/commands", responses=errors(404, 409, 422))
 def list_commands(
     request: Request,
     device: str | None = None,
     state: str | None = None,
+    action: str | None = None,
+    batch: str | None = None,
+    since: str | None = Query(None, description="RFC 3339: created at or after"),
     limit: int = 100,
     admin: Admin = READ,
 ) -> list[dict[str, Any]]:
-    """Commands, newest first; ``device`` (id or hostname) and ``state`` filter."""
+    """Commands, newest first; ``device`` (id or hostname), ``state``, ``action``, ``batch``
+    and ``since`` filter."""
+    from jcstate.server.views import from_rfc3339
+
     ctx = _ctx(request)
     device_id = one_device(ctx, device)["id"] if device else None
+    after = None
+    if since is not None:
+        try:
+            after = from_rfc3339(since)
+        except ValueError:
+            raise HTTPException(422, f"since {since!r} is not an RFC 3339 time or date") from None
     names = _hostnames(ctx)
-    rows = ctx.queue.list(device_id, state, min(max(limit, 1), 10000))
+    rows = ctx.queue.list(
+        device_id, state, min(max(limit, 1), 10000), action=action, batch=batch, since=after
+    )
     return [command_view(r, names.get(r["device_id"])) for r in rows]
 
 

@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from jcstate.secret import Secret
 from jcstate.server.auth import device_caller, verify_signature
 from jcstate.server.longpoll import answer_work
+from jcstate.server.views import wire
 
 __all__ = ["router"]
 
@@ -183,4 +184,4 @@ async def escrow(request: Request) -> dict[str, Any]:
         target=device["id"],
         detail={"volume": volume},
     )
-    return {"device": device["id"], "volume": volume, "escrowedAt": at}
+    return wire({"device": device["id"], "volume": volume, "escrowedAt": at})

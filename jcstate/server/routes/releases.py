@@ -30,6 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from jcstate.agent.wheel import MAX_WHEEL_BYTES, BadWheel, inspect_wheel
 from jcstate.server import db
 from jcstate.server.auth import Admin, action_of, device_caller, require
+from jcstate.server.views import wire
 
 __all__ = ["router"]
 
@@ -65,15 +66,17 @@ _cache = _Cache()
 
 
 def _view(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "version": row["version"],
-        "sha256": row["sha256"],
-        "size": row["size"],
-        "filename": row["filename"],
-        "createdAt": row["created_at"],
-        "createdBy": row["created_by"],
-        "signed": bool(row.get("signature")),
-    }
+    return wire(
+        {
+            "version": row["version"],
+            "sha256": row["sha256"],
+            "size": row["size"],
+            "filename": row["filename"],
+            "createdAt": row["created_at"],
+            "createdBy": row["created_by"],
+            "signed": bool(row.get("signature")),
+        }
+    )
 
 
 def _audit(request: Request, admin: Admin, outcome: str, target: str | None, **detail: Any) -> None:

@@ -111,10 +111,19 @@ def test_status_filters_online_offline_failed_drift(server):
     client = server.opened[[i for i, c in enumerate(server.opened) if hasattr(c, "work")][0]]
     server.admin("manager").call("POST", "/api/v1/revisions", {"files": {"base.yaml": BASE}})
     answer = client.work("", 0)
-    client.report({"reportId": "report-1", "etag": answer["etag"], "ok": False, "changed": False})
+    # drift is what the device's last plan left unapplied (docs/state-model.md)
+    failed = {"results": [{"kind": "user", "name": "alice", "status": "failed", "message": "x"}]}
+    applied = {"results": [{"kind": "user", "name": "alice", "status": "ok", "message": ""}]}
+    client.report(
+        {"reportId": "report-1", "etag": answer["etag"], "ok": False, "changed": False}
+        | {"report": failed}
+    )
     assert _names(api.call("GET", "/api/v1/devices", status="failed")) == ["web1"]
     assert _names(api.call("GET", "/api/v1/devices", status="drift")) == ["web1"]
-    client.report({"reportId": "report-2", "etag": answer["etag"], "ok": True, "changed": False})
+    client.report(
+        {"reportId": "report-2", "etag": answer["etag"], "ok": True, "changed": True}
+        | {"report": applied}
+    )
     assert api.call("GET", "/api/v1/devices", status="drift") == []
     with pytest.raises(ServerError, match="422"):
         api.call("GET", "/api/v1/devices", status="sleepy")

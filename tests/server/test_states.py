@@ -18,6 +18,7 @@ import pytest
 from jcstate.agent.client import Client, Unreachable
 from jcstate.agent.identity import Identity
 from jcstate.cli import main
+from jcstate.server.views import from_rfc3339
 
 MFA_POLICY = """\
 apiVersion: jcstate/v1
@@ -62,7 +63,7 @@ def test_online_is_twice_the_poll_hold_after_a_kill(database, tmp_path):
             stop.set()
             thread.join()
         killed = time.time()
-        last = admin.call("GET", f"/api/v1/devices/{device_id}")["lastSeen"]
+        last = from_rfc3339(admin.call("GET", f"/api/v1/devices/{device_id}")["lastSeen"])
         assert killed - 1.5 < last <= killed
         while admin.call("GET", f"/api/v1/devices/{device_id}")["online"]:
             assert time.time() - killed < 3.0, "still online after 2 × the hold"
@@ -165,10 +166,11 @@ def test_dry_run_and_validate_server_warn_of_certain_refusals(
     assert code == 1, err
     assert "! will be refused: + ssh-mfa dave: no TOTP secret for dave" in out
     code, out, _ = jcstate(capsys, "push", "--dry-run", str(repo))
-    assert code == 0 and "will be refused: + ssh-mfa dave" in out
+    assert code == 2 and "will be refused: + ssh-mfa dave" in out  # 2: devices would change
     assert server.ctx.store.latest_revision_id() is None  # nothing stored by either
 
-    code, out, err = jcstate(capsys, "totp", "enroll", "dave")
+    # no stored revision lists dave yet (only dry runs): enrolling him needs --force
+    code, out, err = jcstate(capsys, "totp", "enroll", "dave", "--force")
     assert code == 0, err
     code, out, err = jcstate(capsys, "validate", str(repo), "--server")
     assert code == 0 and "the server expects no refusal on 1 device(s)" in out, out + err

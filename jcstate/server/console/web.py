@@ -27,6 +27,7 @@ from jcstate.server.admins import AdminAccounts
 from jcstate.server.auth import Admin, action_of
 from jcstate.server.roles import allows
 from jcstate.server.sessions import Session, Sessions
+from jcstate.server.views import from_rfc3339, rfc3339
 
 __all__ = ["ConsoleAdmin", "PageError", "SecurityHeaders", "page", "signed_in"]
 
@@ -101,16 +102,21 @@ _TITLES = {
 }
 
 
-def _when(ts: float | None) -> str:
+def _seconds(ts: float | str) -> float:
+    """A time as the store keeps it (POSIX seconds) or as the API sends it (RFC 3339)."""
+    return from_rfc3339(ts) if isinstance(ts, str) else float(ts)
+
+
+def _when(ts: float | str | None) -> str:
     if ts is None:
         return "never"
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    return dt.datetime.fromtimestamp(_seconds(ts), dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-def _iso(ts: float | None) -> str:
+def _iso(ts: float | str | None) -> str:
     if ts is None:
         return ""
-    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat().replace("+00:00", "Z")
+    return rfc3339(_seconds(ts)) or ""
 
 
 def _tail(text: str | None, lines: int = 5) -> str:

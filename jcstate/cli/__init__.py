@@ -29,6 +29,8 @@ COMMAND_MODULES = [
     "totp",  # totp new / totp enroll
     "server",  # server, push, devices, device, command, token, connect-key, audit
     "agent",  # agent, agent install
+    "init",  # init (scaffold a policy repo)
+    "schema",  # schema --output DIR
 ]
 
 

@@ -80,7 +80,11 @@ def _gather(ctx: PlanContext, errors: list[str]) -> None:
 
 
 def _gather_round(ctx: PlanContext, errors: list[str]) -> None:
+    # Only what the document manages: a resource it leaves out is not planned, and importing
+    # and reading it (PAM and sshd files, the command journal) would be most of a no-op run.
     for res in RESOURCES:
+        if res.key not in ctx.desired:
+            continue
         backend = res.backend(ctx.host.os)
         if backend is None:
             continue
@@ -307,6 +311,7 @@ def _hostname(host: Host) -> str:
 def _boot_time(host: Host) -> float | None:
     if host.root != "/":
         return None
-    import psutil  # only here: the engine's import path stays small
+    # /proc/stat where there is one (no psutil import on Linux), psutil elsewhere
+    from jcstate.modules.commands.boot import boot_time
 
-    return float(psutil.boot_time())
+    return boot_time(host)

@@ -21,15 +21,17 @@ import logging
 import os
 import platform
 import stat
-import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jcstate.errors import CommandFailed, HostError, UnsafePath
 from jcstate.secret import Secret
+
+if TYPE_CHECKING:
+    import subprocess
 
 __all__ = ["Host", "RunResult"]
 
@@ -110,6 +112,8 @@ class Host:
             run_env.update(env)
         log.debug("run %s", argv)
         self.commands_run.append(argv)
+        import subprocess  # here: a run that changes nothing runs no command (3 ms of imports)
+
         start = time.monotonic()
         try:
             proc = subprocess.run(
@@ -153,6 +157,8 @@ class Host:
             run_env.update(env)
         log.debug("spawn %s", argv)
         self.commands_run.append(argv)
+        import subprocess
+
         group: dict[str, object] = (
             {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}  # type: ignore[attr-defined]
             if os.name == "nt"

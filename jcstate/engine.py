@@ -10,7 +10,6 @@ backend ever sees a check flag.
 
 from __future__ import annotations
 
-import logging
 import platform
 import time
 from itertools import groupby
@@ -26,8 +25,6 @@ from jcstate.secret import Secret
 from jcstate.secrets import NoSecrets, SecretSource
 
 __all__ = ["apply", "context", "device_facts", "plan"]
-
-log = logging.getLogger(__name__)
 
 
 def context(
@@ -207,7 +204,11 @@ def _execute_change(change: Change, host: Host) -> tuple[Result, list[Run]]:
             continue
         failure = _try(step, host)
         if failure is not None:
-            log.warning("%s %s failed: %s", change.kind, change.name, failure[0])
+            import logging  # only on a failure: a run without one does not import it
+
+            logging.getLogger(__name__).warning(
+                "%s %s failed: %s", change.kind, change.name, failure[0]
+            )
             return (
                 Result(
                     change,

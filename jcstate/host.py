@@ -17,10 +17,10 @@ replaced, and its target is left untouched.
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import platform
 import stat
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -35,7 +35,14 @@ if TYPE_CHECKING:
 
 __all__ = ["Host", "RunResult"]
 
-log = logging.getLogger(__name__)
+
+def _debug(message: str, *args: object) -> None:
+    """Log at debug level, if anything set logging up: ``jcstate plan``/``apply`` without
+    ``-v`` do not import it (3 ms of a no-op run), and then no handler would show it anyway."""
+    logging = sys.modules.get("logging")
+    if logging is not None:
+        logging.getLogger(__name__).debug(message, *args)
+
 
 _MAX_LINK_HOPS = 40
 _SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -110,7 +117,7 @@ class Host:
         run_env = {"PATH": _SAFE_PATH, "LC_ALL": "C", "LANG": "C"}
         if env:
             run_env.update(env)
-        log.debug("run %s", argv)
+        _debug("run %s", argv)
         self.commands_run.append(argv)
         import subprocess  # here: a run that changes nothing runs no command (3 ms of imports)
 
@@ -155,7 +162,7 @@ class Host:
         run_env = {"PATH": _SAFE_PATH, "LC_ALL": "C", "LANG": "C"}
         if env:
             run_env.update(env)
-        log.debug("spawn %s", argv)
+        _debug("spawn %s", argv)
         self.commands_run.append(argv)
         import subprocess
 

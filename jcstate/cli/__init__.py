@@ -107,7 +107,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args is None:
         args = build_parser(words).parse_args(words)
     args.stderr_level = 30 - 10 * min(args.verbose, 2)  # logging.WARNING, INFO, DEBUG
-    if not getattr(args, "own_logging", False):  # the agent does without logging's 1 MB
+    # The agent does without logging's 1 MB; plan and apply set it up only for -v (a record
+    # of WARNING or above is then printed bare by logging's last-resort handler).
+    lazy = getattr(args, "lazy_logging", False) and args.verbose == 0
+    if not getattr(args, "own_logging", False) and not lazy:
         import logging
 
         logging.basicConfig(

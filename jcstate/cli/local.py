@@ -49,7 +49,7 @@ def register(sub: Any) -> None:
                 action="store_true",
                 help="plan only and print the report; change nothing",
             )
-        p.set_defaults(handler=_run, apply=(name == "apply"))
+        p.set_defaults(handler=_run, apply=(name == "apply"), lazy_logging=True)
 
 
 def _labels(pairs: list[str]) -> dict[str, str]:

@@ -18,6 +18,7 @@ from jcstate.errors import JcstateError
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (about 0.4 MB)
 if TYPE_CHECKING:
     import argparse
+    from typing import Any
 
 __all__ = ["help_formatter", "main"]
 
@@ -77,7 +78,14 @@ def help_formatter(prog: str) -> argparse.HelpFormatter:
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     import argparse
 
-    parser = argparse.ArgumentParser(
+    class Parser(argparse.ArgumentParser):
+        # Subcommands' parsers too (add_subparsers makes them of this class): argparse's own
+        # formatter, which every add_argument builds, imports shutil to ask the width.
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.setdefault("formatter_class", help_formatter)
+            super().__init__(*args, **kwargs)
+
+    parser = Parser(
         prog="jcstate",
         description="Declarative device management: users, groups, SSH MFA, FileVault, commands.",
         formatter_class=help_formatter,

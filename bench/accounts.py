@@ -1,4 +1,4 @@
-"""Benchmark: 20 groups and 100 users in a test host — jcstate against Ansible and the shell floor.
+"""Benchmark: 20 groups and 100 users in a test host — jcstate against its peers and the floor.
 
 Three scenarios per contender, in one fresh test host per contender and round:
 
@@ -15,14 +15,20 @@ Contenders (all timed *inside* the host, except ``jcstate --root``):
 - ``jcstate --root``: ``jcstate apply --root ROOT POLICY`` from outside the host.
 - ``ansible``: ``ansible-playbook -c local`` with ``ansible.builtin.group``/``user`` loops, from
   its own venv (created on first use with ``pip install ansible-core``).
+- ``salt``: ``salt-call --local state.apply`` (masterless) of an SLS with ``group.present`` and
+  ``user.present`` in Jinja loops, from its own venv (``--salt-venv``; see ``ensure_salt``).
+- ``pyinfra``: ``pyinfra @local deploy.py --yes`` with ``server.group``/``server.user`` in
+  loops, from its own venv (created on first use with ``pip install pyinfra``).
 
 Every timed run is checked: the account files must match the workload afterwards, and the
 tool's own output must agree (jcstate: 120 creates, then 0 changes and no command run, then 1
-create + 1 update; Ansible: the PLAY RECAP). Then the in-process no-op plan is timed:
+create + 1 update; Ansible: the PLAY RECAP; Salt: every state's result and changes; pyinfra:
+its per-host summary). Then the in-process no-op plan is timed:
 ``engine.plan`` against ``Host(root=ROOT)`` of the host jcstate populated.
 
     .venv/bin/python bench/accounts.py [--rounds 3] [--ansible-rounds 1] [--no-ansible]
-                                       [--json FILE]
+                                       [--peer-rounds 1] [--no-salt] [--no-pyinfra]
+                                       [--only NAME ...] [--json FILE]
 
 Needs root (test hosts). Wall times are medians over rounds; see bench/README.md for method.
 """
@@ -54,6 +60,8 @@ from accounts_contenders import (  # noqa: E402
     JcstateInside,
     JcstateRoot,
     Output,
+    Pyinfra,
+    Salt,
 )
 from accounts_table import PlanTiming, Sample, render  # noqa: E402
 from accounts_workload import DRIFT_CHANGED, DRIFT_DELETED, DRIFT_SHELL, SCENARIOS, Workload  # noqa: E402
@@ -61,6 +69,10 @@ from testhost import TestHost, missing_requirements, running_host  # noqa: E402
 
 MEASURE = str(HERE / "accounts_measure.py")
 DEFAULT_ANSIBLE_VENV = Path.home() / ".cache" / "jcstate" / "bench-ansible-venv"
+DEFAULT_SALT_VENV = Path.home() / ".cache" / "jcstate" / "bench-salt-venv"
+DEFAULT_PYINFRA_VENV = Path.home() / ".cache" / "jcstate" / "bench-pyinfra-venv"
+SALT_VERSION = "3008.5"
+PYINFRA_VERSION = "3.10.0"
 
 
 # -- timing one command ----------------------------------------------------------------------
@@ -183,6 +195,72 @@ def ensure_ansible(venv: Path) -> Path:
     return venv
 
 
+def ensure_salt(venv: Path) -> Path:
+    """A venv with Salt, made with the project's base interpreter.
+
+    Salt 3008.5's own requirement ``certifi>=2026.10.23`` may be newer than the package index
+    has; Salt is then installed without dependencies and its ``requirements/base.txt`` and
+    ``zeromq.txt`` (from its sdist) with that one floor dropped (certifi is Salt's CA bundle
+    for HTTPS, which a masterless state.apply on local accounts never uses).
+    """
+    if (venv / "bin" / "salt-call").exists():
+        return venv
+    python = os.path.join(sys.base_prefix, "bin", "python3")
+    pip = str(venv / "bin" / "pip")
+    print(f"creating {venv} (pip install salt=={SALT_VERSION}) ...", file=sys.stderr, flush=True)
+    subprocess.run([python, "-m", "venv", str(venv)], check=True)
+    if subprocess.run([pip, "install", "-q", f"salt=={SALT_VERSION}"], check=False).returncode:
+        with tempfile.TemporaryDirectory(prefix="jcstate-bench-salt-") as tmp:
+            subprocess.run(
+                [
+                    pip,
+                    "download",
+                    "-q",
+                    "--no-deps",
+                    "--no-binary",
+                    ":all:",
+                    "-d",
+                    tmp,
+                    f"salt=={SALT_VERSION}",
+                ],
+                check=True,
+            )
+            import tarfile
+
+            with tarfile.open(next(Path(tmp).glob("salt-*.tar.gz"))) as sdist:
+                wanted = [
+                    m
+                    for m in sdist.getmembers()
+                    if m.name.endswith(("/requirements/base.txt", "/requirements/zeromq.txt"))
+                    and m.name.count("/") == 2
+                ]
+                lines = []
+                for member in wanted:
+                    text = sdist.extractfile(member).read().decode()  # type: ignore[union-attr]
+                    lines += [
+                        "certifi" if line.startswith("certifi>=") else line
+                        for line in text.splitlines()
+                    ]
+            reqs = Path(tmp, "requirements.txt")
+            reqs.write_text("\n".join(lines) + "\n")
+            subprocess.run([pip, "install", "-q", "-r", str(reqs)], check=True)
+            subprocess.run([pip, "install", "-q", "--no-deps", f"salt=={SALT_VERSION}"], check=True)
+    return venv
+
+
+def ensure_pyinfra(venv: Path) -> Path:
+    """A venv with pyinfra, made with the project's base interpreter."""
+    if (venv / "bin" / "pyinfra").exists():
+        return venv
+    python = os.path.join(sys.base_prefix, "bin", "python3")
+    print(f"creating {venv} (pip install pyinfra) ...", file=sys.stderr, flush=True)
+    subprocess.run([python, "-m", "venv", str(venv)], check=True)
+    subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "-q", f"pyinfra=={PYINFRA_VERSION}"], check=True
+    )
+    return venv
+
+
 def _version(argv: Sequence[str]) -> str:
     proc = subprocess.run(list(argv), capture_output=True, text=True, check=False)
     return (proc.stdout or proc.stderr).strip().splitlines()[0] if proc.returncode == 0 else "?"
@@ -200,6 +278,14 @@ def main() -> int:
     parser.add_argument("--no-ansible", action="store_true")
     parser.add_argument("--no-root", action="store_true", help="skip jcstate --root")
     parser.add_argument("--ansible-venv", type=Path, default=DEFAULT_ANSIBLE_VENV)
+    parser.add_argument("--peer-rounds", type=int, default=1, help="rounds of Salt and pyinfra")
+    parser.add_argument("--no-salt", action="store_true")
+    parser.add_argument("--no-pyinfra", action="store_true")
+    parser.add_argument("--salt-venv", type=Path, default=DEFAULT_SALT_VENV)
+    parser.add_argument("--pyinfra-venv", type=Path, default=DEFAULT_PYINFRA_VENV)
+    parser.add_argument(
+        "--only", nargs="+", metavar="NAME", help="run only these contenders (e.g. salt pyinfra)"
+    )
     parser.add_argument("--plan-iterations", type=int, default=50)
     parser.add_argument("--users", type=int, default=100)
     parser.add_argument("--groups", type=int, default=20)
@@ -220,6 +306,17 @@ def main() -> int:
         venv = ensure_ansible(args.ansible_venv)
         ansible_version = _version([str(venv / "bin" / "ansible-playbook"), "--version"])
         plan.append((Ansible(venv=str(venv)), args.ansible_rounds))
+    peers = []
+    if not args.no_salt:
+        venv = ensure_salt(args.salt_venv)
+        peers.append(_version([str(venv / "bin" / "salt-call"), "--version"]))
+        plan.append((Salt(venv=str(venv)), args.peer_rounds))
+    if not args.no_pyinfra:
+        venv = ensure_pyinfra(args.pyinfra_venv)
+        peers.append(_version([str(venv / "bin" / "pyinfra"), "--version"]))
+        plan.append((Pyinfra(venv=str(venv)), args.peer_rounds))
+    if args.only:
+        plan = [(c, rounds) for c, rounds in plan if c.name in args.only]
 
     started = time.monotonic()
     samples: list[Sample] = []
@@ -246,7 +343,7 @@ def main() -> int:
         f"accounts benchmark: {workload.n_groups} groups, {workload.n_users} users "
         f"(home, shell, comment, one SHA-512 hash, 2 supplementary groups each)\n"
         f"test host: Debian bookworm overlay, {os.cpu_count()} CPUs; "
-        f"python {sys.version.split()[0]}; {ansible_version}; "
+        f"python {sys.version.split()[0]}; {'; '.join([ansible_version, *peers])}; "
         f"bench took {time.monotonic() - started:.0f} s; load average 1 min "
         f"{load_before[0]:.2f} before, {load_after[0]:.2f} after"
     )

@@ -1,4 +1,5 @@
-"""The contenders of the accounts benchmark: the shell floor, jcstate (two ways) and Ansible.
+"""The contenders of the accounts benchmark: the shell floor, jcstate (two ways), Ansible, Salt
+and pyinfra.
 
 Each contender says, per scenario (``first``, ``noop``, ``drift``), which command to time and
 whether the output of that command shows it did what the scenario needs (a jcstate no-op that
@@ -27,6 +28,8 @@ __all__ = [
     "JcstateInside",
     "JcstateRoot",
     "Output",
+    "Pyinfra",
+    "Salt",
 ]
 
 VENV_PYTHON = str(Path(sys.prefix, "bin", "python"))  # the project's venv; bound into hosts
@@ -35,6 +38,9 @@ POLICY = "/tmp/bench-accounts.yaml"  # paths inside the host
 HASHES = "/tmp/bench-accounts.hashes"
 DRIFT_HASHES = "/tmp/bench-accounts-drift.hashes"
 PLAYBOOK = "/tmp/bench-accounts-playbook.yml"
+SALT = "/tmp/bench-salt"  # config dir conf/, states/, and root/ for Salt's cache, pki and logs
+SALT_STATE = "bench-accounts"
+PYINFRA_DEPLOY = "/tmp/bench-accounts-deploy.py"
 
 
 @dataclass(frozen=True)
@@ -216,6 +222,111 @@ class Ansible:
         want = {"first": 2, "noop": 0, "drift": 1}[scenario]  # tasks that report a change
         if changed != want or failed:
             problems.append(f"changed={changed} failed={failed}, expected changed={want}")
+        return problems
+
+
+@dataclass
+class Salt:
+    """``salt-call --local state.apply`` inside the host, from its own venv bound in read-only.
+
+    Masterless: ``file_client: local`` with the state tree in the host's /tmp; Salt's root
+    dir (cache, pki, logs) there too. ``enable_fqdns_grains: False``: that grain resolves the
+    host's addresses by reverse DNS, and the bench reaches no network.
+    """
+
+    venv: str
+    name: str = "salt"
+    inside: bool = True
+    states: int = 0  # groups + users: every state changes on the first apply
+
+    def setup(self, host: Any, workload: Workload) -> None:
+        self.states = workload.n_groups + workload.n_users
+        bind_readonly(host, self.venv)
+        for sub in ("conf", "states", "root"):
+            host.path(f"{SALT}/{sub}").mkdir(parents=True, exist_ok=True)
+        host.path(f"{SALT}/conf/minion").write_text(
+            "file_client: local\n"
+            f"file_roots:\n  base:\n    - {SALT}/states\n"
+            f"root_dir: {SALT}/root\n"
+            "enable_fqdns_grains: False\n"
+        )
+        host.path(f"{SALT}/states/{SALT_STATE}.sls").write_text(workload.salt_state())
+
+    def argv(self, scenario: str) -> list[str]:
+        return [
+            f"{self.venv}/bin/salt-call",
+            "--local",
+            f"--config-dir={SALT}/conf",
+            "--out=json",
+            "--retcode-passthrough",
+            "state.apply",
+            SALT_STATE,
+        ]
+
+    def env(self) -> dict[str, str]:
+        return {"HOME": "/tmp", "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
+
+    def confirm(self, scenario: str, out: Output) -> list[str]:
+        problems = _exited_zero(out)
+        try:
+            states = json.loads(out.stdout)["local"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            return problems + [f"no JSON state result: {out.tail()}"]
+        if not isinstance(states, dict):
+            return problems + [f"state.apply failed: {str(states)[:300]}"]
+        changed = sum(1 for r in states.values() if r.get("changes"))
+        failed = sum(1 for r in states.values() if r.get("result") is not True)
+        # first: every state; drift: the user re-created and the user whose shell changed
+        want = {"first": self.states, "noop": 0, "drift": 2}[scenario]
+        if len(states) != self.states:
+            problems.append(f"{len(states)} states ran, expected {self.states}")
+        if changed != want or failed:
+            problems.append(f"{changed} states changed, {failed} failed; expected {want} changed")
+        return problems
+
+
+@dataclass
+class Pyinfra:
+    """``pyinfra @local deploy.py --yes`` inside the host, from its own venv bound in read-only."""
+
+    venv: str
+    name: str = "pyinfra"
+    inside: bool = True
+
+    operations: int = 0  # groups + users: one operation each
+
+    def setup(self, host: Any, workload: Workload) -> None:
+        self.operations = workload.n_groups + workload.n_users
+        bind_readonly(host, self.venv)
+        host.path("/tmp/pyinfra-home").mkdir(parents=True, exist_ok=True)
+        host.path(PYINFRA_DEPLOY).write_text(workload.pyinfra_deploy())
+
+    def argv(self, scenario: str) -> list[str]:
+        return [f"{self.venv}/bin/pyinfra", "@local", PYINFRA_DEPLOY, "--yes"]
+
+    def env(self) -> dict[str, str]:
+        return {"HOME": "/tmp/pyinfra-home", "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
+
+    def confirm(self, scenario: str, out: Output) -> list[str]:
+        problems = _exited_zero(out)
+        # print_results' last row: "Grand total  HOSTS  SUCCESS  ERROR  NO-CHANGE" ("-" is 0),
+        # where SUCCESS counts the operations that changed something
+        text = re.sub(r"\x1b\[[0-9;]*m", "", out.stdout + out.stderr)
+        total = re.search(r"Grand total\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)", text)
+        if total is None:
+            return problems + [f"no results table: {out.tail()}"]
+        hosts, changed, failed, unchanged = (0 if v == "-" else int(v) for v in total.groups())
+        want = {"first": self.operations, "noop": 0, "drift": 2}[scenario]
+        if (hosts, changed, failed, unchanged) != (
+            self.operations,
+            want,
+            0,
+            self.operations - want,
+        ):
+            problems.append(
+                f"{hosts} operations: {changed} changed, {failed} failed, {unchanged} unchanged;"
+                f" expected {want} changed of {self.operations}"
+            )
         return problems
 
 

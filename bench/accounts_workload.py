@@ -154,6 +154,64 @@ class Workload:
         ]
         return json.dumps(play, indent=1) + "\n"
 
+    # -- Salt ---------------------------------------------------------------------------------
+    def salt_state(self) -> str:
+        """An SLS file the way a Salt admin writes it: a Jinja loop over the data, one
+        ``group.present`` per group, one ``user.present`` per user (its ``groups`` exact,
+        ``password`` the hash as given), in that order (Salt's default: definition order)."""
+        data = {
+            "groups": [{"name": g.name, "gid": g.gid} for g in self.groups],
+            "users": [
+                {
+                    "name": u.name,
+                    "comment": u.comment,
+                    "home": u.home,
+                    "shell": u.shell,
+                    "groups": list(u.groups),
+                }
+                for u in self.users
+            ],
+        }
+        return (
+            f"{{% set bench = {json.dumps(data)} %}}\n"
+            "{% for g in bench.groups %}\n"
+            "group-{{ g.name }}:\n"
+            "  group.present:\n"
+            "    - name: {{ g.name }}\n"
+            "    - gid: {{ g.gid }}\n"
+            "{% endfor %}\n"
+            "{% for u in bench.users %}\n"
+            "user-{{ u.name }}:\n"
+            "  user.present:\n"
+            "    - name: {{ u.name }}\n"
+            "    - fullname: {{ u.comment }}\n"
+            "    - home: {{ u.home }}\n"
+            "    - createhome: True\n"
+            "    - shell: {{ u.shell }}\n"
+            f"    - password: '{HASH}'\n"
+            "    - groups: {{ u.groups | json }}\n"
+            "{% endfor %}\n"
+        )
+
+    # -- pyinfra ------------------------------------------------------------------------------
+    def pyinfra_deploy(self) -> str:
+        """A pyinfra deploy file: ``server.group`` and ``server.user`` in loops."""
+        groups = [(g.name, g.gid) for g in self.groups]
+        users = [(u.name, u.comment, u.home, u.shell, list(u.groups)) for u in self.users]
+        return (
+            "from pyinfra.operations import server\n\n"
+            f"HASH = {HASH!r}\n"
+            f"GROUPS = {groups!r}\n"
+            f"USERS = {users!r}\n\n"
+            "for name, gid in GROUPS:\n"
+            "    server.group(name=f'group {name}', group=name, gid=gid)\n\n"
+            "for name, comment, home, shell, groups in USERS:\n"
+            "    server.user(\n"
+            "        name=f'user {name}', user=name, comment=comment, home=home, shell=shell,\n"
+            "        groups=groups, create_home=True, password=HASH,\n"
+            "    )\n"
+        )
+
     # -- the floor ----------------------------------------------------------------------------
     def floor_first(self, hashes_file: str) -> str:
         """What a careful admin's shell script does: no checks, one tool call per account."""

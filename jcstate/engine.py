@@ -12,7 +12,6 @@ after planning": no backend ever sees a check flag.
 
 from __future__ import annotations
 
-import logging
 import platform
 import time
 from collections.abc import Callable
@@ -33,8 +32,6 @@ if TYPE_CHECKING:
     from jcstate.ledger import Ledger
 
 __all__ = ["apply", "context", "decide", "device_facts", "plan"]
-
-log = logging.getLogger(__name__)
 
 
 def context(
@@ -91,7 +88,11 @@ def _gather(ctx: PlanContext, errors: list[str]) -> None:
 
 
 def _gather_round(ctx: PlanContext, errors: list[str]) -> None:
+    # Only what the document manages: a resource it leaves out is not planned, and importing
+    # and reading it (PAM and sshd files, the command journal) would be most of a no-op run.
     for res in RESOURCES:
+        if res.key not in ctx.desired:
+            continue
         backend = res.backend(ctx.host.os)
         if backend is None:
             continue
@@ -255,7 +256,11 @@ def _execute_change(change: Change, host: Host) -> tuple[Result, list[Run]]:
             continue
         failure = _try(step, host)
         if failure is not None:
-            log.warning("%s %s failed: %s", change.kind, change.name, failure[0])
+            import logging  # only on a failure: a run without one does not import it
+
+            logging.getLogger(__name__).warning(
+                "%s %s failed: %s", change.kind, change.name, failure[0]
+            )
             return (
                 Result(
                     change,
@@ -394,6 +399,7 @@ def _hostname(host: Host) -> str:
 def _boot_time(host: Host) -> float | None:
     if host.root != "/":
         return None
-    import psutil  # only here: the engine's import path stays small
+    # /proc/stat where there is one (no psutil import on Linux), psutil elsewhere
+    from jcstate.modules.commands.boot import boot_time
 
-    return float(psutil.boot_time())
+    return boot_time(host)

@@ -18,6 +18,7 @@ from jcstate.errors import JcstateError
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (about 0.4 MB)
 if TYPE_CHECKING:
     import argparse
+    from typing import Any
 
 __all__ = ["help_formatter", "main"]
 
@@ -40,6 +41,8 @@ COMMAND_MODULES = [
     "agent",  # agent, agent install
     "admins",  # admin add|list|remove|passwd (console accounts)
     "completion",  # completion bash|zsh
+    "init",  # init (scaffold a policy repo)
+    "schema",  # schema --output DIR
 ]
 
 
@@ -86,7 +89,14 @@ def help_formatter(prog: str) -> argparse.HelpFormatter:
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     import argparse
 
-    parser = argparse.ArgumentParser(
+    class Parser(argparse.ArgumentParser):
+        # Subcommands' parsers too (add_subparsers makes them of this class): argparse's own
+        # formatter, which every add_argument builds, imports shutil to ask the width.
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.setdefault("formatter_class", help_formatter)
+            super().__init__(*args, **kwargs)
+
+    parser = Parser(
         prog="jcstate",
         description="Declarative device management: users, groups, SSH MFA, FileVault, commands.",
         formatter_class=help_formatter,
@@ -130,7 +140,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             # `command run --where K=V -- PROGRAM`: argparse takes the program for the device
             args.device_typed = args.device in words[: words.index("--")]
     args.stderr_level = 30 - 10 * min(args.verbose, 2)  # logging.WARNING, INFO, DEBUG
-    if not getattr(args, "own_logging", False):  # the agent does without logging's 1 MB
+    # The agent does without logging's 1 MB; plan and apply set it up only for -v (a record
+    # of WARNING or above is then printed bare by logging's last-resort handler).
+    lazy = getattr(args, "lazy_logging", False) and args.verbose == 0
+    if not getattr(args, "own_logging", False) and not lazy:
         import logging
 
         logging.basicConfig(

@@ -57,7 +57,7 @@ def register(sub: Any) -> None:
                 action="store_true",
                 help="plan only and print the report; change nothing",
             )
-        p.set_defaults(handler=_run, apply=(name == "apply"))
+        p.set_defaults(handler=_run, apply=(name == "apply"), lazy_logging=True)
 
 
 def _labels(pairs: list[str]) -> dict[str, str]:
@@ -104,7 +104,8 @@ def _run(args: argparse.Namespace) -> int:
     device.labels.update(_labels(args.label))
     secrets = FileSecrets(args.secrets) if args.secrets else None
     try:
-        document = repo.document_for(device, facts=engine.device_facts(host))
+        # gathered only if a template names `facts`
+        document = repo.document_for(device, facts=lambda: engine.device_facts(host))
     except DocumentError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fnmatch
 import platform
-import socket
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +33,7 @@ class Device:
     def local(cls, host: Host) -> Device:
         """The device a Host manages: its hostname, OS, OS version and this machine's arch."""
         if host.root == "/":
-            hostname = socket.gethostname()
+            hostname = platform.node()  # gethostname(), without importing socket
         else:
             hostname = (host.read_text("/etc/hostname") or "").strip() or "localhost"
         release = host.os_release()

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = [
     "INTEGER_FIELDS",
     "is_template",
+    "names",
     "render_spec",
     "template_problems",
 ]
@@ -40,6 +41,25 @@ _INTEGER = re.compile(r"\s*[+-]?\d+\s*")
 def is_template(value: Any) -> bool:
     """Whether a value is a string that would be rendered."""
     return isinstance(value, str) and _MARKERS.search(value) is not None
+
+
+def names(value: Any, name: str) -> bool:
+    """Whether any template in ``value`` (a spec, walked) writes the variable ``name``.
+
+    Sound for the sandbox: a template reaches a context variable only by writing its name
+    (no ``globals()``, and ``self``'s private attributes are refused), so a spec whose
+    templates never write ``facts`` renders the same with or without them.
+    """
+    pattern = re.compile(rf"\b{re.escape(name)}\b")
+
+    def walk(item: Any) -> bool:
+        if isinstance(item, dict):
+            return any(walk(v) for v in item.values())
+        if isinstance(item, list):
+            return any(walk(v) for v in item)
+        return is_template(item) and pattern.search(item) is not None
+
+    return walk(value)
 
 
 @lru_cache(maxsize=4096)

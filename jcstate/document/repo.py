@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +17,7 @@ from jcstate.document.merge import merge
 from jcstate.document.model import Device, Document, Policy
 from jcstate.document.names import name_problem
 from jcstate.document.oneline import quote
-from jcstate.document.render import is_template, render_spec
+from jcstate.document.render import is_template, names, render_spec
 from jcstate.document.rules import check_rules
 from jcstate.document.schema import check_schema
 from jcstate.errors import DocumentError, Problem
@@ -36,9 +36,20 @@ class Repo:
         """The policies whose selector matches ``device``, in repo order."""
         return [p for p in self.policies if p.matches(device)]
 
-    def document_for(self, device: Device, facts: dict[str, Any] | None = None) -> Document:
-        """The merged, rendered document for one device (raises DocumentError on problems)."""
+    def document_for(
+        self,
+        device: Device,
+        facts: dict[str, Any] | Callable[[], dict[str, Any]] | None = None,
+    ) -> Document:
+        """The merged, rendered document for one device (raises DocumentError on problems).
+
+        ``facts`` may be a function giving them: it is called only when a template of a
+        selected policy names ``facts`` (gathering every resource's facts costs more than a
+        whole no-op plan, and most documents never look at them).
+        """
         policies = self.select(device)
+        if callable(facts):
+            facts = facts() if any(names(p.spec, "facts") for p in policies) else {}
         context_base = {"device": device.to_dict(), "facts": facts or {}}
         parts: list[tuple[Policy, dict[str, Any]]] = []
         problems: list[Problem] = []

@@ -35,6 +35,7 @@ from jcstate.modules.accounts.files import (
 __all__ = [
     "ADMIN_GROUPS",
     "AccountFacts",
+    "ConsoleUsers",
     "KeyFile",
     "KeyFiles",
     "PathKinds",
@@ -71,7 +72,8 @@ class AccountFacts:
     gshadow: dict[str, tuple[str, ...]] = field(default_factory=dict)
     defaults: Defaults = field(default_factory=Defaults)
     keys: Mapping[str, KeyFile] = field(default_factory=dict)  # by user name; KeyFiles: lazy
-    console: dict[str, str] = field(default_factory=dict)  # user → terminal, local sessions only
+    # user → terminal, local sessions only; ConsoleUsers: read from utmp on first use
+    console: Mapping[str, str] = field(default_factory=dict)
     # path → "dir" | "link" | "file" (anything else that is not a directory); absent: nothing
     paths: Mapping[str, str] = field(default_factory=dict)
 
@@ -168,6 +170,31 @@ def _console_users() -> dict[str, str]:
     return out
 
 
+class ConsoleUsers(Mapping[str, str]):
+    """The running machine's local sessions (user → terminal), read from utmp on first use.
+
+    Only a plan that removes or locks a user asks (the console lock-out check), so a no-op run
+    pays neither psutil's import nor the utmp read.
+    """
+
+    def __init__(self) -> None:
+        self._users: dict[str, str] | None = None
+
+    def _read(self) -> dict[str, str]:
+        if self._users is None:
+            self._users = _console_users()
+        return self._users
+
+    def __getitem__(self, name: str) -> str:
+        return self._read()[name]
+
+    def __iter__(self) -> Any:
+        return iter(self._read())
+
+    def __len__(self) -> int:
+        return len(self._read())
+
+
 class KeyFiles(Mapping[str, KeyFile]):
     """Every account's authorized_keys, each read the first time it is asked for."""
 
@@ -243,7 +270,7 @@ def _gather(host: Host) -> AccountFacts:
     facts.paths = PathKinds(host)
     # utmp describes the running machine, not a mounted image
     if host.root == "/":
-        facts.console = _console_users()
+        facts.console = ConsoleUsers()
     return facts
 
 

@@ -12,18 +12,27 @@ Without it, a secretRef password is set when the account is created and left alo
 
 from __future__ import annotations
 
-import warnings
+from functools import cache
+from typing import Any
 
 from jcstate.secret import Secret
 
 __all__ = ["can_verify", "matches", "stdin_line", "without_lock"]
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", DeprecationWarning)
-    try:
-        import crypt as _crypt
-    except ImportError:  # Python 3.13 removed it
-        _crypt = None  # type: ignore[assignment]
+
+@cache
+def _crypt() -> Any:
+    """The ``crypt`` module, or None; imported on first use (only secretRef passwords need it:
+    its import, with the warnings machinery around it, is a few ms of every run otherwise)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            import crypt
+        except ImportError:  # Python 3.13 removed it
+            return None
+    return crypt
 
 
 def without_lock(shadow_field: str) -> str:
@@ -32,15 +41,16 @@ def without_lock(shadow_field: str) -> str:
 
 
 def can_verify() -> bool:
-    return _crypt is not None
+    return _crypt() is not None
 
 
 def matches(plaintext: Secret, shadow_field: str) -> bool:
     """Whether ``plaintext`` is the password the (possibly locked) shadow hash was made from."""
     hashed = without_lock(shadow_field)
-    if _crypt is None or not hashed.startswith("$"):
+    crypt = _crypt()
+    if crypt is None or not hashed.startswith("$"):
         return False
-    return _crypt.crypt(plaintext.reveal(), hashed) == hashed
+    return crypt.crypt(plaintext.reveal(), hashed) == hashed  # type: ignore[no-any-return]
 
 
 def stdin_line(name: str, value: Secret) -> Secret:

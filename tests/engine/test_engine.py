@@ -290,3 +290,31 @@ def test_a_value_the_model_cannot_take_is_a_plan_error(tmp_path: Path) -> None:
     doc = Doc({"users": [{"name": "alice", "expires": "tomorrow-ish"}]})
     with pytest.raises(PlanError, match="users: "):
         engine.plan(doc, Host(root=str(tmp_path), os_name="linux"))
+
+
+def test_only_the_resources_the_document_manages_are_read(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    gathered: list[str] = []
+
+    class Recording(FileBackend):
+        def __init__(self, key: str) -> None:
+            self.key = key
+
+        def gather(self, host: Host) -> dict[str, str]:
+            gathered.append(self.key)
+            return super().gather(host)
+
+    backends = {"kv": Recording("kv"), "other": Recording("other")}
+    resources = [
+        Resource(key=key, parse=lambda section: section, backends={"linux": "x:y"})
+        for key in backends
+    ]
+    monkeypatch.setattr(Resource, "backend", lambda self, os_name: backends[self.key])
+    monkeypatch.setattr(engine, "RESOURCES", resources)
+    host = Host(root=str(tmp_path), os_name="linux")
+    engine.plan(Doc({"kv": [{"name": "a", "value": "1"}]}), host)
+    assert gathered == ["kv"]  # `other` is not managed: neither imported nor read
+    gathered.clear()
+    engine.plan(Doc({"kv": [], "other": [{"name": "b", "value": "2"}]}), host)
+    assert gathered == ["kv", "other"]

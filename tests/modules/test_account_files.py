@@ -125,3 +125,17 @@ def test_gather_planted_symlink_is_an_error_not_a_crash(tmp_path: Path) -> None:
     os.lchown(keys, 1501, 1501)
     facts = gather(Host(root=str(root)))
     assert facts.keys["alice"].error and "symlink" in facts.keys["alice"].error
+
+
+def test_console_sessions_are_read_on_first_use_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from jcstate.modules.accounts import facts as account_facts
+
+    reads: list[int] = []
+    monkeypatch.setattr(
+        account_facts, "_console_users", lambda: reads.append(1) or {"alice": "tty1"}
+    )
+    console = account_facts.ConsoleUsers()
+    assert reads == []  # a plan that removes or locks no one never asks
+    assert "alice" in console and console["alice"] == "tty1" and "bob" not in console
+    assert dict(console) == {"alice": "tty1"} and len(console) == 1
+    assert reads == [1]  # read once, then kept

@@ -192,6 +192,8 @@ def install_server(args: argparse.Namespace) -> int:
     TrustedProxies(args.trusted_proxy or ())
     if bool(args.tls_cert) != bool(args.tls_key):
         raise JcstateError("give both --tls-cert and --tls-key")
+    if not os.path.isdir(args.root):
+        raise JcstateError(f"--root {args.root}: no such directory")
     plan = ServerInstall(
         listen=args.listen,
         data_dir=args.data,

@@ -152,8 +152,10 @@ def _members(path: str) -> dict[str, bytes]:
                 f = tar.extractfile(info)
                 assert f is not None
                 found[info.name] = f.read()
-    except (tarfile.TarError, OSError) as exc:
-        raise JcstateError(f"{path}: not a jcstate backup ({exc})") from None
+    except tarfile.TarError:
+        raise JcstateError(f"{path}: not a jcstate backup (not a tar file)") from None
+    except OSError as exc:
+        raise JcstateError(f"{path}: {exc.strerror}") from None
     if MANIFEST not in found:
         raise JcstateError(f"{path}: not a jcstate backup (no {MANIFEST})")
     return found

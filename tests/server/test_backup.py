@@ -139,3 +139,16 @@ def test_a_postgres_backup_without_pg_dump_says_what_to_do(tmp_path: Path):
     assert done.returncode != 0
     assert "pg_dump --format=custom" in done.stderr and "secret-key" in done.stderr
     assert not (tmp_path / "b.tar").exists()
+
+
+def test_restoring_something_else_changes_nothing(tmp_path: Path):
+    garbage = tmp_path / "garbage.tar"
+    garbage.write_text("not a backup\n")
+    done = jcstate("server", "restore", str(garbage), "--data", str(tmp_path / "d"), check=False)
+    assert done.returncode == 1 and "not a jcstate backup (not a tar file)" in done.stderr
+    other = tmp_path / "other.tar"
+    with tarfile.open(other, "w") as tar:
+        tar.add(garbage, arcname="../escape")
+    done = jcstate("server", "restore", str(other), "--data", str(tmp_path / "d"), check=False)
+    assert done.returncode == 1 and "unexpected member '../escape'" in done.stderr
+    assert not (tmp_path / "d").exists()

@@ -15,6 +15,12 @@ last-resort handler writes them.
 
 ``echo``: what ``jcstate agent`` prints besides the file (the ``jcstate`` command's
 ``logging.basicConfig``): every line logged, as ``LEVEL name: message``, on stderr.
+
+``--log-format json`` (``setup(..., json_lines=True)``): each line of the file is one JSON object
+instead -- ``{"time": "2026-01-01T12:00:00.123Z", "level": "INFO", "logger": "jcstate.agent",
+"message": "..."}`` -- for a log shipper; :func:`json_formatter` gives ``logging`` (the converge
+worker, the server) the same lines. The message is the same text either way: nothing secret is
+ever logged, and the format adds only the time, the level and the logger's name.
 """
 
 from __future__ import annotations
@@ -27,7 +33,19 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (about 0.
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["DEBUG", "ERROR", "INFO", "WARNING", "Log", "getLogger", "setup", "use_logging"]
+__all__ = [
+    "DEBUG",
+    "ERROR",
+    "INFO",
+    "WARNING",
+    "Log",
+    "getLogger",
+    "json_formatter",
+    "json_line",
+    "line_format",
+    "setup",
+    "use_logging",
+]
 
 DEBUG, INFO, WARNING, ERROR = 10, 20, 30, 40
 NAMES = {DEBUG: "DEBUG", INFO: "INFO", WARNING: "WARNING", ERROR: "ERROR"}
@@ -37,6 +55,7 @@ ECHO_FORMAT = "%(levelname)s %(name)s: %(message)s"  # the jcstate command's std
 _file: _ReopeningFile | None = None  # the log file, while this module writes it
 _level = WARNING  # lines below are dropped (the effective level of the "jcstate" logger)
 _echo: int | None = None  # the jcstate command's root level: lines are echoed to stderr
+_json = False  # the file's lines are JSON objects (--log-format json)
 _std: Any = None  # the logging module, once it has taken over
 _loggers: dict[str, Log] = {}
 
@@ -111,7 +130,10 @@ class Log:
             return
         try:
             if _file is not None:
-                _file.write(_line(FORMAT, level, self.name, text, now))
+                if _json:
+                    _file.write(json_line(NAMES.get(level, f"Level {level}"), self.name, text, now))
+                else:
+                    _file.write(_line(FORMAT, level, self.name, text, now))
             if _echo is not None:
                 sys.stderr.write(_line(ECHO_FORMAT, level, self.name, text, now) + "\n")
                 sys.stderr.flush()
@@ -127,21 +149,51 @@ def _line(fmt: str, level: int, name: str, message: str, created: float) -> str:
     return fmt % {**fields, "name": name, "message": message}
 
 
+def json_line(level: str, name: str, message: str, created: float) -> str:
+    """One log line as a JSON object (UTC time with milliseconds), no newline."""
+    import json
+
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
+    stamp = f"{stamp}.{int((created - int(created)) * 1000):03d}Z"
+    fields = {"time": stamp, "level": level, "logger": name, "message": message}
+    return json.dumps(fields, ensure_ascii=False)
+
+
+def json_formatter(logging: Any) -> Any:
+    """A ``logging.Formatter`` writing :func:`json_line` lines (an exception's traceback goes
+    into ``"exception"``)."""
+    import json
+
+    class JsonFormatter(logging.Formatter):  # type: ignore[name-defined,misc]
+        def format(self, record: Any) -> str:
+            line = json_line(record.levelname, record.name, record.getMessage(), record.created)
+            if record.exc_info:
+                fields = json.loads(line)
+                fields["exception"] = self.formatException(record.exc_info)
+                line = json.dumps(fields, ensure_ascii=False)
+            return line
+
+    return JsonFormatter()
+
+
 def getLogger(name: str) -> Log:
     if name not in _loggers:
         _loggers[name] = Log(name)
     return _loggers[name]
 
 
-def setup(log_file: str | None, level: int = INFO, *, echo: int | None = None) -> None:
+def setup(
+    log_file: str | None, level: int = INFO, *, echo: int | None = None, json_lines: bool = False
+) -> None:
     """Log to ``log_file`` at ``level`` (no file: warnings and errors on stderr).
 
     ``echo``: the level of the ``jcstate`` command's stderr (its ``logging.basicConfig``);
     lines logged are also printed there. Where ``logging`` is loaded, it is configured instead,
-    as the agent always did.
+    as the agent always did. ``json_lines``: the file gets one JSON object per line.
     """
-    global _file, _level, _echo
+    global _file, _level, _echo, _json
     _echo = echo
+    _json = json_lines
     if _std is None and "logging" not in sys.modules:
         if _file is not None:
             _file.close()
@@ -180,7 +232,7 @@ def _std_file(log_file: str, level: int) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
     handler = _reopening_handler(_std, log_file)
     os.chmod(log_file, 0o640)
-    handler.setFormatter(_std.Formatter(FORMAT))
+    handler.setFormatter(json_formatter(_std) if _json else _std.Formatter(FORMAT))
     root = _std.getLogger("jcstate")
     root.addHandler(handler)
     root.setLevel(level)
@@ -191,6 +243,11 @@ def level() -> int:
     if _std is not None:
         return int(_std.getLogger("jcstate").getEffectiveLevel())
     return _level
+
+
+def line_format() -> str:
+    """``json`` or ``text``: how lines are written (what the converge worker is told)."""
+    return "json" if _json else "text"
 
 
 def flush() -> None:

@@ -103,10 +103,16 @@ def _uniform() -> float:
     return (int.from_bytes(os.urandom(7), "big") >> 3) / (1 << 53)
 
 
-def setup_logging(log_file: str | None, level: int = logs.INFO, *, echo: int | None = None) -> None:
+def setup_logging(
+    log_file: str | None,
+    level: int = logs.INFO,
+    *,
+    echo: int | None = None,
+    json_lines: bool = False,
+) -> None:
     """Log to a file that logrotate may move away (no ``copytruncate`` needed); see
     :mod:`jcstate.agent.logs` (the agent itself logs without importing ``logging``)."""
-    logs.setup(log_file, level, echo=echo)
+    logs.setup(log_file, level, echo=echo, json_lines=json_lines)
 
 
 class WorkerError(JcstateError):
@@ -413,6 +419,7 @@ class Agent:
             "stateDir": self.config.state_dir,
             "logFile": self.config.log_file or None,
             "logLevel": logs.level(),
+            "logFormat": logs.line_format(),
             "lifeline": lifeline,
         }
         try:

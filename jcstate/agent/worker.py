@@ -191,7 +191,7 @@ def _setup_logging(request: dict[str, Any]) -> None:
     level = int(request.get("logLevel") or logging.INFO)
     log_file = request.get("logFile")
     if log_file:
-        setup_logging(str(log_file), level)
+        setup_logging(str(log_file), level, json_lines=request.get("logFormat") == "json")
     else:  # as the agent without a log file: warnings and errors reach stderr
         logging.getLogger("jcstate").setLevel(level)
 

@@ -18,7 +18,14 @@ def run_agent(args: argparse.Namespace) -> int:
         raise SystemExit("jcstate agent: --server is required")
     # ``jcstate agent`` also prints the log on stderr, at the jcstate command's level
     echo = getattr(args, "stderr_level", None)
-    setup_logging(args.log_file or None, logs.DEBUG if args.verbose else logs.INFO, echo=echo)
+    if args.log_format not in ("text", "json"):
+        raise SystemExit(f"jcstate agent: --log-format {args.log_format}: give text or json")
+    setup_logging(
+        args.log_file or None,
+        logs.DEBUG if args.verbose else logs.INFO,
+        echo=echo,
+        json_lines=args.log_format == "json",
+    )
     config = AgentConfig(
         server=args.server,
         connect_key=args.connect_key or "",
@@ -106,6 +113,7 @@ RUN_OPTIONS: tuple[tuple[str, Any, type, str | None], ...] = (
         "kill a converge worker still running after this many seconds",
     ),
     ("--once", False, bool, "converge once and exit"),
+    ("--log-format", "text", str, "text, or json: one JSON object per line of the log file"),
 )
 
 

@@ -18,12 +18,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException, Request, Response
 
 from jcstate import __version__
 from jcstate.server import console, db
 from jcstate.server.commands import CommandQueue
 from jcstate.server.longpoll import LongPoll
+from jcstate.server.metrics import Metrics
+from jcstate.server.peer import TrustedProxies, resolve
 from jcstate.server.render import Renderer
 from jcstate.server.routes import admin, admins, commands, device, releases
 from jcstate.server.store import NOTIFY_CHANNEL, Store
@@ -49,6 +51,8 @@ class Settings:
     session_idle: float = 1800.0  # a console session ends after this long without a request
     session_lifetime: float = 12 * 3600.0  # and this long after sign-in, whatever happens
     announce: bool = True  # print at startup where the console is and how to get in
+    trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-For/-Proto are believed
+    metrics_token: str | None = None  # lets a scraper off loopback read /metrics
 
 
 @dataclass
@@ -64,6 +68,7 @@ class ServerContext:
     _gen_lock: threading.Lock = field(default_factory=threading.Lock)
     public_keys: dict[str, str] = field(default_factory=dict)  # device id → key (immutable)
     queue: CommandQueue | None = None  # security commands (set by create_app)
+    metrics: Metrics | None = None  # set by create_app
     _gen_refresh: asyncio.Future[tuple[int | None, float]] | None = None
     draining: bool = False  # the server is stopping: work requests are answered at once
 
@@ -131,12 +136,34 @@ class App(FastAPI):
     times."""
 
     longpoll: LongPoll | None = None
+    trusted: TrustedProxies = TrustedProxies()
+    metrics: Metrics | None = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if self.longpoll is not None and self.longpoll.handles(scope):
-            await self.longpoll(scope, receive, send)
-        else:
+        if scope["type"] != "http":
             await super().__call__(scope, receive, send)
+            return
+        resolve(scope, self.trusted)  # the client's address, one way for every route
+        if self.longpoll is not None and self.longpoll.handles(scope):
+            await self.longpoll(scope, receive, send)  # not timed: its duration is the hold
+        elif self.metrics is None:
+            await super().__call__(scope, receive, send)
+        else:
+            await self._timed(scope, receive, send, self.metrics)
+
+    async def _timed(self, scope: Any, receive: Any, send: Any, metrics: Metrics) -> None:
+        status = [500]  # what an exception that escapes the app becomes
+
+        async def noting(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        started = time.perf_counter()
+        try:
+            await super().__call__(scope, receive, noting)
+        finally:
+            metrics.request(scope, status[0], time.perf_counter() - started)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -188,6 +215,9 @@ def create_app(settings: Settings) -> FastAPI:
         redoc_url=None,
     )
     app.state.ctx = ctx
+    app.trusted = TrustedProxies(settings.trusted_proxies)
+    app.metrics = ctx.metrics = Metrics(ctx, settings.metrics_token)
+    ctx.waiters.on_wake = app.metrics.woke
     app.include_router(device.router)
     app.include_router(admin.router)
     app.include_router(commands.router)
@@ -201,6 +231,24 @@ def create_app(settings: Settings) -> FastAPI:
     def health() -> dict[str, Any]:
         """Liveness (no authentication): version and database kind."""
         return {"ok": True, "version": __version__, "database": engine.dialect.name}
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics(request: Request) -> Response:
+        """Prometheus text format, for the metrics token or a loopback client."""
+        from starlette.concurrency import run_in_threadpool
+
+        from jcstate.server.metrics import CONTENT_TYPE, allowed
+
+        address = request.client.host if request.client else ""
+        if not allowed(app.metrics, address, request.headers.get("authorization", "")):
+            raise HTTPException(
+                401,
+                "metrics need the metrics token (--metrics-token-file) or a loopback client",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        held = len(ctx.waiters)  # on the event loop: the waiters are not thread-safe
+        body = await run_in_threadpool(app.metrics.render, held)
+        return Response(body, media_type=CONTENT_TYPE)
 
     return app
 

@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from jcstate.server import db
+from jcstate.server.peer import current_address
 
 __all__ = ["NOTIFY_CHANNEL", "Store", "hash_token"]
 
@@ -722,6 +723,9 @@ class Store:
         target: str | None = None,
         detail: dict[str, Any] | None = None,
     ) -> None:
+        address = current_address.get()  # the client of the request being served, if any
+        if address:
+            detail = {**(detail or {}), "address": address}
         with self._write() as conn:
             conn.execute(
                 db.audit.insert().values(

@@ -82,6 +82,9 @@ class Waiters:
         self.prepare = prepare
         self._broadcast: asyncio.Task[None] | None = None
         self._pending_all = False
+        # metrics: called after a push's wake with (seconds since the notification, polls)
+        self.on_wake: Callable[[float, int], None] | None = None
+        self._woken_at = 0.0
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -115,6 +118,7 @@ class Waiters:
                 return
             self._pending_all = True
             if self._broadcast is None or self._broadcast.done():
+                self._woken_at = time.monotonic()
                 self._broadcast = asyncio.ensure_future(self._run_broadcast())
         elif payload.startswith("device:"):
             for event in list(self._by_device.get(payload[7:], ())):
@@ -166,6 +170,8 @@ class Waiters:
         finally:
             if collecting:
                 gc.enable()
+        if events and self.on_wake is not None:
+            self.on_wake(time.monotonic() - self._woken_at, len(events))
         if events:
             log.info(
                 "wake: %d held polls, %d answered at once, in %.1f ms (%.1f ms to write them)",

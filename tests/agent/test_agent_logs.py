@@ -194,3 +194,56 @@ def test_a_command_hands_the_agent_log_over_to_logging(sqlite_server, tmp_path):
     lines = text.splitlines()
     starts = [i for i, line in enumerate(lines) if "jcstate.agent: jcstate agent" in line]
     assert len(starts) == 2 and all(line.count(" INFO ") == 1 for line in lines)
+
+
+def test_json_lines_without_logging_and_through_it(light, tmp_path, monkeypatch):
+    path = tmp_path / "jcstate.log"
+    logs.setup(str(path), logs.INFO, json_lines=True)
+    logs.getLogger("jcstate.agent").info("converged %s", "r1")
+    monkeypatch.setitem(sys.modules, "logging", logging)
+    logs.use_logging()
+    logging.getLogger("jcstate.host").warning('quote " and\nnewline')
+    lines = path.read_text().splitlines()
+    assert len(lines) == 2  # one object per line, a newline in a message included
+    first, second = (json.loads(line) for line in lines)
+    assert first == {
+        "time": "2026-01-01T12:34:56.042Z",
+        "level": "INFO",
+        "logger": "jcstate.agent",
+        "message": "converged r1",
+    }
+    assert (second["level"], second["logger"]) == ("WARNING", "jcstate.host")
+    assert second["message"] == 'quote " and\nnewline'
+    assert logs.line_format() == "json"
+
+
+def test_the_agent_process_logs_json_and_no_secret(sqlite_server, tmp_path):
+    """A real agent (``python -m jcstate.agent --log-format json --once``): enrolls, runs a
+    command (the worker logs through ``logging``), every line of its log is a JSON object, and
+    neither the connect key nor its private key appears."""
+    server = sqlite_server
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    (root / "etc" / "group").write_text("root:x:0:\n")
+    (root / "etc" / "shadow").write_text("root:*:19000:0:99999:7:::\n")
+    (root / "etc" / "gshadow").write_text("root:*::\n")
+    empty = "apiVersion: jcstate/v1\nkind: Policy\nmetadata: {name: base}\nspec: {}\n"
+    server.admin().call("POST", "/api/v1/revisions", {"files": {"base.yaml": empty}})
+    log_file = tmp_path / "agent.log"
+    argv = [sys.executable, "-m", "jcstate.agent", "--server", server.url]
+    argv += ["--connect-key", server.connect_key, "--state-dir", str(tmp_path / "state")]
+    argv += ["--log-file", str(log_file), "--install-dir", str(tmp_path / "opt")]
+    argv += ["--root", str(root), "--once", "--log-format", "json"]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(line) for line in log_file.read_text().splitlines()]
+    assert any(line["message"].startswith("enrolled as device") for line in lines)
+    assert any(line["message"].startswith("converged") for line in lines)
+    assert {line["logger"] for line in lines} >= {"jcstate.agent"}
+    text = log_file.read_text() + out.stderr
+    assert server.connect_key not in text
+    key = (tmp_path / "state" / "key.pem").read_text()
+    assert key.strip().splitlines()[1] not in text
+    bad = subprocess.run([*argv[:-1], "yaml"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "--log-format yaml" in bad.stderr

@@ -129,7 +129,12 @@ def live_server(database: str, tmp: str, **settings: Any) -> Iterator[LiveServer
     sock = free_socket()
     port = sock.getsockname()[1]
     config = uvicorn.Config(
-        app, log_level="warning", timeout_keep_alive=90, lifespan="on", server_header=False
+        app,
+        log_level="warning",
+        timeout_keep_alive=90,
+        lifespan="on",
+        server_header=False,
+        proxy_headers=False,  # as `jcstate server`: X-Forwarded-* are jcstate.server.peer's
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

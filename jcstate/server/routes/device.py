@@ -149,6 +149,8 @@ async def post_report(request: Request) -> dict[str, Any]:
     except ValueError as exc:
         raise HTTPException(422, f"bad report: {exc}") from None
     stored = await run_in_threadpool(ctx.store.add_report, device["id"], report.model_dump())
+    if stored and ctx.metrics is not None:
+        ctx.metrics.converged(report.ok, report.changed)
     return {"ack": report.reportId, "duplicate": not stored}
 
 

@@ -18,10 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 
 from jcstate import __version__
-from jcstate.server import db
+from jcstate.agent.wheel import MAX_WHEEL_BYTES
+from jcstate.server import contract, db
 from jcstate.server.commands import CommandQueue
+from jcstate.server.limits import Edge, RateLimit
 from jcstate.server.longpoll import LongPoll
 from jcstate.server.render import Renderer
 from jcstate.server.routes import admin, commands, device, releases
@@ -43,6 +46,12 @@ class Settings:
     migrate: bool = True
     clock: Callable[[], float] = time.time  # the command queue's clock (tests move it)
     raw_longpoll: bool = True  # serve the work route as raw ASGI (jcstate.server.longpoll)
+    # limits (jcstate.server.limits, docs/server.md "Limits")
+    max_body: int = 4 * 1024 * 1024  # a larger request body gets 413
+    max_in_flight: int = 256  # requests answered at once (held polls apart); more get 503
+    enroll_per_address: float = 120.0  # enrollments a minute per client address (0: no limit)
+    enroll_per_key: float = 600.0  # enrollments a minute per connect key (0: no limit)
+    enroll_burst: int = 1000  # how many of them may come at once
 
 
 @dataclass
@@ -58,6 +67,8 @@ class ServerContext:
     _gen_lock: threading.Lock = field(default_factory=threading.Lock)
     public_keys: dict[str, str] = field(default_factory=dict)  # device id → key (immutable)
     queue: CommandQueue | None = None  # security commands (set by create_app)
+    enroll_by_address: RateLimit | None = None  # set by create_app
+    enroll_by_key: RateLimit | None = None
     _gen_refresh: asyncio.Future[tuple[int | None, float]] | None = None
 
     @property
@@ -117,8 +128,24 @@ class App(FastAPI):
     times."""
 
     longpoll: LongPoll | None = None
+    edge: Edge | None = None  # body and in-flight limits, in front of everything
+    _hardened = False
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if not self._hardened:  # at the first call (lifespan), every route has been added
+            contract.harden(self)
+            self._hardened = True
+        if self.edge is not None:
+            await self.edge(scope, receive, send)
+        else:
+            await self.dispatch(scope, receive, send)
+
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is None:
+            self.openapi_schema = contract.document_errors(super().openapi())
+        return self.openapi_schema
+
+    async def dispatch(self, scope: Any, receive: Any, send: Any) -> None:
         if self.longpoll is not None and self.longpoll.handles(scope):
             await self.longpoll(scope, receive, send)
         else:
@@ -133,6 +160,8 @@ def create_app(settings: Settings) -> FastAPI:
     vault = Vault(settings.secret_key)
     ctx = ServerContext(settings, store, vault, Renderer(store, vault))
     ctx.queue = CommandQueue(store, clock=settings.clock)
+    ctx.enroll_by_address = RateLimit(settings.enroll_per_address, settings.enroll_burst)
+    ctx.enroll_by_key = RateLimit(settings.enroll_per_key, settings.enroll_burst)
     ctx.waiters.prepare = ctx.prepare_wake  # once per push, before the held polls wake
 
     @contextlib.asynccontextmanager
@@ -172,6 +201,13 @@ def create_app(settings: Settings) -> FastAPI:
         redoc_url=None,
     )
     app.state.ctx = ctx
+    app.add_exception_handler(RequestValidationError, contract.validation_failed)
+    app.edge = Edge(
+        app.dispatch,
+        max_body=settings.max_body,
+        body_limits={("POST", "/api/v1/releases"): MAX_WHEEL_BYTES + 65536},
+        max_in_flight=settings.max_in_flight,
+    )
     app.include_router(device.router)
     app.include_router(admin.router)
     app.include_router(commands.router)

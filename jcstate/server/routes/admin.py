@@ -13,12 +13,13 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from jcstate.errors import DocumentError, JcstateError
 from jcstate.secret import Secret
 from jcstate.server.auth import Admin, action_of, require
 from jcstate.server.blast import account_changes
+from jcstate.server.contract import StrictBody
 from jcstate.server.render import repo_from_files
 from jcstate.server.roles import ROLES
 
@@ -49,7 +50,7 @@ def whoami(admin: Admin = READ) -> dict[str, str]:
 
 
 # -- policies ------------------------------------------------------------------------------
-class Push(BaseModel):
+class Push(StrictBody):
     files: dict[str, str] = Field(description="repo path → file text")
     message: str = ""
     dryRun: bool = False
@@ -199,7 +200,7 @@ def device_document(ref: str, request: Request, admin: Admin = READ) -> dict[str
     }
 
 
-class Labels(BaseModel):
+class Labels(StrictBody):
     labels: dict[str, str]
 
 
@@ -279,7 +280,7 @@ def recovery_key(
 
 
 # -- admin tokens --------------------------------------------------------------------------
-class NewToken(BaseModel):
+class NewToken(StrictBody):
     role: str = Field(pattern="^(" + "|".join(ROLES) + ")$")
     name: str = ""
 
@@ -312,7 +313,7 @@ def revoke_token(token_id: str, request: Request, admin: Admin = ADMINISTER) -> 
 
 
 # -- connect keys --------------------------------------------------------------------------
-class NewConnectKey(BaseModel):
+class NewConnectKey(StrictBody):
     name: str = ""
     autoApprove: bool = True
     labels: dict[str, str] = Field(default_factory=dict)
@@ -374,7 +375,7 @@ def delete_totp(user: str, request: Request, admin: Admin = MANAGE) -> dict[str,
     return {"user": user, "deleted": True}
 
 
-class Password(BaseModel):
+class Password(StrictBody):
     password: str = Field(min_length=1)
 
 

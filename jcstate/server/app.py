@@ -19,6 +19,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from jcstate import __version__
 from jcstate.agent.wheel import MAX_WHEEL_BYTES
@@ -129,12 +130,8 @@ class App(FastAPI):
 
     longpoll: LongPoll | None = None
     edge: Edge | None = None  # body and in-flight limits, in front of everything
-    _hardened = False
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if not self._hardened:  # at the first call (lifespan), every route has been added
-            contract.harden(self)
-            self._hardened = True
         if self.edge is not None:
             await self.edge(scope, receive, send)
         else:
@@ -202,6 +199,8 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.ctx = ctx
     app.add_exception_handler(RequestValidationError, contract.validation_failed)
+    app.add_exception_handler(405, contract.method_not_allowed)
+    app.add_exception_handler(StarletteHTTPException, contract.http_error)
     app.edge = Edge(
         app.dispatch,
         max_body=settings.max_body,

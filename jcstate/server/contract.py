@@ -1,16 +1,18 @@
 """The API's contract, applied to every route: strict bodies, documented errors, and the caller
 authenticated before the body is parsed.
 
-Routes follow three rules (docs/api.md, "Writing a route"), and :func:`harden` makes the rest
-hold for every route of the app, including routes added later by other modules:
+Routes follow three rules (docs/api.md, "Writing a route"); the app's exception handlers and
+its OpenAPI description (:func:`document_errors`) do the rest for every route:
 
 - A request body is a subclass of :class:`StrictBody`: no type coercion (``dryRun: 0`` is not a
   boolean, ``"5"`` is not an integer) and no NUL character in any string (PostgreSQL cannot
   store one, and no file name or label needs it).
 - Authentication is a dependency marked :func:`authenticates` (``require(role)`` for admins,
-  ``DEVICE`` for signed devices). :func:`harden` runs the marked dependencies of each route
-  before FastAPI reads and parses the body, so an anonymous request with a malformed body gets
-  401, not 400 or 422; the dependency's answer is kept for the request, so it runs once.
+  ``DEVICE`` for signed devices). FastAPI runs dependencies before it validates a body against
+  its model, but it decodes JSON before any dependency: the handlers of 400 and 422 run the
+  route's marked dependencies first (:func:`authenticate_first`), so an anonymous request
+  with a malformed body gets 401, not 400 or 422. A marked dependency's answer is kept for
+  the request, so it runs (and audits) once.
 - Every operation documents the shared error answers (:data:`ERRORS`), all with the body
   ``{"detail": ...}`` (:data:`PROBLEM`): a message, a list of validation errors, or an object.
   A validation error (422) never echoes the input, which may hold a secret.
@@ -19,15 +21,18 @@ hold for every route of the app, including routes added later by other modules:
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import HTTPException, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, model_validator
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
 
 __all__ = [
     "ERRORS",
@@ -35,7 +40,9 @@ __all__ = [
     "StrictBody",
     "authenticates",
     "document_errors",
-    "harden",
+    "authenticate_first",
+    "http_error",
+    "method_not_allowed",
     "validation_failed",
 ]
 
@@ -81,6 +88,25 @@ PROBLEM = {
     },
 }
 
+_NO_NUL = "^[^\\x00]*$"
+_JSON_VALUE_REF = {"$ref": "#/components/schemas/JsonValue"}
+JSON_VALUE = {
+    "title": "JsonValue",
+    "description": "any JSON value without a NUL character in a string or a member name",
+    "anyOf": [
+        {"type": "string", "pattern": _NO_NUL},
+        {"type": "number"},
+        {"type": "boolean"},
+        {"type": "null"},
+        {"type": "array", "items": _JSON_VALUE_REF},
+        {
+            "type": "object",
+            "propertyNames": {"pattern": _NO_NUL},
+            "additionalProperties": _JSON_VALUE_REF,
+        },
+    ],
+}
+
 _AUTH_MARK = "_jcstate_authenticates"
 _SCOPE_KEY = "jcstate.auth"
 
@@ -109,8 +135,8 @@ class StrictBody(BaseModel):
 
 
 def authenticates(dependency: Callable[..., Any]) -> Callable[..., Any]:
-    """Mark ``dependency(request)`` as authenticating the caller: :func:`harden` runs it
-    before the body is parsed, and FastAPI's own call then returns the same answer."""
+    """Mark ``dependency(request)`` as authenticating the caller: :func:`authenticate_first`
+    runs it before a body error is answered; it runs once per request however often called."""
     is_async = inspect.iscoroutinefunction(dependency)
 
     async def run(request: Request) -> Any:
@@ -128,44 +154,49 @@ def authenticates(dependency: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
-def _auth_first(app: Any, checks: list[Callable[..., Any]]) -> Any:
-    """``app`` (a route's ASGI app) behind its authentication dependencies.
+async def authenticate_first(request: Request) -> None:
+    """Run the authentication dependencies of the request's route (memoized: a dependency
+    that has run already is not run again). Raises their HTTPException (401, 403)."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    for dependency in getattr(dependant, "dependencies", ()):
+        if getattr(dependency.call, _AUTH_MARK, False):
+            await dependency.call(request)
 
-    A check may read the body (a device signs it): it is then replayed to ``app``.
-    """
 
-    async def authenticated(scope: Any, receive: Any, send: Any) -> None:
-        request = Request(scope, receive)
+async def method_not_allowed(request: Request, exc: Exception) -> JSONResponse:
+    """405 with an ``Allow`` listing every method the description gives the path (FastAPI
+    names only those of the first route that matched it)."""
+    allowed: set[str] = set()
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        if re.fullmatch(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)), request.url.path):
+            allowed |= {method.upper() for method in operations}
+    return JSONResponse(
+        {"detail": "Method Not Allowed"}, 405, headers={"Allow": ", ".join(sorted(allowed))}
+    )
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """FastAPI's answer to an HTTPException, but a body it could not parse (400) is answered
+    only once the caller is authenticated."""
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400:
         try:
-            for check in checks:
-                await check(request)
-        except HTTPException as exc:
-            response = JSONResponse(
-                {"detail": exc.detail}, exc.status_code, headers=dict(exc.headers or {})
-            )
-            await response(scope, receive, send)
-            return
-        body = getattr(request, "_body", None)
-        if body is None:
-            await app(scope, receive, send)
-            return
-        replayed = False
-
-        async def replay() -> Any:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await app(scope, replay, send)
-
-    return authenticated
+            await authenticate_first(request)
+        except HTTPException as refused:
+            return await http_exception_handler(request, refused)
+    return await http_exception_handler(request, exc)
 
 
 async def validation_failed(request: Request, exc: Exception) -> JSONResponse:
-    """422 ``{"detail": [{loc, msg, type}, …]}``: where and what, never the input itself."""
+    """422 ``{"detail": [{loc, msg, type}, …]}``: where and what, never the input itself;
+    401/403 instead when the caller is not authenticated (FastAPI parses a JSON body before
+    it runs the dependencies)."""
     assert isinstance(exc, RequestValidationError)
+    try:
+        await authenticate_first(request)
+    except HTTPException as refused:
+        return await http_exception_handler(request, refused)  # type: ignore[return-value]
     detail = [
         {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type"))}
         for e in exc.errors()
@@ -173,11 +204,45 @@ async def validation_failed(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": detail}, 422)
 
 
+def _strict_bodies(cls: type = StrictBody) -> set[str]:
+    names = set()
+    for sub in cls.__subclasses__():
+        names |= {sub.__name__} | _strict_bodies(sub)
+    return names
+
+
+def _nul_free(node: Any) -> None:
+    """Say in a body's schema what :class:`StrictBody` enforces: no NUL in any string."""
+    if isinstance(node, list):
+        for item in node:
+            _nul_free(item)
+        return
+    if not isinstance(node, dict):
+        return
+    if node.get("type") == "string" and "pattern" not in node:
+        node["pattern"] = _NO_NUL
+    if node.get("type") == "object":
+        node.setdefault("propertyNames", {"pattern": _NO_NUL})
+        if node.get("additionalProperties", True) in (True, {}):
+            node["additionalProperties"] = _JSON_VALUE_REF
+    if node.get("type") == "array" and node.get("items") in (None, True, {}):
+        node["items"] = _JSON_VALUE_REF
+    for key, value in node.items():
+        if key not in ("propertyNames", "pattern", "default", "examples"):
+            _nul_free(value)
+
+
 def document_errors(schema: dict[str, Any]) -> dict[str, Any]:
     """Add :data:`ERRORS` to every operation of an OpenAPI description (the 422 of FastAPI
-    replaced: its ``HTTPValidationError`` does not describe the messages routes give)."""
+    replaced: its ``HTTPValidationError`` does not describe the messages routes give), and
+    write the rules of :class:`StrictBody` into the schemas of request bodies."""
     components = schema.setdefault("components", {}).setdefault("schemas", {})
+    strict = _strict_bodies()
+    for name, body in components.items():
+        if name.split("-")[0] in strict:
+            _nul_free(body)
     components["Problem"] = PROBLEM
+    components["JsonValue"] = JSON_VALUE
     components.pop("HTTPValidationError", None)
     components.pop("ValidationError", None)
     ref = {"$ref": "#/components/schemas/Problem"}
@@ -192,18 +257,3 @@ def document_errors(schema: dict[str, Any]) -> dict[str, Any]:
                         "content": {"application/json": {"schema": ref}},
                     }
     return schema
-
-
-def harden(app: FastAPI) -> None:
-    """Put every route of ``app`` behind its authentication (once per route)."""
-    for route in app.routes:
-        if not isinstance(route, APIRoute) or getattr(route, "_jcstate_hardened", False):
-            continue
-        checks = [
-            d.call
-            for d in route.dependant.dependencies
-            if d.call is not None and getattr(d.call, _AUTH_MARK, False)
-        ]
-        if checks:
-            route.app = _auth_first(route.app, checks)
-        route._jcstate_hardened = True  # type: ignore[attr-defined]

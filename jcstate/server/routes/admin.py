@@ -12,7 +12,7 @@ import secrets as pysecrets
 import time
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from pydantic import Field
 
 from jcstate.errors import DocumentError, JcstateError
@@ -96,7 +96,11 @@ def list_revisions(request: Request, admin: Admin = READ) -> list[dict[str, Any]
 
 
 @router.get("/revisions/{revision}")
-def show_revision(revision: int, request: Request, admin: Admin = READ) -> dict[str, Any]:
+def show_revision(
+    request: Request,
+    revision: int = Path(ge=0, le=2**63 - 1),  # a database integer
+    admin: Admin = READ,
+) -> dict[str, Any]:
     """One revision with its files."""
     row = _ctx(request).store.revision(revision)
     if row is None:

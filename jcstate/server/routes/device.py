@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -148,7 +148,7 @@ async def work(
     request: Request,
     etag: str = "",
     wait: float = 55.0,
-    commands: int | None = None,
+    commands: int | None = Query(None, ge=0, le=2**63 - 1),
     device: dict[str, Any] = DEVICE,
 ) -> Response:
     """Long-poll: answer at once when the device's document differs from ``etag`` or a

@@ -56,7 +56,9 @@ def figures(result: dict) -> dict[str, float]:
         "command -> agent p99, ms": commands["p99_ms"],
         "commands delivered (fraction)": commands["delivered"] / max(commands["sent"], 1),
         "server RSS with every poll held, MB": result["server_rss_idle_mb"],
-        "server CPU with every poll held and nothing to do, %": result["server_cpu_idle_pct"],
+        "server CPU with every poll held and nothing to do, %": max(
+            0.0, result["server_cpu_idle_pct"]
+        ),
     }
 
 

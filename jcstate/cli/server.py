@@ -128,13 +128,14 @@ def run_server(args: argparse.Namespace) -> int:
 
     database = args.database or db.sqlite_url(data_dir)
     key = secret_key(data_dir, args.secret_key_file)
-    first = bootstrap(database, data_dir)
+    # without --data (PostgreSQL), the first token's file goes beside the secret key's
+    first = bootstrap(database, data_dir or os.path.dirname(os.path.abspath(args.secret_key_file)))
     if first is not None:
-        where = f" (also in {data_dir}/admin-token and {data_dir}/connect-key)" if data_dir else ""
-        print(f"First start: created an administrator token and a connect key{where}.")
-        print(f"admin token: {first.admin_token}")
-        print(f"connect key: {first.connect_key}")
-        print("The token is shown only once; keep it like a password.", flush=True)
+        # never the secrets themselves: stdout ends in journals and log collectors
+        print("First start: created an administrator token and a connect key (files 0600):")
+        print(f"admin token: {first.token_file}")
+        print(f"connect key: {first.connect_key_file}")
+        print("Keep the token like a password; delete the file once it is stored.", flush=True)
 
     import uvicorn
 
@@ -148,6 +149,11 @@ def run_server(args: argparse.Namespace) -> int:
         max_wait=args.max_wait,
         trusted_proxies=tuple(args.trusted_proxy or ()),
         metrics_token=metrics_token,
+        max_body=args.max_body,
+        max_in_flight=args.max_in_flight,
+        enroll_per_address=args.enroll_per_address,
+        enroll_per_key=args.enroll_per_key,
+        enroll_burst=args.enroll_burst,
     )
     app = create_app(settings)
     scheme = "https" if tls else "http"
@@ -289,6 +295,33 @@ def register(sub: Any) -> None:
         "--log-format", default="text", choices=["text", "json"], help="json: one object a line"
     )
     p.add_argument("--max-wait", type=float, default=60.0, help="longest long-poll, seconds")
+    p.add_argument(
+        "--max-body",
+        type=int,
+        default=4 * 1024 * 1024,
+        help="largest request body in bytes, else 413 (default 4 MiB; releases: 64 MiB)",
+    )
+    p.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=256,
+        help="requests answered at once, held long polls apart; more get 503 (0: no cap)",
+    )
+    p.add_argument(
+        "--enroll-per-address",
+        type=float,
+        default=120.0,
+        help="enrollments a minute from one address, else 429 (0: no limit; default 120)",
+    )
+    p.add_argument(
+        "--enroll-per-key",
+        type=float,
+        default=600.0,
+        help="enrollments a minute with one connect key, else 429 (0: no limit; default 600)",
+    )
+    p.add_argument(
+        "--enroll-burst", type=int, default=1000, help="enrollments allowed at once (default 1000)"
+    )
     p.add_argument(
         "--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"]
     )

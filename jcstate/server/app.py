@@ -19,10 +19,14 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from jcstate import __version__
-from jcstate.server import console, db
+from jcstate.agent.wheel import MAX_WHEEL_BYTES
+from jcstate.server import console, contract, db
 from jcstate.server.commands import CommandQueue
+from jcstate.server.limits import Edge, RateLimit
 from jcstate.server.longpoll import LongPoll
 from jcstate.server.metrics import Metrics
 from jcstate.server.peer import TrustedProxies, resolve
@@ -53,6 +57,12 @@ class Settings:
     announce: bool = True  # print at startup where the console is and how to get in
     trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-For/-Proto are believed
     metrics_token: str | None = None  # lets a scraper off loopback read /metrics
+    # limits (jcstate.server.limits, docs/server.md "Limits")
+    max_body: int = 4 * 1024 * 1024  # a larger request body gets 413
+    max_in_flight: int = 256  # requests answered at once (held polls apart); more get 503
+    enroll_per_address: float = 120.0  # enrollments a minute per client address (0: no limit)
+    enroll_per_key: float = 600.0  # enrollments a minute per connect key (0: no limit)
+    enroll_burst: int = 1000  # how many of them may come at once
 
 
 @dataclass
@@ -69,6 +79,8 @@ class ServerContext:
     public_keys: dict[str, str] = field(default_factory=dict)  # device id → key (immutable)
     queue: CommandQueue | None = None  # security commands (set by create_app)
     metrics: Metrics | None = None  # set by create_app
+    enroll_by_address: RateLimit | None = None  # set by create_app
+    enroll_by_key: RateLimit | None = None
     _gen_refresh: asyncio.Future[tuple[int | None, float]] | None = None
     draining: bool = False  # the server is stopping: work requests are answered at once
 
@@ -138,8 +150,20 @@ class App(FastAPI):
     longpoll: LongPoll | None = None
     trusted: TrustedProxies = TrustedProxies()
     metrics: Metrics | None = None
+    edge: Edge | None = None  # body and in-flight limits, in front of everything
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if self.edge is not None:
+            await self.edge(scope, receive, send)
+        else:
+            await self.dispatch(scope, receive, send)
+
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is None:
+            self.openapi_schema = contract.document_errors(super().openapi())
+        return self.openapi_schema
+
+    async def dispatch(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
@@ -174,6 +198,8 @@ def create_app(settings: Settings) -> FastAPI:
     vault = Vault(settings.secret_key)
     ctx = ServerContext(settings, store, vault, Renderer(store, vault))
     ctx.queue = CommandQueue(store, clock=settings.clock)
+    ctx.enroll_by_address = RateLimit(settings.enroll_per_address, settings.enroll_burst)
+    ctx.enroll_by_key = RateLimit(settings.enroll_per_key, settings.enroll_burst)
     ctx.waiters.prepare = ctx.prepare_wake  # once per push, before the held polls wake
 
     @contextlib.asynccontextmanager
@@ -218,6 +244,15 @@ def create_app(settings: Settings) -> FastAPI:
     app.trusted = TrustedProxies(settings.trusted_proxies)
     app.metrics = ctx.metrics = Metrics(ctx, settings.metrics_token)
     ctx.waiters.on_wake = app.metrics.woke
+    app.add_exception_handler(RequestValidationError, contract.validation_failed)
+    app.add_exception_handler(405, contract.method_not_allowed)
+    app.add_exception_handler(StarletteHTTPException, contract.http_error)
+    app.edge = Edge(
+        app.dispatch,
+        max_body=settings.max_body,
+        body_limits={("POST", "/api/v1/releases"): MAX_WHEEL_BYTES + 65536},
+        max_in_flight=settings.max_in_flight,
+    )
     app.include_router(device.router)
     app.include_router(admin.router)
     app.include_router(commands.router)

@@ -14,14 +14,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import HTTPException, Request
+from fastapi import Depends, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
 from jcstate.agent import signing
+from jcstate.server.contract import authenticates
 from jcstate.server.roles import allows
 from jcstate.server.store import Store
 
 __all__ = [
+    "DEVICE",
+    "DEVICE_OR_PENDING",
     "Admin",
     "action_of",
     "authenticate_device",
@@ -94,7 +97,7 @@ def require(needed: str) -> Any:
         return admin
 
     dependency.__name__ = f"require_{needed.replace('-', '_')}"
-    return dependency
+    return authenticates(dependency)
 
 
 def _dead(row: dict[str, Any], now: float) -> tuple[str, str] | None:
@@ -186,6 +189,38 @@ async def authenticate_device(
     401 for an unknown device, a bad signature or a replay; 403 for a revoked device, or a
     pending one unless ``allow_pending``.
     """
+    try:
+        return await _authenticate_device(
+            ctx, method, target, headers, body, allow_pending=allow_pending
+        )
+    except HTTPException as exc:
+        # every refusal is audited, with the route's template when the path names an object
+        device_id = headers.get(signing.DEVICE, "")[:64]
+        if not (device_id.isascii() and device_id.isprintable()):
+            device_id = "?"
+        path = target.split("?", 1)[0]
+        if path.startswith("/api/v1/device/releases/"):
+            path = "/api/v1/device/releases/{sha256}"
+        await run_in_threadpool(
+            ctx.store.audit,
+            f"device:{device_id}" if device_id else "anonymous",
+            f"{method} {path}",
+            "denied",
+            target=device_id or None,
+            detail={"reason": str(exc.detail)},
+        )
+        raise
+
+
+async def _authenticate_device(
+    ctx: Any,
+    method: str,
+    target: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    allow_pending: bool,
+) -> dict[str, Any]:
     store: Store = ctx.store
     device_id = headers.get(signing.DEVICE, "")
     # a device's public key never changes, so it is cached; its status is read fresh below
@@ -209,3 +244,18 @@ async def authenticate_device(
     if device["status"] == "pending" and not allow_pending:
         raise HTTPException(403, "this device awaits an administrator's approval")
     return device
+
+
+async def signed_device(request: Request) -> dict[str, Any]:
+    """The active device that signed this request (a dependency: ``device = DEVICE``)."""
+    return await device_caller(request)
+
+
+async def signed_device_or_pending(request: Request) -> dict[str, Any]:
+    """The device that signed this request, also while it awaits approval."""
+    return await device_caller(request, allow_pending=True)
+
+
+# run before the body is parsed (jcstate.server.contract.harden)
+DEVICE = Depends(authenticates(signed_device))
+DEVICE_OR_PENDING = Depends(authenticates(signed_device_or_pending))

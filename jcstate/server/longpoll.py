@@ -59,11 +59,13 @@ def work_params(query: dict[str, str]) -> tuple[str, float, int | None]:
     etag = query.get("etag", "")
     try:
         wait = float(query.get("wait", "55"))
-        commands = int(query["commands"]) if query.get("commands", "") != "" else None
+        commands = int(query["commands"]) if "commands" in query else None
     except ValueError:
         raise HTTPException(422, "wait must be a number and commands an integer") from None
     if not math.isfinite(wait):
         raise HTTPException(422, "wait must be a finite number")
+    if commands is not None and not 0 <= commands < 2**63:  # a database integer
+        raise HTTPException(422, "commands must be an integer from 0 to 2**63-1")
     return etag, wait, commands
 
 

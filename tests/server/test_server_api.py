@@ -113,6 +113,8 @@ def test_replayed_request_is_refused(server):
 
 def _raw(server, method, target, body, headers):
     conn = http.client.HTTPConnection(urllib.parse.urlsplit(server.url).netloc)
+    if body:  # as the agent sends it
+        headers = {"Content-Type": "application/json", **headers}
     conn.request(method, target, body=body, headers=headers)
     try:
         resp = conn.getresponse()

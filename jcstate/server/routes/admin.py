@@ -14,13 +14,14 @@ import secrets as pysecrets
 import time
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from jcstate.errors import DocumentError, JcstateError
 from jcstate.secret import Secret
 from jcstate.server.auth import Admin, action_of, require
 from jcstate.server.blast import account_changes
+from jcstate.server.contract import StrictBody
 from jcstate.server.render import repo_from_files
 from jcstate.server.roles import ROLES
 from jcstate.server.views import errors, from_rfc3339, wire
@@ -52,7 +53,7 @@ def whoami(admin: Admin = READ) -> dict[str, str]:
 
 
 # -- policies ------------------------------------------------------------------------------
-class Push(BaseModel):
+class Push(StrictBody):
     files: dict[str, str] = Field(description="repo path → file text")
     message: str = ""
     commit: str | None = Field(
@@ -170,7 +171,11 @@ def _revision(request: Request, revision: int) -> dict[str, Any]:
 
 
 @router.get("/revisions/{revision}")
-def show_revision(revision: int, request: Request, admin: Admin = READ) -> dict[str, Any]:
+def show_revision(
+    request: Request,
+    revision: int = Path(ge=0, le=2**63 - 1),  # a database integer
+    admin: Admin = READ,
+) -> dict[str, Any]:
     """One revision with its files."""
     row = _revision(request, revision)
     view = _revision_view(row, _ctx(request).store.token_names())
@@ -410,7 +415,7 @@ def device_document(ref: str, request: Request, admin: Admin = READ) -> dict[str
     }
 
 
-class Labels(BaseModel):
+class Labels(StrictBody):
     labels: dict[str, str]
 
 
@@ -567,7 +572,7 @@ def recovery_key(
 
 
 # -- admin tokens --------------------------------------------------------------------------
-class NewToken(BaseModel):
+class NewToken(StrictBody):
     role: str = Field(pattern="^(" + "|".join(ROLES) + ")$")
     name: str = ""
     expiresAt: str | None = Field(None, description="RFC 3339; the token is refused after it")
@@ -623,7 +628,7 @@ def revoke_token(token_id: str, request: Request, admin: Admin = ADMINISTER) -> 
 
 
 # -- connect keys --------------------------------------------------------------------------
-class NewConnectKey(BaseModel):
+class NewConnectKey(StrictBody):
     name: str = ""
     autoApprove: bool = True
     labels: dict[str, str] = Field(default_factory=dict)
@@ -778,7 +783,7 @@ def delete_totp(user: str, request: Request, admin: Admin = MANAGE) -> dict[str,
     return {"user": user, "deleted": True, "devices": devices}
 
 
-class Password(BaseModel):
+class Password(StrictBody):
     password: str = Field(min_length=1)
 
 

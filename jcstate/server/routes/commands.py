@@ -14,7 +14,6 @@ Delivery to devices is in the ``work`` long poll (:mod:`jcstate.server.routes.de
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -22,8 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from jcstate.errors import PlanError
-from jcstate.server.auth import Admin, action_of, device_caller, require
+from jcstate.server.auth import DEVICE, Admin, action_of, require
 from jcstate.server.commands import FINAL_STATES, CommandConflict, command_view
+from jcstate.server.contract import StrictBody
 from jcstate.server.routes.admin import _one_device as one_device
 from jcstate.server.views import errors
 
@@ -36,7 +36,7 @@ MANAGE = Depends(require("manager"))
 ADMINISTER = Depends(require("administrator"))
 
 
-class RunSpec(BaseModel):
+class RunSpec(StrictBody):
     """What action ``run`` executes: ``argv`` (no shell) or ``command`` for ``shell``."""
 
     model_config = ConfigDict(extra="forbid")
@@ -47,7 +47,7 @@ class RunSpec(BaseModel):
     timeout: int | None = Field(None, ge=1, le=86400)
 
 
-class NewCommand(BaseModel):
+class NewCommand(StrictBody):
     """A command for one device. ``id`` is optional: with it a retry is safe (the same id and
     command return the existing command)."""
 
@@ -411,21 +411,18 @@ def cancel_command(
 
 
 # -- devices -----------------------------------------------------------------------------------
-class Results(BaseModel):
+class Results(StrictBody):
     """Results from the device's journal: final ones until acknowledged, ``running`` once."""
 
     results: list[dict[str, Any]] = Field(max_length=500)
 
 
 @router.post("/device/commands/results", tags=["device"])
-async def post_results(request: Request) -> dict[str, Any]:
+async def post_results(
+    body: Results, request: Request, device: dict[str, Any] = DEVICE
+) -> dict[str, Any]:
     """Store each result once per (device, command id); acknowledge finals, even duplicates."""
     ctx = _ctx(request)
-    device = await device_caller(request)
-    try:
-        body = Results.model_validate(json.loads(await request.body()))
-    except ValueError as exc:
-        raise HTTPException(422, f"bad results: {exc}") from None
     acks, duplicates = [], []
     for result in body.results:
         outcome = await run_in_threadpool(ctx.queue.record, device["id"], result)

@@ -8,16 +8,16 @@ construction.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any, Literal
 
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from jcstate.secret import Secret
-from jcstate.server.auth import device_caller, verify_signature
+from jcstate.server.auth import DEVICE, DEVICE_OR_PENDING, verify_signature
+from jcstate.server.contract import StrictBody, authenticates
 from jcstate.server.longpoll import answer_work
 from jcstate.server.views import wire
 
@@ -26,7 +26,7 @@ __all__ = ["router"]
 router = APIRouter(prefix="/api/v1", tags=["device"])
 
 
-class Enrollment(BaseModel):
+class Enrollment(StrictBody):
     """What an agent sends once, signed with the key pair it just made."""
 
     connectKey: str
@@ -38,7 +38,7 @@ class Enrollment(BaseModel):
     agentVersion: str = ""
 
 
-class Report(BaseModel):
+class Report(StrictBody):
     """A converge's outcome; ``reportId`` is the agent's, so a resend is stored once.
 
     ``kind: plan``: a plan between converges (nothing applied): it only updates the device's
@@ -63,28 +63,58 @@ def _device_view(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@router.post("/enroll", status_code=201)
-async def enroll(request: Request) -> dict[str, Any]:
-    """Admit a device with a connect key; the request is signed by the new key (possession)."""
+def _address(request: Request) -> str:
+    return request.client.host if request.client else ""
+
+
+async def _refuse(request: Request, data: Enrollment | None, status: int, reason: str) -> None:
+    """Audit a refused enrollment (who tried: the host name it gave, and its address)."""
+    host = data.hostname if data is not None else "?"
+    await run_in_threadpool(
+        request.app.state.ctx.store.audit,
+        f"host:{host}"[:200],
+        "POST /api/v1/enroll",
+        "denied",
+        detail={"reason": reason, "address": _address(request), "status": status},
+    )
+
+
+@authenticates
+async def enroll_rate(request: Request) -> None:
+    """Enrollments per client address (before the body is read): 429 with Retry-After."""
+    try:
+        request.app.state.ctx.enroll_by_address.check(_address(request), "from this address")
+    except HTTPException as exc:
+        await _refuse(request, None, 429, str(exc.detail))
+        raise
+
+
+@router.post("/enroll", status_code=201, dependencies=[Depends(enroll_rate)])
+async def enroll(data: Enrollment, request: Request) -> dict[str, Any]:
+    """Admit a device with a connect key; the request is signed by the new key (possession).
+
+    Refused and audited: a signature by another key than ``publicKey`` (401), a replayed
+    request (401), an unknown or revoked connect key (403), too many enrollments from one
+    address or with one connect key (429 with ``Retry-After``)."""
     ctx = request.app.state.ctx
     try:
-        data = Enrollment.model_validate_json(await request.body())
-    except ValueError as exc:
-        raise HTTPException(422, f"bad enrollment: {exc}") from None
-    await verify_signature(request, data.publicKey, "")
+        ctx.enroll_by_key.check(data.connectKey, "with this connect key")
+    except HTTPException as exc:
+        await _refuse(request, data, 429, str(exc.detail))
+        raise
+    try:
+        await verify_signature(request, data.publicKey, "")
+    except HTTPException as exc:
+        await _refuse(request, data, exc.status_code, str(exc.detail))
+        raise
     nonce = request.headers["X-Jcstate-Nonce"]
     now = time.time()
     if not await run_in_threadpool(ctx.store.use_nonce, "enroll", nonce, now + 600):
+        await _refuse(request, data, 401, "replayed request")
         raise HTTPException(401, "replayed request")
     key_row = await run_in_threadpool(ctx.store.connect_key, data.connectKey)
     if key_row is None:
-        await run_in_threadpool(
-            ctx.store.audit,
-            f"host:{data.hostname}",
-            "POST /api/v1/enroll",
-            "denied",
-            detail={"reason": "unknown or revoked connect key"},
-        )
+        await _refuse(request, data, 403, "unknown or revoked connect key")
         raise HTTPException(403, "unknown or revoked connect key")
     device, created = await run_in_threadpool(
         lambda: ctx.store.enroll(public_key=data.publicKey, key_row=key_row, info=data.model_dump())
@@ -102,9 +132,9 @@ async def enroll(request: Request) -> dict[str, Any]:
 
 
 @router.get("/device")
-async def own_record(request: Request) -> dict[str, Any]:
+async def own_record(device: dict[str, Any] = DEVICE_OR_PENDING) -> dict[str, Any]:
     """The calling device's own record (also answers while it awaits approval)."""
-    return _device_view(await device_caller(request, allow_pending=True))
+    return _device_view(device)
 
 
 class Work(BaseModel):
@@ -120,7 +150,11 @@ class Work(BaseModel):
 
 @router.get("/device/work", response_model=Work)
 async def work(
-    request: Request, etag: str = "", wait: float = 55.0, commands: int | None = None
+    request: Request,
+    etag: str = "",
+    wait: float = 55.0,
+    commands: int | None = Query(None, ge=0, le=2**63 - 1),
+    device: dict[str, Any] = DEVICE,
 ) -> Response:
     """Long-poll: answer at once when the device's document differs from ``etag`` or a
     security command after ``commands`` (the highest ``seq`` the agent holds) is waiting, else
@@ -132,7 +166,6 @@ async def work(
     The server normally answers this route in :class:`jcstate.server.longpoll.LongPoll`, in
     front of FastAPI; this handler runs the same code when that is switched off.
     """
-    device = await device_caller(request)
     ctx = request.app.state.ctx
     body = await answer_work(ctx, device, etag, wait, commands)
     assert body is not None  # only the raw path lets a push answer for it
@@ -140,21 +173,18 @@ async def work(
 
 
 @router.post("/device/reports")
-async def post_report(request: Request) -> dict[str, Any]:
+async def post_report(
+    report: Report, request: Request, device: dict[str, Any] = DEVICE
+) -> dict[str, Any]:
     """Store a report (plan, results, facts) once; acknowledge resends of the same report id."""
     ctx = request.app.state.ctx
-    device = await device_caller(request)
-    try:
-        report = Report.model_validate(json.loads(await request.body()))
-    except ValueError as exc:
-        raise HTTPException(422, f"bad report: {exc}") from None
     stored = await run_in_threadpool(ctx.store.add_report, device["id"], report.model_dump())
     if stored and ctx.metrics is not None:
         ctx.metrics.converged(report.ok, report.changed)
     return {"ack": report.reportId, "duplicate": not stored}
 
 
-class Escrowed(BaseModel):
+class Escrowed(StrictBody):
     """A FileVault personal recovery key and the volume (LVGUUID) it unlocks, if known."""
 
     volume: str | None = Field(default=None, max_length=255)
@@ -162,18 +192,15 @@ class Escrowed(BaseModel):
 
 
 @router.post("/device/escrow")
-async def escrow(request: Request) -> dict[str, Any]:
+async def escrow(
+    data: Escrowed, request: Request, device: dict[str, Any] = DEVICE
+) -> dict[str, Any]:
     """Store the calling device's recovery key, sealed by the vault; a resend replaces it.
 
-    The key is never logged: the audit entry names the device and the volume only.
+    The key is never logged: the audit entry names the device and the volume only (a 422
+    never quotes the input: jcstate.server.contract.validation_failed).
     """
     ctx = request.app.state.ctx
-    device = await device_caller(request)
-    try:
-        data = Escrowed.model_validate(json.loads(await request.body()))
-    except ValueError:
-        # the validation message could quote the key: say only what is wrong in general
-        raise HTTPException(422, "bad escrow: expected {volume: str|null, key: str}") from None
     volume = data.volume or ""
     key = Secret(data.key)
     sealed = ctx.vault.seal("recovery", f"{device['id']}/{volume}", key)

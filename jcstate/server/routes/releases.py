@@ -29,7 +29,7 @@ from starlette.concurrency import run_in_threadpool
 
 from jcstate.agent.wheel import MAX_WHEEL_BYTES, BadWheel, inspect_wheel
 from jcstate.server import db
-from jcstate.server.auth import Admin, action_of, device_caller, require
+from jcstate.server.auth import DEVICE, Admin, action_of, require
 from jcstate.server.views import wire
 
 __all__ = ["router"]
@@ -101,7 +101,18 @@ async def _body(request: Request) -> bytes:
 _SIGNATURE = re.compile(r"[A-Za-z0-9+/]{86}==")  # 64 bytes in base64
 
 
-@router.post("/releases", status_code=201)
+@router.post(
+    "/releases",
+    status_code=201,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+        }
+    },
+)
 async def upload(
     request: Request, signature: str | None = None, admin: Admin = ADMINISTER
 ) -> dict[str, Any]:
@@ -206,11 +217,15 @@ def delete_release(
     return {"version": version, "deleted": True}
 
 
-@router.get("/device/releases/{sha256}", tags=["device"])
-async def download(sha256: str, request: Request) -> Response:
+@router.get(
+    "/device/releases/{sha256}",
+    tags=["device"],
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {"schema": {"type": "string"}}}}},
+)
+async def download(sha256: str, request: Request, device: dict[str, Any] = DEVICE) -> Response:
     """The wheel with this sha256 (``application/octet-stream``) for the signed device."""
     ctx = request.app.state.ctx
-    await device_caller(request)
     if not _SHA256.fullmatch(sha256) or not await run_in_threadpool(ctx.store.has_release, sha256):
         raise HTTPException(404, "no release with this sha256")
     item = _cache.get(sha256)

@@ -3,9 +3,11 @@
 Planning asks every resource's backend for the current state (facts) once, then for the changes
 that move it to the document's desired state. Applying runs the changes in order
 (:meth:`Plan.ordered`), skips the dependents of a change that failed, then reads the system
-again and plans once more: any change that claims success but is still needed is reported
-``failed: did not converge``, never a silent success. Check mode is "stop after planning": no
-backend ever sees a check flag.
+again and plans once more: any change that claims success but whose resource still differs is
+reported ``failed: did not converge``, with each field still different and the value read back,
+never a silent success. How strict that is depends on the backends' diffs: each compares every
+declared attribute on its own (docs/resources/users.md, "After apply"). Check mode is "stop
+after planning": no backend ever sees a check flag.
 """
 
 from __future__ import annotations
@@ -254,14 +256,49 @@ def _reveal(value: str | Secret | None) -> str:
 
 
 def _mark_unconverged(results: list[Result], second: Plan) -> None:
-    left = {(c.kind, c.name, c.phase): c for c in second.changes}
+    """Fail every ``ok`` change whose resource the re-read plan still finds different.
+
+    A leftover change is matched by resource, not by phase: a user created at phase 20 whose
+    ``useradd -G`` did not take shows up again as a phase-30 membership change, and that must
+    fail the create. The message names each field still different, with the value read back.
+    """
+    ok: dict[tuple[str, str], list[Result]] = {}
+    phases: dict[tuple[str, str, int], Result] = {}
     for result in results:
-        c = result.change
-        still = left.get((c.kind, c.name, c.phase))
-        if result.status == "ok" and still is not None:
-            fields = ", ".join(f.field for f in still.fields) or still.action
-            result.status = "failed"
-            result.message = f"did not converge: still differs after apply ({fields})"
+        phases[(*result.change.key, result.change.phase)] = result
+        if result.status == "ok":
+            ok.setdefault(result.change.key, []).append(result)
+    left: dict[int, tuple[Result, list[str]]] = {}
+    for still in second.changes:
+        same = phases.get((*still.key, still.phase))
+        if same is not None and same.status != "ok":
+            continue  # refused, failed or skipped this run: already reported as such
+        result = same if same is not None else (ok.get(still.key) or [None])[-1]
+        if result is None:
+            continue
+        left.setdefault(id(result), (result, []))[1].append(_differences(still))
+    for result, differences in left.values():
+        result.status = "failed"
+        result.message = f"did not converge: still differs after apply ({'; '.join(differences)})"
+
+
+def _differences(change: Change) -> str:
+    """``state: partly locked (expired by the lock) → locked, …``; secrets as ``(secret)``."""
+    if not change.fields:
+        return change.action
+    shown = []
+    for f in change.fields:
+        item = f.to_dict()
+        shown.append(f"{f.field}: {_shown(item['before'])} → {_shown(item['after'])}")
+    return ", ".join(shown)
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, list):
+        return "[" + ", ".join(str(v) for v in value) + "]"
+    return str(value)
 
 
 def device_facts(host: Host) -> dict[str, Any]:

@@ -41,7 +41,9 @@ class Run:
     the same phase into one process whose stdin is all of theirs, one after the other. Only for
     tools that read independent lines and apply them all or nothing (``chpasswd``): a hundred
     users then cost one process instead of a hundred. The run may happen after the change's
-    later steps; if the merged run fails, each is run alone to find the one at fault.
+    later steps (it runs at the end of the phase), so nothing that must follow it belongs in
+    the same change (a ``usermod -L`` meant to lock the hash it writes would run first); if the
+    merged run fails, each is run alone to find the one at fault.
     """
 
     argv: tuple[str, ...]

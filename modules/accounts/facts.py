@@ -37,6 +37,7 @@ __all__ = [
     "AccountFacts",
     "KeyFile",
     "KeyFiles",
+    "PathKinds",
     "gather",
     "read_key_file",
     "today_days",
@@ -71,6 +72,8 @@ class AccountFacts:
     defaults: Defaults = field(default_factory=Defaults)
     keys: Mapping[str, KeyFile] = field(default_factory=dict)  # by user name; KeyFiles: lazy
     console: dict[str, str] = field(default_factory=dict)  # user → terminal, local sessions only
+    # path → "dir" | "link" | "file" (anything else that is not a directory); absent: nothing
+    paths: Mapping[str, str] = field(default_factory=dict)
 
     def group_name(self, gid: int) -> str | None:
         """The name of the group with this gid (the first, as getgrgid does)."""
@@ -187,6 +190,39 @@ class KeyFiles(Mapping[str, KeyFile]):
         return len(self._homes)
 
 
+class PathKinds(Mapping[str, str]):
+    """What is at each path asked about (lstat through the host, never following a link)."""
+
+    def __init__(self, host: Host):
+        self._host = host
+        self._seen: dict[str, str | None] = {}
+
+    def __getitem__(self, path: str) -> str:
+        if path not in self._seen:
+            self._seen[path] = self._kind(path)
+        kind = self._seen[path]
+        if kind is None:
+            raise KeyError(path)
+        return kind
+
+    def _kind(self, path: str) -> str | None:
+        try:
+            st = self._host.lstat(path)
+        except (HostError, OSError):
+            return "file"  # unreadable: not a directory jcstate may use or move
+        if st is None:
+            return None
+        if stat.S_ISLNK(st.st_mode):
+            return "link"
+        return "dir" if stat.S_ISDIR(st.st_mode) else "file"
+
+    def __iter__(self) -> Any:
+        return iter([p for p, kind in self._seen.items() if kind is not None])
+
+    def __len__(self) -> int:
+        return sum(1 for kind in self._seen.values() if kind is not None)
+
+
 def gather(host: Host, *, keys: bool = True) -> AccountFacts:
     """The account files, parsed once per facts round (``keys`` is kept for callers; keys are
     always available, read lazily)."""
@@ -204,6 +240,7 @@ def _gather(host: Host) -> AccountFacts:
         ),
     )
     facts.keys = KeyFiles(host, facts.users)
+    facts.paths = PathKinds(host)
     # utmp describes the running machine, not a mounted image
     if host.root == "/":
         facts.console = _console_users()

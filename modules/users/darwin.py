@@ -12,8 +12,9 @@ options used, from Apple's manual pages:
   insists on a terminal, the create fails loudly rather than leaking the password.
 * attributes of an existing user: ``dscl . -create /Users/NAME ATTR VALUE`` (dscl(1): "-create
   record_path [key [val ...]]", replaces the values) for RealName, UniqueID, PrimaryGroupID,
-  UserShell, NFSHomeDirectory; ``IsHidden 1`` hides an account from the login window (Apple
-  support HT203998), ``dscl . -delete /Users/NAME IsHidden`` shows it again.
+  UserShell, NFSHomeDirectory (only the path: the folder is not moved, and the plan warns);
+  ``IsHidden 1`` hides an account from the login window (Apple support HT203998),
+  ``dscl . -delete /Users/NAME IsHidden`` shows it again.
 * groups and admin: ``dseditgroup -o edit -a|-d NAME -t user GROUP`` (dseditgroup(8)); admin is
   membership of the ``admin`` group.
 * ``state: locked``: ``pwpolicy -u NAME -disableuser`` / ``-enableuser``; the fact is the
@@ -40,7 +41,7 @@ from jcstate.host import Host
 from jcstate.modules.users import directory
 from jcstate.modules.users.admins import annotate, ends_session, losses
 from jcstate.modules.users.directory import ADMIN_GROUP, DarwinUser, DirectoryFacts, can_log_in
-from jcstate.modules.users.model import UserSpec
+from jcstate.modules.users.model import UserSpec, state_change
 from jcstate.plan import Change, FieldChange, Run, Step
 from jcstate.resource import PlanContext
 from jcstate.secret import Secret
@@ -117,6 +118,9 @@ class DarwinUsers:
         changes: list[Change] = []
         for spec in desired:
             planned = _plan_user(spec, env)
+            ctx.warnings += [
+                _home_warning(spec.name, f) for c in planned for f in c.fields if _moves(c, f)
+            ]
             changes += annotate(
                 spec,
                 planned,
@@ -128,6 +132,18 @@ class DarwinUsers:
             )
         # sysadminctl picks a free uid for a user without one: explicit uids go first
         return sorted(changes, key=lambda c: (c.phase, c.action == "create" and not _has_uid(c)))
+
+
+def _moves(change: Change, field: FieldChange) -> bool:
+    return change.action == "update" and field.field == "home"
+
+
+def _home_warning(name: str, field: FieldChange) -> str:
+    """dscl only renames NFSHomeDirectory: say so, since the folder itself stays put."""
+    return (
+        f"user {name}: on macOS only the account's home path changes (NFSHomeDirectory); the "
+        f"folder {field.before} is not moved, and {field.after} must exist for the user's files"
+    )
 
 
 def _lockout_refusal(
@@ -337,9 +353,9 @@ def _update(spec: UserSpec, current: DarwinUser, env: _Env) -> Change | None:
             if spec.hidden
             else Run(("dscl", ".", "-delete", f"/Users/{spec.name}", "IsHidden"))
         )
-    locked_now = current.disabled
-    if (spec.state == "locked") != locked_now:
-        fields.append(FieldChange("state", "locked" if locked_now else "present", spec.state))
+    state = state_change(spec.state, {"disabled": current.disabled})
+    if state is not None:
+        fields.append(state)
         verb = "-disableuser" if spec.state == "locked" else "-enableuser"
         steps.append(Run(("pwpolicy", "-u", spec.name, verb)))
     if not fields and not errors:

@@ -19,7 +19,7 @@ a new user gets ``useradd -e ""``, which also overrides an ``EXPIRE=`` default i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from jcstate.host import Host
@@ -29,9 +29,9 @@ from jcstate.modules.accounts.files import UserEntry, date_to_days, days_to_date
 from jcstate.modules.accounts.lockout import lockout_losses
 from jcstate.modules.accounts.shadow import bad_field, bad_name, command
 from jcstate.modules.users import password
-from jcstate.modules.users.authorized_keys import plan_keys
-from jcstate.modules.users.model import NEVER, UserSpec, expiry_text
-from jcstate.plan import Change, FieldChange, Run, Step
+from jcstate.modules.users.authorized_keys import HOME_MODE, plan_keys
+from jcstate.modules.users.model import NEVER, UserSpec, expiry_text, state_change
+from jcstate.plan import Change, FieldChange, MakeDir, Run, Step
 from jcstate.resource import PlanContext
 from jcstate.secret import Secret
 
@@ -79,6 +79,7 @@ class LinuxUsers:
             groups_leaving={g.name for g in groups if g.state == "absent"},
             secrets=ctx.secrets,
             users=tuple(desired),
+            warnings=ctx.warnings,
         )
         lost = lockout_losses(facts, desired, groups, account_facts.today_days())
         changes: list[Change] = []
@@ -107,6 +108,7 @@ class _Env:
     groups_leaving: set[str]
     secrets: Any
     users: tuple[UserSpec, ...] = ()
+    warnings: list[str] = field(default_factory=list)  # the plan's warnings (ctx.warnings)
 
     def group_known(self, name: str) -> bool:
         return name in self.groups_present or (
@@ -225,22 +227,29 @@ class _Password:
 
 
 def _password(spec: UserSpec, shadow_field: str | None, env: _Env) -> _Password:
-    """chpasswd when the desired password differs from the shadow one (lock marker ignored)."""
+    """chpasswd when the desired password differs from the shadow one (lock marker ignored).
+
+    A locked account's hash is written already behind its ``!`` (``chpasswd -e`` stores the
+    field as given), rather than set unlocked and then locked with ``usermod -L``: chpasswd is a
+    batch step, which the engine runs at the end of the phase, *after* the change's usermod, so
+    a later ``-L`` would lock the old field and the batch would then write the hash unlocked.
+    One write also leaves no moment in which the new hash is usable. A plaintext (secretRef)
+    is hashed by chpasswd itself, so a locked account's gets its own chpasswd run, in step
+    order, before the ``usermod -L`` that follows it.
+    """
     have = shadow_field if shadow_field is not None else "!"
     before = None if shadow_field is None else Secret(shadow_field)
+    locked = spec.state == "locked"
     if spec.password_hash is not None:
         if shadow_field is not None and password.without_lock(have) == spec.password_hash.reveal():
             return _Password([], [], have)
+        stored = ("!" if locked else "") + spec.password_hash.reveal()
         step = Run(
             command("chpasswd", env.root, ["-e"]),
-            stdin=password.stdin_line(spec.name, spec.password_hash),
+            stdin=password.stdin_line(spec.name, Secret(stored)),
             batch=True,  # chpasswd applies its lines all or nothing: one process for all users
         )
-        return _Password(
-            [FieldChange("password", before, spec.password_hash)],
-            [step],
-            spec.password_hash.reveal(),
-        )
+        return _Password([FieldChange("password", before, spec.password_hash)], [step], stored)
     if spec.password_ref is not None:
         plain = env.secrets.password(spec.password_ref) if env.secrets is not None else None
         if plain is None:
@@ -252,7 +261,9 @@ def _password(spec: UserSpec, shadow_field: str | None, env: _Env) -> _Password:
         ):
             return _Password([], [], have)
         step = Run(
-            command("chpasswd", env.root), stdin=password.stdin_line(spec.name, plain), batch=True
+            command("chpasswd", env.root),
+            stdin=password.stdin_line(spec.name, plain),
+            batch=not locked,
         )
         # the resulting hash is unknown until chpasswd runs; any unlocked one will do here
         return _Password([FieldChange("password", before, Secret("(new)"))], [step], "$set")
@@ -263,9 +274,19 @@ def _real_hash(field: str) -> bool:
     return field.lstrip("!") not in ("", "*")
 
 
-def _state_now(shadow_field: str, expire: int | None) -> str:
-    locked = (shadow_field.startswith("!") and _real_hash(shadow_field)) or expire == LOCK_EXPIRE
-    return "locked" if locked else "present"
+def _lock_facts(spec: UserSpec, shadow_field: str, expire: int | None) -> dict[str, bool]:
+    """Each fact that makes a Linux account locked, read on its own (see model.state_change).
+
+    A ``!`` in front of no real hash (``!``, ``!*``) cannot be unlocked (usermod -U refuses a
+    passwordless account), so it only counts where the account is to be locked. The lock's
+    expiry counts unless ``expires`` manages the expiry itself.
+    """
+    facts: dict[str, bool] = {}
+    if spec.state == "locked" or _real_hash(shadow_field):
+        facts["password locked"] = shadow_field.startswith("!")
+    if spec.state == "locked" or spec.expires is None or spec.expires is NEVER:
+        facts["expired by the lock"] = expire == LOCK_EXPIRE
+    return facts
 
 
 def _lock_options(
@@ -357,7 +378,7 @@ def _create(spec: UserSpec, env: _Env) -> Change:
     steps += pw.steps
     if pw.error:
         errors.append(pw.error)
-    if spec.state == "locked" and pw.steps:
+    if spec.state == "locked" and pw.steps and not pw.after.startswith("!"):
         steps.append(Run(command("usermod", env.root, ["-L"], [spec.name])))
     if spec.ssh_authorized_keys is not None:
         home = spec.home or _default_home(spec.name, env)
@@ -438,9 +459,17 @@ def _update(spec: UserSpec, current: UserEntry, env: _Env) -> Change | None:
     if spec.shell is not None and spec.shell != current.shell:
         fields.append(FieldChange("shell", current.shell, spec.shell))
         options += ["-s", spec.shell]
+    home_steps: list[Step] = []
+    moved_home = False
     if spec.home is not None and spec.home != current.home:
         fields.append(FieldChange("home", current.home, spec.home))
-        options += ["-d", spec.home]  # the old home is left in place, as usermod without -m
+        group = spec.primary_group or facts.group_name(current.gid) or current.gid
+        home = _new_home(spec.name, spec.home, current, group, env)
+        options += home.options
+        home_steps = home.steps
+        moved_home = home.moved
+        if home.error:
+            errors.append(home.error)
     primary_now = facts.primary_group(spec.name)
     if spec.primary_group is not None and spec.primary_group != primary_now:
         fields.append(FieldChange("primaryGroup", primary_now, spec.primary_group))
@@ -458,24 +487,25 @@ def _update(spec: UserSpec, current: UserEntry, env: _Env) -> Change | None:
     if pw.error:
         errors.append(pw.error)
     fields += pw.fields
-    lock = _lock_options(spec, pw.after, expire, fields)
-    state_now = _state_now(shadow_field, expire)
-    if lock and state_now != spec.state:
-        fields.append(FieldChange("state", state_now, spec.state))
-    options += lock
+    options += _lock_options(spec, pw.after, expire, fields)
+    state = state_change(spec.state, _lock_facts(spec, shadow_field, expire))
+    if state is not None:
+        fields.append(state)
     steps: list[Step] = list(pw.steps)
     if options:
         steps.append(Run(command("usermod", env.root, options, [spec.name])))
+    steps += home_steps
     if spec.ssh_authorized_keys is not None:
         primary: str | int = spec.primary_group or primary_now or current.gid
         home = spec.home or current.home
-        same_home = home == current.home
-        # usermod -d does not create the new home: the key steps make it
-        key_file = (
-            facts.keys.get(spec.name, KeyFile(home_exists=False))
-            if same_home
-            else (KeyFile(home_exists=False))
-        )
+        key_file: KeyFile | None
+        if home == current.home or moved_home:
+            # usermod -m carries ~/.ssh along: what is there now is what the new home will hold
+            key_file = facts.keys.get(spec.name, KeyFile(home_exists=False))
+        elif home_steps:
+            key_file = KeyFile()  # a new, empty home made by the step above
+        else:
+            key_file = None  # an existing directory, not read: the key steps write it anyway
         uid = spec.uid if spec.uid is not None else current.uid
         group = facts.groups.get(primary) if isinstance(primary, str) else None
         ids = None if group is None else (uid, group.gid)
@@ -484,7 +514,9 @@ def _update(spec: UserSpec, current: UserEntry, env: _Env) -> Change | None:
         steps += keys.steps
         if keys.error:
             errors.append(keys.error)
-    if not fields and not errors:
+    if not fields and not errors and not steps:
+        # a step with no field to show would be a planner bug: planned (and seen by the re-read
+        # after apply) rather than dropped, so it can never hide a difference
         return None
     return Change(
         "users",
@@ -496,6 +528,48 @@ def _update(spec: UserSpec, current: UserEntry, env: _Env) -> Change | None:
         requires=requires,
         error="; ".join(errors) or None,
     )
+
+
+@dataclass
+class _Home:
+    options: list[str]
+    steps: list[Step]
+    moved: bool = False
+    error: str | None = None
+
+
+def _new_home(name: str, new: str, current: UserEntry, group: str | int, env: _Env) -> _Home:
+    """usermod -d, so that the account never points at a directory that does not exist.
+
+    The new path free: the home moves there (``-m``; usermod renames it, or copies across file
+    systems, and re-owns it with a changed uid or group in the same call). The new path taken
+    by a directory: the account points there (``-m`` would fail on it) and the plan warns that
+    the old home stays. No old home to move (usermod -m would only print a message and leave
+    the account without a home), or one that other accounts share or that is ``/``: the new
+    home is made, empty, owned by the user (and ``group``), and the old one is left alone.
+    """
+    facts = env.facts
+    kind = facts.paths.get(new)
+    if kind == "file":
+        return _Home([], [], error=f"home {new} exists and is not a directory; choose another path")
+    if kind is not None:
+        env.warnings.append(
+            f"user {name}: home {new} exists already: the account points there, and the old "
+            f"home {current.home} stays where it is"
+        )
+        return _Home(["-d", new], [])
+    shared = current.home.rstrip("/") == "" or any(
+        u.home == current.home and u.name != name for u in facts.users.values()
+    )
+    old = facts.paths.get(current.home)
+    if old in ("dir", "link") and not shared:
+        return _Home(["-d", new, "-m"], [], moved=True)
+    if old in ("dir", "link"):
+        env.warnings.append(
+            f"user {name}: the old home {current.home} is shared with other accounts (or is /) "
+            f"and stays where it is; {new} is made empty"
+        )
+    return _Home(["-d", new], [MakeDir(new, HOME_MODE, name, group)])
 
 
 def _memberships(spec: UserSpec, env: _Env) -> Change | None:

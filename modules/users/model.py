@@ -5,6 +5,9 @@ empty" (``sshAuthorizedKeys: []`` empties the file). In the same way ``expires: 
 :data:`NEVER`, "manage to no expiry", distinct from an omitted ``expires`` (None). The password
 hash becomes a :class:`~jcstate.secret.Secret` here, at parse time, so it can never be printed
 later.
+
+The comparisons that are the same on every OS live here too (the type decides what changes, the
+backend says how): :func:`state_change` reads ``state`` from each lock mechanism on its own.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from jcstate.plan import FieldChange
 from jcstate.secret import Secret
 
-__all__ = ["NEVER", "Expiry", "UserSpec", "expiry_text", "parse"]
+__all__ = ["NEVER", "Expiry", "UserSpec", "expiry_text", "parse", "state_change"]
 
 State = Literal["present", "absent", "locked"]
 
@@ -102,3 +106,26 @@ def expiry_text(value: datetime.date | Expiry | None) -> str | None:
 def parse(section: list[Mapping[str, Any]] | None) -> list[UserSpec]:
     """``spec.users`` (schema-validated plain data) → models, in document order."""
     return [_one(entry) for entry in section or []]
+
+
+def state_change(wanted: State, lock: Mapping[str, bool]) -> FieldChange | None:
+    """The ``state`` field change, or None when every lock fact already matches ``wanted``.
+
+    ``lock`` holds each fact the OS uses to lock an account, read on its own (Linux: ``"password
+    locked"``, the ``!`` on the shadow hash, and ``"expired by the lock"``; macOS and Windows:
+    one ``"disabled"``). ``locked`` needs every one of them and ``present`` none, so one fact can
+    never stand in for another: an account whose lock expiry is set but whose hash has no ``!``
+    reads ``partly locked (expired by the lock)``, and a plan (or the re-read after apply) says
+    so instead of taking it for locked.
+    """
+    want = wanted == "locked"
+    if all(holds == want for holds in lock.values()):
+        return None
+    held = [what for what, holds in lock.items() if holds]
+    if not held:
+        before = "present"
+    elif len(held) == len(lock):
+        before = "locked"
+    else:
+        before = f"partly locked ({', '.join(held)})"
+    return FieldChange("state", before, wanted)

@@ -146,8 +146,9 @@ def _present(user: UserSpec, os_name: str) -> list[Check]:
         )
     if user.expires is not None and user.state != "locked":  # locking sets its own expiry
         out.append(_expiry_check(user))
-    if user.state == "locked":
+    if user.state == "locked":  # both facts of a lock, each on its own
         out.append(_locked_check(user))
+        out.append(_lock_expiry_check(user))
     if user.password_hash is not None:
         out.append(_password_check(user, user.password_hash))
     if user.ssh_authorized_keys is not None:
@@ -204,6 +205,18 @@ def _locked_check(user: UserSpec) -> Check:
             raise AssertionError("password is not locked (no '!' in front of the hash)")
 
     return _check(user, "password is locked", run)
+
+
+def _lock_expiry_check(user: UserSpec) -> Check:
+    """sshd accepts keys for a '!' password: a lock also expires the account (usermod -e 1)."""
+    name = user.name
+
+    def run(host: Any) -> None:
+        stamp = _account(host, name).expiration_date
+        actual = stamp.date() if isinstance(stamp, datetime.datetime) else stamp
+        _expect("expires", "1970-01-02", None if actual is None else actual.isoformat())
+
+    return _check(user, "account is expired by the lock (1970-01-02)", run)
 
 
 def _password_check(user: UserSpec, wanted: Secret) -> Check:

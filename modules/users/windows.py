@@ -33,7 +33,7 @@ from jcstate.document.names import name_problem
 from jcstate.host import Host
 from jcstate.modules.users import winfacts
 from jcstate.modules.users.admins import annotate, ends_session, losses
-from jcstate.modules.users.model import NEVER, UserSpec, expiry_text
+from jcstate.modules.users.model import NEVER, UserSpec, expiry_text, state_change
 from jcstate.modules.users.powershell import script_run
 from jcstate.modules.users.winfacts import ADMINISTRATORS_SID, WindowsFacts, WinUser, key
 from jcstate.plan import Change, FieldChange, Step
@@ -257,12 +257,10 @@ def _update(spec: UserSpec, current: WinUser) -> Change | None:
             data["expires"] = wanted.isoformat()
     if len(data) > 1:
         steps.append(script_run("Set-LocalUser", data))
-    want_enabled = spec.state != "locked"
-    if want_enabled != current.enabled:
-        fields.append(
-            FieldChange("state", "locked" if not current.enabled else "present", spec.state)
-        )
-        verb = "Enable-LocalUser" if want_enabled else "Disable-LocalUser"
+    state = state_change(spec.state, {"disabled": not current.enabled})
+    if state is not None:
+        fields.append(state)
+        verb = "Disable-LocalUser" if spec.state == "locked" else "Enable-LocalUser"
         steps.append(script_run(verb, {"name": current.name}))
     if not fields:
         return None

@@ -232,8 +232,9 @@ def test_modify_changes_every_field(testhost: th.TestHost, testinfra_host) -> No
     assert keys.content_string == KEY3 + "\n"
     assert (keys.mode, keys.user, keys.group) == (0o600, "alice", "qa")
     assert infra.file("/home/alice2/.ssh").mode == 0o700
-    # usermod -d without -m: the old home is left where it was (documented in users.md)
-    assert infra.file("/home/alice-home").is_directory
+    # /home/alice2 was free: usermod -d -m moved the home there (documented in users.md)
+    assert not infra.file("/home/alice-home").exists
+    assert infra.file("/home/alice2").user == "alice" and infra.file("/home/alice2").mode == 0o755
 
     assert_converged(testhost, policy)
 

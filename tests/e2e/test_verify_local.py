@@ -218,11 +218,18 @@ def test_password_hash_is_compared_but_never_shown() -> None:
 
 def test_locked_user_keeps_its_hash_behind_a_bang() -> None:
     locked = dict(ALICE, state="locked")
-    assert set(
-        _results(user_checks([locked], "linux"), _alice_host(password="!" + HASH)).values()
-    ) == {"pass"}
-    results = _results(user_checks([locked], "linux"), _alice_host())
+    lock_day = datetime.datetime(1970, 1, 2)
+    both = _alice_host(password="!" + HASH, expiration_date=lock_day)
+    assert set(_results(user_checks([locked], "linux"), both).values()) == {"pass"}
+    # each fact of the lock is checked on its own: neither stands in for the other
+    results = _results(user_checks([locked], "linux"), _alice_host(expiration_date=lock_day))
     assert results["password is locked"].startswith("password is not locked")
+    assert results["account is expired by the lock (1970-01-02)"] == "pass"
+    results = _results(user_checks([locked], "linux"), _alice_host(password="!" + HASH))
+    assert results["password is locked"] == "pass"
+    assert results["account is expired by the lock (1970-01-02)"] == (
+        "expires: expected '1970-01-02', got '2027-06-30'"
+    )
 
 
 def test_authorized_keys_exact_content_owner_and_mode() -> None:

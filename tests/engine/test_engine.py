@@ -52,10 +52,17 @@ class FileBackend:
                 continue
             if facts.get(name) == value:
                 continue
+            if entry.get("refuse"):
+                out.append(Change("kv", name, "update", phase, error=entry["refuse"]))
+                continue
+            if name in facts and "update_phase" in entry:
+                phase = entry["update_phase"]  # an update planned in a later phase than a create
             if value == "FAIL":
                 steps: list[Any] = [Run(("sh", "-c", "echo boom >&2; exit 3"))]
             elif value == "LIE":
                 steps = [Run(("true",))]
+            elif value == "HALF":
+                steps = [WriteFile(f"/kv/{name}", "half")]  # claims success, writes half
             else:
                 steps = [WriteFile(f"/kv/{name}", Secret(value) if entry.get("secret") else value)]
             action = "update" if name in facts else "create"
@@ -125,6 +132,28 @@ def test_claimed_success_that_did_not_converge_is_a_failure(kv: Host) -> None:
     report = engine.apply(Doc({"kv": [{"name": "a", "value": "LIE"}]}), kv)
     assert report.results[0].status == "failed"
     assert "did not converge" in report.results[0].message
+
+
+def test_leftover_in_another_phase_still_fails_the_change(kv: Host) -> None:
+    """A create whose leftover comes back as a later-phase update has not converged either."""
+    report = engine.apply(Doc({"kv": [{"name": "a", "value": "HALF", "update_phase": 30}]}), kv)
+    (result,) = report.results
+    assert result.status == "failed" and not report.ok
+    assert result.message == "did not converge: still differs after apply (value: half → HALF)"
+
+
+def test_a_refused_later_phase_does_not_fail_what_converged(kv: Host) -> None:
+    """The refused phase-30 change is still planned after apply; the phase-10 one converged."""
+    doc = Doc(
+        {
+            "kv": [
+                {"name": "a", "value": "1"},
+                {"name": "a", "value": "2", "phase": 30, "refuse": "not allowed"},
+            ]
+        }
+    )
+    report = engine.apply(doc, kv)
+    assert [(r.change.phase, r.status) for r in report.results] == [(10, "ok"), (30, "refused")]
 
 
 def test_order_creates_by_phase_then_removals_in_reverse(kv: Host) -> None:

@@ -9,15 +9,17 @@ A case file ``tests/modules/<kind>/<case>.linux.json`` holds::
                "login.defs": "...", "useradd": "...",          (optional)
                "authorized_keys": {"alice": "text" | {"text"?, "mode"?, "uid"?, "gid"?,
                                                      "dir_mode"?, "error"?}},
-               "homes_missing": ["bob"], "console": {"alice": "tty1"}},
+               "homes_missing": ["bob"], "console": {"alice": "tty1"},
+               "paths": {"/srv/bob": "dir"}},          (optional) what else is on disk
      "secrets": {"passwords": {...}},
      "root": "/",
      "expected": {"changes": [{"kind", "name", "action", "phase", "fields", "steps",
                                "requires"?, "error"?}]}}
 
 Facts are built by parsing the given file texts with the backend's own parsers; a user without
-an ``authorized_keys`` entry has a home but no key file. An expected ``error`` matches when it
-is a substring of the change's error.
+an ``authorized_keys`` entry has a home but no key file. Every account's home is a directory on
+disk unless listed in ``homes_missing``; ``paths`` adds other paths and what they are. An
+expected ``error`` matches when it is a substring of the change's error.
 """
 
 from __future__ import annotations
@@ -83,6 +85,8 @@ def facts_from(given: dict[str, Any]) -> AccountFacts:
     )
     keys = given.get("authorized_keys", {})
     missing = set(given.get("homes_missing", []))
+    paths = {u.home: "dir" for n, u in facts.users.items() if n not in missing}
+    facts.paths = {**paths, **given.get("paths", {})}
     for name in facts.users:
         if name in missing:
             facts.keys[name] = KeyFile(home_exists=False)

@@ -6,19 +6,31 @@ the real tool fails (unknown user or group, name taken, group still someone's pr
 writing into a directory that does not exist). Only the options jcstate uses are modelled; any
 other option fails loudly, so the planner cannot drift from what is simulated. Behaviour was
 checked against the real tools on a Debian 12 image (see test_account_tools.py).
+
+:class:`SimHost` is a :class:`~jcstate.host.Host` whose commands and file writes land in a
+:class:`System`, so a plan is applied by the real engine (``engine.execute``) exactly as on a
+machine: phase by phase, with the ``chpasswd`` batch steps of a phase merged into one run *at the
+end of that phase*, after the changes' other steps. Applying steps in plan order instead would
+hide every bug that comes from that ordering (a ``usermod -L`` that runs before the hash it was
+meant to lock is written).
 """
 
 from __future__ import annotations
 
 import datetime
 import posixpath
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+from jcstate.errors import CommandFailed
+from jcstate.host import Host, RunResult
 from jcstate.modules.accounts.facts import AccountFacts, KeyFile
 from jcstate.modules.accounts.files import Defaults
 from jcstate.plan import MakeDir, Run, Step, WriteFile
 
 _TODAY = 20000
+_DIRS = ("/", "/home", "/srv", "/root", "/var")  # there on every system
 
 
 class SimError(Exception):
@@ -96,6 +108,8 @@ class System:
         facts: AccountFacts = parse(self.files())  # type: ignore[operator]
         facts.defaults = self.defaults
         facts.keys = self.key_files()
+        facts.paths = {p: "dir" if n.text is None else "file" for p, n in self.nodes.items()}
+        facts.paths.update(dict.fromkeys(_DIRS, "dir"))
         return facts
 
     # -- applying --------------------------------------------------------------------------
@@ -117,7 +131,7 @@ class System:
         return uid, gid
 
     def _exists(self, path: str) -> bool:
-        return path in self.nodes or path in ("/", "/home", "/srv", "/root", "/var")
+        return path in self.nodes or path in _DIRS
 
     def _mkdir(self, path: str, mode: int, owner: object, group: object) -> None:
         if not self._exists(posixpath.dirname(path)):
@@ -252,17 +266,30 @@ class System:
         (name,) = operands
         user = self._user(name)
         uid = opts.take("-u")
+        old_uid, old_gid = user.uid, user.gid
         if uid is not None:
             if any(u.uid == int(uid) for n, u in self.users.items() if n != name):
                 raise SimError(f"UID '{uid}' already exists")
             user.uid = int(uid)
-        for flag, attr in (("-c", "gecos"), ("-s", "shell"), ("-d", "home")):
+        for flag, attr in (("-c", "gecos"), ("-s", "shell")):
             value = opts.take(flag)
             if value is not None:
                 setattr(user, attr, value)
+        new_home, move = opts.take("-d"), opts.flag("-m")
         primary = opts.take("-g")
         if primary is not None:
             user.gid = self._group(primary).gid
+        if move and new_home is not None and new_home != user.home:
+            self._move_home(user.home, new_home)
+        if new_home is not None:
+            user.home = new_home
+        # 4.13 re-owns what in the home belongs to the old uid/gid (after a move, the new home)
+        for path, node in self.nodes.items():
+            if path == user.home or path.startswith(user.home.rstrip("/") + "/"):
+                if uid is not None and node.uid == old_uid:
+                    node.uid = user.uid
+                if primary is not None and node.gid == old_gid:
+                    node.gid = user.gid
         append, extra = opts.flag("-a"), opts.take("-G")
         if extra is not None:
             if not append:
@@ -281,6 +308,19 @@ class System:
             else:
                 user.password = user.password[1:]
         opts.done()
+
+    def _move_home(self, old: str, new: str) -> None:
+        """usermod -d NEW -m, as 4.13 does it (checked on Debian 12)."""
+        if self._exists(new):
+            # exit 12; the real tool has already written the new home into /etc/passwd by then
+            raise SimError(f"directory {new} exists")
+        if old not in self.nodes or self.nodes[old].text is not None:
+            return  # "The previous home directory (...) does not exist": exit 0, nothing moved
+        if not self._exists(posixpath.dirname(new)):
+            raise SimError(f"cannot rename directory {old} to {new}")
+        prefix = old.rstrip("/") + "/"
+        for path in [p for p in self.nodes if p == old or p.startswith(prefix)]:
+            self.nodes[new + path[len(old) :]] = self.nodes.pop(path)
 
     def _userdel(self, opts: _Options, operands: list[str], stdin: str | None) -> None:
         (name,) = operands
@@ -309,9 +349,11 @@ class System:
         opts.done()
         if not encrypted:
             raise SimError("plaintext chpasswd is not simulated (needs crypt)")
-        for line in (stdin or "").splitlines():
-            name, _, value = line.partition(":")
-            self._user(name).password = value
+        lines = [line.partition(":") for line in (stdin or "").splitlines()]
+        for name, _, _ in lines:  # all or nothing: an unknown user fails the whole run
+            self._user(name)
+        for name, _, value in lines:
+            self._user(name).password = value  # stored as given, a leading "!" included
 
     def _user(self, name: str) -> _User:
         if name not in self.users:
@@ -355,3 +397,47 @@ def _expire(value: str | None) -> int | None:
 def _plain(value: object) -> str:
     reveal = getattr(value, "reveal", None)
     return reveal() if callable(reveal) else str(value)
+
+
+class SimHost(Host):
+    """A Host whose commands and file steps act on a simulated :class:`System`."""
+
+    def __init__(self, system: System):
+        super().__init__(root="/", os_name="linux")
+        self.system = system
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        stdin: Any = None,
+        check: bool = True,
+        timeout: float | None = 300,
+        env: Any = None,
+        chroot: bool = False,
+    ) -> RunResult:
+        argv = tuple(str(a) for a in argv)
+        self.commands_run.append(argv)
+        try:
+            self.system.apply(Run(argv, stdin=stdin))
+        except SimError as exc:
+            if check:
+                raise CommandFailed(argv, 1, str(exc)) from exc
+            return RunResult(argv, 1, "", str(exc), 0.0)
+        return RunResult(argv, 0, "", "", 0.0)
+
+    def make_dir(
+        self, path: str, *, mode: int = 0o755, owner: Any = None, group: Any = None
+    ) -> None:
+        self._step(MakeDir(path, mode, owner, group))
+
+    def write_file(  # type: ignore[override]
+        self, path: str, content: Any, *, mode: int = 0o644, owner: Any = None, group: Any = None
+    ) -> None:
+        self._step(WriteFile(path, content, mode, owner, group))
+
+    def _step(self, step: Step) -> None:
+        try:
+            self.system.apply(step)
+        except SimError as exc:
+            raise OSError(str(exc)) from exc

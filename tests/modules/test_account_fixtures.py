@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from account_cases import as_expected, case_files, load, plan
+from account_cases import USERS, as_expected, case_files, context, load, plan
 
 from jcstate.plan import Plan
 
@@ -76,3 +76,37 @@ def test_secret_case_really_carries_the_hash() -> None:
     (step,) = change.steps
     assert step.stdin.reveal() == "bob:" + data["desired"][0]["password"]["hash"] + "\n"
     assert "(secret)" in json.dumps(change.to_dict())
+
+
+def test_locked_create_writes_the_hash_behind_its_lock_marker() -> None:
+    """One chpasswd -e line '!HASH': no usermod -L that the batch would undo."""
+    data = load(case_files("users")[0].parent / "create_locked.linux.json")
+    (change,) = plan(data, "users")
+    batch = [s for s in change.steps if getattr(s, "batch", False)]
+    (step,) = batch
+    assert step.stdin.reveal() == "carol:!" + data["desired"][0]["password"]["hash"] + "\n"
+    assert not any("-L" in getattr(s, "argv", ()) for s in change.steps)
+
+
+def test_home_that_exists_is_pointed_at_with_a_warning() -> None:
+    data = load(case_files("users")[0].parent / "update_home_exists.linux.json")
+    ctx = context(data, "users")
+    USERS.plan(ctx.desired["users"], ctx)
+    assert ctx.warnings == [
+        "user bob: home /srv/bob exists already: the account points there, and the old home "
+        "/home/bob stays where it is"
+    ]
+
+
+def test_locked_secret_ref_password_runs_in_step_order_before_the_lock() -> None:
+    """chpasswd hashes a plaintext itself: not batched, so usermod -L really comes after it."""
+    data = load(case_files("users")[0].parent / "password_secret_ref.linux.json")
+    data["desired"] = [{**data["desired"][0], "state": "locked"}]
+    data["desired"].append({"name": "carl", "state": "locked", "password": {"secretRef": "bob-pw"}})
+    bob, carl = plan(data, "users")
+    assert (bob.action, carl.action) == ("update", "create")
+    for change in (bob, carl):
+        argvs = [s.argv[0] for s in change.steps]
+        assert argvs.index("chpasswd") < argvs.index("usermod"), argvs
+        assert not any(getattr(s, "batch", False) for s in change.steps)
+    assert any("-L" in s.argv for s in bob.steps if s.argv[0] == "usermod")

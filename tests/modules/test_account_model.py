@@ -10,6 +10,8 @@ from jcstate.modules.groups import parse as parse_groups
 from jcstate.modules.users import RESOURCE as USERS_RESOURCE
 from jcstate.modules.users import UserSpec
 from jcstate.modules.users import parse as parse_users
+from jcstate.modules.users.model import state_change
+from jcstate.plan import FieldChange
 from jcstate.secret import Secret
 
 
@@ -69,3 +71,16 @@ def test_resources_point_at_their_backends() -> None:
     assert USERS_RESOURCE.backend("darwin").os == "darwin"
     assert GROUPS_RESOURCE.backend("windows").os == "windows"
     assert USERS_RESOURCE.backend("plan9") is None
+
+
+def test_state_is_read_from_each_lock_fact_on_its_own() -> None:
+    linux = {"password locked": True, "expired by the lock": True}
+    assert state_change("locked", linux) is None
+    assert state_change("present", {"password locked": False, "expired by the lock": False}) is None
+    # the lock's expiry alone is not "locked", and neither is the "!" alone
+    half = state_change("locked", {"password locked": False, "expired by the lock": True})
+    assert half == FieldChange("state", "partly locked (expired by the lock)", "locked")
+    other = state_change("present", {"password locked": True, "expired by the lock": False})
+    assert other == FieldChange("state", "partly locked (password locked)", "present")
+    assert state_change("present", linux) == FieldChange("state", "locked", "present")
+    assert state_change("locked", {"disabled": False}) == FieldChange("state", "present", "locked")

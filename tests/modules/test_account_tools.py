@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from jcstate import engine
 from jcstate.host import Host
 from jcstate.modules.groups import parse as parse_groups
 from jcstate.modules.groups.linux import BACKEND as GROUPS
@@ -27,18 +28,17 @@ from jcstate.resource import PlanContext
 
 pytestmark = pytest.mark.testhost
 
-IMAGE = Path(os.environ.get("JCSTATE_TESTHOST_IMAGE", "/root/.cache/jcstate/img-manual"))
 HASH = "$6$jcstateSalt$Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MGFiY2RlZmdoaWprbG1ub3BxcnN0dXZ3eHl6"
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJcstateTestKey alice@laptop"
 
 
 @pytest.fixture
-def image_root() -> Iterator[str]:
-    """A writable copy of the image: overlayfs over it, unmounted and deleted afterwards."""
+def image_root(testhost_image: Path) -> Iterator[str]:
+    """A writable copy of the test-host image (tests/conftest.py builds or finds it; it skips
+    with the reason where test hosts cannot run): overlayfs over it, removed afterwards."""
     if os.geteuid() != 0:
         pytest.skip("needs root: shadow-utils --root chroots into the image")
-    if not (IMAGE / "etc" / "passwd").exists():
-        pytest.skip(f"no test-host image at {IMAGE} (set JCSTATE_TESTHOST_IMAGE)")
+    image = testhost_image
     scratch = Path(tempfile.mkdtemp(prefix="jcstate-users-"))
     upper, work, merged = scratch / "upper", scratch / "work", scratch / "root"
     for d in (upper, work, merged):
@@ -50,7 +50,7 @@ def image_root() -> Iterator[str]:
             "overlay",
             "overlay",
             "-o",
-            f"lowerdir={IMAGE},upperdir={upper},workdir={work}",
+            f"lowerdir={image},upperdir={upper},workdir={work}",
             str(merged),
         ],
         capture_output=True,
@@ -78,9 +78,10 @@ def _apply(host: Host, users: list[dict[str, Any]], groups: list[dict[str, Any]]
     changes = _plan(host, users, groups)
     assert changes, "the case must change something"
     assert [c.error for c in changes if c.error] == []
-    for change in Plan(changes).ordered():
-        for step in change.steps:
-            step.execute(host)
+    # through the engine, so batch steps (chpasswd) run where they run on a machine: at the end
+    # of their phase, after the changes' other steps
+    results = engine.execute(Plan(changes), host)
+    assert [(r.change.name, r.message) for r in results if r.status != "ok"] == []
     assert [c.to_dict() for c in _plan(host, users, groups)] == []
 
 
@@ -161,3 +162,16 @@ def test_real_userdel_takes_the_namesake_group(image_root: str) -> None:
     _apply(host, [{"name": "dave"}], [])
     _apply(host, [{"name": "dave", "state": "absent"}], [{"name": "dave", "state": "absent"}])
     assert "dave:" not in Path(image_root, "etc/group").read_text()
+
+
+def test_real_usermod_moves_a_home_and_reowns_it(image_root: str) -> None:
+    """What shadow_sim models for usermod -d -m: a rename, re-owned with a changed uid."""
+    host = Host(root=image_root)
+    _apply(host, [{"name": "erin", "uid": 1510}], [])
+    Path(image_root, "home/erin/notes").write_text("x")
+    os.chown(Path(image_root, "home/erin/notes"), 1510, 1510)
+    _apply(host, [{"name": "erin", "uid": 1610, "home": "/srv/erin"}], [])
+    assert _line(image_root, "passwd", "erin")[2:6] == ["1610", "1510", "", "/srv/erin"]
+    assert not Path(image_root, "home/erin").exists()
+    assert Path(image_root, "srv/erin/notes").stat().st_uid == 1610
+    assert Path(image_root, "srv/erin").stat().st_uid == 1610

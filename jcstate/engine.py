@@ -15,9 +15,11 @@ from __future__ import annotations
 import logging
 import platform
 import time
+from collections.abc import Callable
 from itertools import groupby
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from jcstate import undo
 from jcstate.errors import JcstateError, PlanError
 from jcstate.host import Host
 from jcstate.plan import Change, Plan, Run, Step
@@ -27,7 +29,10 @@ from jcstate.resource import PlanContext
 from jcstate.secret import Secret
 from jcstate.secrets import NoSecrets, SecretSource
 
-__all__ = ["apply", "context", "device_facts", "plan"]
+if TYPE_CHECKING:
+    from jcstate.ledger import Ledger
+
+__all__ = ["apply", "context", "decide", "device_facts", "plan"]
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +44,13 @@ def context(
     device: Any = None,
     *,
     escrow: Any = None,
+    ledger: Ledger | None = None,
 ) -> PlanContext:
     """Parse the document's sections into models; facts are gathered when planning.
 
     ``escrow``: the agent's callable ``(key: Secret, volume: str | None)`` that sends a FileVault
-    recovery key to the server; None in standalone runs.
+    recovery key to the server; None in standalone runs. ``ledger``: what jcstate owns here
+    (:mod:`jcstate.ledger`); with one, the plan also undoes what no policy wants any more.
     """
     ctx = PlanContext(
         host=host,
@@ -51,6 +58,7 @@ def context(
         sources=dict(getattr(document, "sources", None) or {}),
         secrets=secrets if secrets is not None else NoSecrets(),
         escrow=escrow,
+        ledger=ledger,
     )
     spec = document.spec
     for res in RESOURCES:
@@ -60,6 +68,7 @@ def context(
             except (ValueError, TypeError) as exc:
                 # a rendered value the schema could not see (a template giving a bad date)
                 raise PlanError(f"{res.key}: {exc}") from exc
+    ctx.declared = dict(ctx.desired)
     return ctx
 
 
@@ -96,6 +105,14 @@ def _plan(ctx: PlanContext) -> Plan:
     result = Plan()
     ctx.warnings.clear()
     _gather(ctx, result.errors)
+    return decide(ctx, result)
+
+
+def decide(ctx: PlanContext, result: Plan | None = None) -> Plan:
+    """The plan from the facts already in ``ctx.facts``: the undo layer, then every backend."""
+    result = result if result is not None else Plan()
+    ctx.desired = dict(ctx.declared)
+    ctx.undo = undo.extend(ctx)  # what the ledger owns and no policy wants: planned as undo
     for res in RESOURCES:
         if res.key not in ctx.desired:
             continue
@@ -109,6 +126,7 @@ def _plan(ctx: PlanContext) -> Plan:
             result.changes.extend(backend.plan(ctx.desired[res.key], ctx))
         except JcstateError as exc:
             result.errors.append(f"{res.key}: {exc}")
+    undo.mark(result.changes, ctx.undo)
     result.warnings.extend(ctx.warnings)
     return result
 
@@ -120,9 +138,10 @@ def plan(
     *,
     device: Any = None,
     escrow: Any = None,
+    ledger: Ledger | None = None,
 ) -> Plan:
-    """What would change on ``host`` to reach ``document`` (nothing runs)."""
-    return _plan(context(document, host, secrets, device, escrow=escrow))
+    """What would change on ``host`` to reach ``document`` (nothing runs, nothing is written)."""
+    return _plan(context(document, host, secrets, device, escrow=escrow, ledger=ledger))
 
 
 def apply(
@@ -133,20 +152,30 @@ def apply(
     check: bool = False,
     device: Any = None,
     escrow: Any = None,
+    ledger: Ledger | None = None,
 ) -> Report:
-    """Plan, then (unless ``check``) apply, re-read and report."""
-    ctx = context(document, host, secrets, device, escrow=escrow)
+    """Plan, then (unless ``check``) apply, re-read and report.
+
+    With a ``ledger``, each change is noted in it as soon as it succeeded, and an undo entry is
+    dropped only once the re-read plan no longer needs it (see :mod:`jcstate.undo`).
+    """
+    ctx = context(document, host, secrets, device, escrow=escrow, ledger=ledger)
     first = _plan(ctx)
     if check:
         return Report(plan=first, results=[], applied=False)
     started = time.monotonic()
-    results = execute(first, host)
+    results = execute(first, host, on_done=_ledger_writer(ctx))
     if any(r.status == "ok" for r in results):
         # apply, then read again: what still differs did not converge
         second = _plan(ctx)
         _mark_unconverged(results, second)
     else:
         second = first  # nothing ran: the system is as it was planned
+    if ledger is not None:
+        declared = list(ctx.declared.get("users") or [])
+        changed = undo.settle(ledger, ctx.undo, second, ctx.facts)
+        if undo.refresh(ledger, declared) or changed:
+            ledger.save()
     return Report(
         plan=first,
         results=results,
@@ -156,12 +185,31 @@ def apply(
     )
 
 
-def execute(the_plan: Plan, host: Host) -> list[Result]:
+def _ledger_writer(ctx: PlanContext) -> Callable[[Change], None] | None:
+    """What notes a change that succeeded in the run's ledger (None: the run keeps none)."""
+    ledger = ctx.ledger
+    if ledger is None:
+        return None
+    on_removal = {u.name: u.on_removal for u in ctx.declared.get("users") or []}
+
+    def write(change: Change) -> None:
+        if change.summary == undo.SUMMARY:
+            undo.fault_point()  # tests only: a crash between the undo and the ledger write
+        if undo.record(ledger, change, on_removal):
+            ledger.save()
+
+    return write
+
+
+def execute(
+    the_plan: Plan, host: Host, on_done: Callable[[Change], None] | None = None
+) -> list[Result]:
     """Run the plan's changes in order; a failed change's dependents are skipped, others go on.
 
     Changes run phase by phase. Within a phase, batch steps (``Run(batch=True)``, such as
     ``chpasswd``) are collected and run together at the end of the phase, before anything of a
-    later phase, so a dependent never runs before the batch it depends on.
+    later phase, so a dependent never runs before the batch it depends on. ``on_done`` is
+    called with each change whose steps succeeded, right after them (the ledger write).
     """
     results: list[Result] = []
     failed: set[tuple[str, str]] = set()
@@ -188,6 +236,8 @@ def execute(the_plan: Plan, host: Host) -> list[Result]:
             if result.status != "ok":
                 failed.add(change.key)
                 continue
+            if on_done is not None:
+                on_done(change)
             for step in deferred:
                 batches.setdefault((step.argv, step.chroot), []).append((result, step))
         for items in batches.values():

@@ -7,6 +7,7 @@ JcstateError
 │   ├── CommandFailed      a command exited non-zero (argv, exit code, stderr)
 │   └── UnsafePath         a path component is a symlink or escapes the root
 ├── PlanError              the plan cannot be made (no backend for this OS, …)
+│   └── LedgerError        the ownership ledger is damaged or unreadable (nothing is changed)
 └── ServerError            talking to the jcstate server failed (agent and admin CLI)
     └── AuthError          the server refused our credential (401/403)
 """
@@ -22,6 +23,7 @@ __all__ = [
     "DocumentError",
     "HostError",
     "JcstateError",
+    "LedgerError",
     "PlanError",
     "Problem",
     "SecretError",
@@ -86,6 +88,10 @@ class UnsafePath(HostError):
 
 class PlanError(JcstateError):
     """The plan cannot be made at all (for example: no backend for this OS)."""
+
+
+class LedgerError(PlanError):
+    """The ownership ledger cannot be trusted; the run changes nothing (never "undo all")."""
 
 
 class ServerError(JcstateError):

@@ -37,6 +37,10 @@ class PlanContext:
     # agent only: callable(key: Secret, volume: str | None) that sends a FileVault recovery key
     # to the server; None in standalone runs (the key then stays in its 0600 file)
     escrow: Any = None
+    # the ownership ledger (jcstate.ledger.Ledger) when the run keeps one; None: no undo
+    ledger: Any = None
+    declared: dict[str, Any] = field(default_factory=dict)  # desired as the policies say it
+    undo: list[Any] = field(default_factory=list)  # jcstate.undo.Undo entries of this plan
 
     def source(self, key: str, name: str | None = None) -> str | None:
         """Where the policies ask for this resource (``file:line``; several places joined).

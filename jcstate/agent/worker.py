@@ -27,7 +27,8 @@ agent holds: when the agent dies (``kill -9``, a service stop) the pipe reads en
 the worker stops at once, as the in-process converge did before, so a restarted agent never
 applies next to a leftover worker. A FileVault recovery key met during the converge is sent to
 the server from here (:class:`Escrow`), signed with the device's own key from the state
-directory.
+directory. The ownership ledger (:mod:`jcstate.ledger`) lives in the state directory too,
+``ledger.json``; its names (never secrets) travel with the facts as ``facts["ledger"]``.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def run(request: dict[str, Any], escrow: Escrow | None = None) -> dict[str, Any]
     host = Host(root=str(request.get("root") or "/"))
     mode = request.get("mode")
     if mode == "facts":
-        return {"facts": _facts(host)}
+        return {"facts": _facts(host, request)}
     if mode != "converge":
         raise JcstateError(f"unknown worker mode {mode!r}")
     own = escrow is None
@@ -104,7 +105,7 @@ def run(request: dict[str, Any], escrow: Escrow | None = None) -> dict[str, Any]
         if own:
             escrow.close()
     try:
-        answer["facts"] = _facts(host)
+        answer["facts"] = _facts(host, request)
     except JcstateError as exc:
         answer["facts"] = {"error": str(exc)}
     return answer
@@ -126,6 +127,7 @@ def _apply(request: dict[str, Any], host: Any, escrow: Escrow) -> dict[str, Any]
         MappingSecrets(request.get("secrets") or {}),
         device={"id": str(request.get("deviceId") or "")},
         escrow=escrow,
+        ledger=_ledger(request),
     )
     counts = report.counts() if callable(getattr(report, "counts", None)) else {}
     etag = str(request.get("etag") or "")
@@ -137,10 +139,30 @@ def _apply(request: dict[str, Any], host: Any, escrow: Escrow) -> dict[str, Any]
     }
 
 
-def _facts(host: Any) -> dict[str, Any]:
+def _ledger(request: dict[str, Any]) -> Any:
+    """The agent's ownership ledger, in its state directory (raises LedgerError if damaged)."""
+    from jcstate.host import Host
+    from jcstate.ledger import FILE_NAME, Ledger
+
+    state_dir = str(request.get("stateDir") or "")
+    if not state_dir:
+        return None  # a bare request (tests): no ledger, no undo
+    return Ledger.load(Host(), os.path.join(os.path.abspath(state_dir), FILE_NAME))
+
+
+def _facts(host: Any, request: dict[str, Any]) -> dict[str, Any]:
+    """The device's facts, with the names the ledger holds (for the server's blast radius)."""
     from jcstate import engine
 
-    return engine.device_facts(host)
+    facts = engine.device_facts(host)
+    try:
+        ledger = _ledger(request)
+    except JcstateError as exc:
+        facts["ledger"] = {"error": str(exc)}
+    else:
+        if ledger is not None:
+            facts["ledger"] = ledger.summary()
+    return facts
 
 
 def _watch_agent(fd: int) -> None:

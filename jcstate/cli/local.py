@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
-from jcstate.errors import DocumentError
+from jcstate.errors import DocumentError, LedgerError
 
 __all__ = ["register"]
 
@@ -43,6 +44,13 @@ def register(sub: Any) -> None:
         p.add_argument(
             "--show-commands", action="store_true", help="print the exact commands each change runs"
         )
+        p.add_argument(
+            "--state",
+            metavar="FILE",
+            help="the ownership ledger: what jcstate created or changed here, so that what "
+            "leaves every policy is undone (default: /var/lib/jcstate/ledger.json inside "
+            "--root; plan only reads it)",
+        )
         if name == "apply":
             p.add_argument(
                 "--check",
@@ -60,6 +68,17 @@ def _labels(pairs: list[str]) -> dict[str, str]:
             raise SystemExit(f"jcstate: --label takes KEY=VALUE, got {pair!r}")
         out[key] = value
     return out
+
+
+def _ledger(args: argparse.Namespace, host: Any) -> Any:
+    """The run's ownership ledger: ``--state FILE`` on this machine, else the default path
+    inside the managed root (the ledger travels with the system it describes)."""
+    from jcstate.host import Host
+    from jcstate.ledger import DEFAULT_PATH, Ledger
+
+    if args.state:
+        return Ledger.load(Host(), os.path.abspath(args.state))
+    return Ledger.load(host, DEFAULT_PATH)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -90,16 +109,25 @@ def _run(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return 1
+    try:
+        ledger = _ledger(args, host)
+    except LedgerError as exc:
+        print(f"jcstate: {exc}", file=sys.stderr)
+        return 1
     if not document.policies:
         print(
             f"jcstate: no policy matches this device (hostname {device.hostname}, "
             f"os {device.os}); nothing to do",
             file=sys.stderr,
         )
-    if args.apply and not args.check:
-        report = engine.apply(document, host, secrets, device=device)
-    else:
-        report = engine.apply(document, host, secrets, check=True, device=device)
+    try:
+        if args.apply and not args.check:
+            report = engine.apply(document, host, secrets, device=device, ledger=ledger)
+        else:
+            report = engine.apply(document, host, secrets, check=True, device=device, ledger=ledger)
+    except LedgerError as exc:
+        print(f"jcstate: {exc}", file=sys.stderr)
+        return 1
     if args.output == "json":
         print(render_json(report))
     else:

@@ -133,6 +133,7 @@ class Policy:
     spec: dict[str, Any] = field(repr=False)  # may hold password hashes: never in a repr
     positions: Positions = field(repr=False, compare=False)
     matcher: Selector = field(init=False, repr=False, compare=False)
+    on_removal: str | None = None  # lock | delete | keep for users it created; None: default
 
     def __post_init__(self) -> None:
         self.matcher = Selector.from_data(self.selector)
@@ -149,6 +150,7 @@ class Policy:
             vars=dict(data.get("vars") or {}),
             spec=dict(data.get("spec") or {}),
             positions=positions,
+            on_removal=data.get("onRemoval"),
         )
 
     @property

@@ -49,7 +49,7 @@ class Repo:
             problems += found
             if not found:
                 problems += _rendered_names(policy, rendered, device.os)
-            parts.append((policy, rendered))
+            parts.append((policy, _with_on_removal(policy, rendered)))
         problems += _rendered_ids(parts)
         spec, sources, conflicts = merge(parts)
         problems += conflicts
@@ -165,3 +165,18 @@ def _rendered_ids(parts: list[tuple[Policy, dict[str, Any]]]) -> list[Problem]:
                     )
                 owners.setdefault(number, (name, policy.positions.where(path)))
     return problems
+
+
+def _with_on_removal(policy: Policy, rendered: dict[str, Any]) -> dict[str, Any]:
+    """The policy's ``onRemoval`` on each of its users, so the device's ledger can keep it.
+
+    Two policies that list the same user with different choices then conflict like any other
+    field (an omitted choice agrees with every other).
+    """
+    if policy.on_removal is None or not isinstance(rendered.get("users"), list):
+        return rendered
+    users = [
+        dict(u, onRemoval=policy.on_removal) if isinstance(u, dict) else u
+        for u in rendered["users"]
+    ]
+    return {**rendered, "users": users}

@@ -351,6 +351,8 @@ def _declarations(policy: Policy) -> Iterator[tuple[str, str, Path, Any]]:
         for i, entry in _entries(policy, kind):
             name = entry_key(kind, entry)
             if name is not None and not is_template(name):
+                if kind == "users" and policy.on_removal is not None and isinstance(entry, dict):
+                    entry = {**entry, "onRemoval": policy.on_removal}  # as merging stamps it
                 yield resource_label(kind, name), kind, ("spec", kind, i), entry
     for kind in _SINGLETONS:
         if isinstance(policy.spec.get(kind), dict):

@@ -376,9 +376,10 @@ def _memberships(spec: UserSpec, env: _Env) -> Change | None:
     """Additive supplementary groups and the admin group, for a user that exists already."""
     have = env.facts.supplementary(spec.name)
     add = [g for g in dict.fromkeys(spec.groups or ()) if g not in have]
+    leave = [g for g in spec.leave_groups if g in have and g != ADMIN_GROUP]
     fields: list[FieldChange] = []
-    if add:
-        fields.append(FieldChange("groups", sorted(have), sorted(have | set(add))))
+    if add or leave:
+        fields.append(FieldChange("groups", sorted(have), sorted((have | set(add)) - set(leave))))
     if spec.admin is True and ADMIN_GROUP not in have:
         fields.append(FieldChange("admin", False, True))
         if ADMIN_GROUP not in add:
@@ -387,6 +388,7 @@ def _memberships(spec: UserSpec, env: _Env) -> Change | None:
     if spec.admin is False and ADMIN_GROUP in have:
         fields.append(FieldChange("admin", True, False))
         steps.append(Run(member_argv(spec.name, ADMIN_GROUP, add=False)))
+    steps += [Run(member_argv(spec.name, g, add=False)) for g in leave]
     if not fields:
         return None
     unknown = [g for g in add if not env.group_known(g)]

@@ -579,10 +579,11 @@ def _memberships(spec: UserSpec, env: _Env) -> Change | None:
     primary = spec.primary_group or facts.primary_group(spec.name)
     admin = env.admin_group
     add = [g for g in dict.fromkeys(spec.groups or ()) if g not in have and g != primary]
+    leave = [g for g in spec.leave_groups if g in have and g != admin]
     fields: list[FieldChange] = []
     steps: list[Step] = []
-    if add:
-        fields.append(FieldChange("groups", sorted(have), sorted(have | set(add))))
+    if add or leave:
+        fields.append(FieldChange("groups", sorted(have), sorted((have | set(add)) - set(leave))))
     is_admin = admin in have or admin == primary
     if spec.admin is True and not is_admin:
         fields.append(FieldChange("admin", False, True))
@@ -593,6 +594,7 @@ def _memberships(spec: UserSpec, env: _Env) -> Change | None:
     if spec.admin is False and admin in have:
         fields.append(FieldChange("admin", True, False))
         steps.append(Run(command("gpasswd", env.root, ["-d", spec.name], [admin])))
+    steps += [Run(command("gpasswd", env.root, ["-d", spec.name], [g])) for g in leave]
     if not fields:
         return None
     unknown = [g for g in add if not env.group_known(g)]

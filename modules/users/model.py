@@ -24,6 +24,7 @@ from jcstate.secret import Secret
 __all__ = ["NEVER", "Expiry", "UserSpec", "expiry_text", "parse", "state_change"]
 
 State = Literal["present", "absent", "locked"]
+OnRemoval = Literal["lock", "delete", "keep"]
 
 
 class Expiry(enum.Enum):
@@ -55,6 +56,12 @@ class UserSpec:
     remove_home: bool = False
     allow_lockout: bool = False
     hidden: bool | None = None  # macOS service accounts; not managed on Linux
+    # what happens to the account, if jcstate created it, once no policy lists it any more
+    # (the policy's ``onRemoval``; kept in the ownership ledger, see jcstate/undo.py)
+    on_removal: OnRemoval = "lock"
+    # supplementary groups to leave: set only by the undo layer (jcstate/undo.py), never by a
+    # policy, for memberships jcstate added that no policy gives any more
+    leave_groups: tuple[str, ...] = ()
 
 
 def _expiry(value: Any) -> datetime.date | Expiry | None:
@@ -93,6 +100,7 @@ def _one(entry: Mapping[str, Any]) -> UserSpec:
         remove_home=bool(entry.get("removeHome", False)),
         allow_lockout=bool(entry.get("allowLockout", False)),
         hidden=entry.get("hidden"),
+        on_removal=entry.get("onRemoval") or "lock",
     )
 
 

@@ -91,6 +91,7 @@ class WindowsUsers:
     supports = frozenset(
         {"name", "fullName", "groups", "admin", "password", "expires", "state", "allowLockout"}
     )
+    names_ignore_case = True  # DANA and dana are one account (the undo layer compares so)
 
     def gather(self, host: Host) -> WindowsFacts:
         return winfacts.gather(host)
@@ -273,10 +274,13 @@ def _memberships(spec: UserSpec, current: WinUser, env: _Env) -> Change | None:
     have_keys = {key(g) for g in have}
     wanted = [g for g in dict.fromkeys(spec.groups or ()) if not _is_admin_group(g, facts)]
     add = [g for g in wanted if key(g) not in have_keys]
+    leaving = {key(g) for g in spec.leave_groups}
+    leave = [g for g in have if key(g) in leaving and not _is_admin_group(g, facts)]
     fields: list[FieldChange] = []
     steps: list[Step] = [member_run(g, [current.name], add=True) for g in add]
-    if add:
-        fields.append(FieldChange("groups", sorted(have), sorted(have | set(add))))
+    steps += [member_run(g, [current.name], add=False) for g in sorted(leave)]
+    if add or leave:
+        fields.append(FieldChange("groups", sorted(have), sorted((have | set(add)) - set(leave))))
     is_admin = facts.is_admin(current.name)
     want_admin = (
         spec.admin

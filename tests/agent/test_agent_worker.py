@@ -281,3 +281,32 @@ def _assert_gone(pid: int, timeout: float = 10) -> None:
             return
         time.sleep(0.05)
     pytest.fail(f"process {pid} still runs")
+
+
+def test_the_worker_keeps_the_ledger_in_the_state_dir_and_reports_its_names(
+    tmp_path: Path,
+) -> None:
+    root = prepare_root(str(tmp_path / "root"))
+    state = tmp_path / "state"
+    state.mkdir()
+    request = {
+        "mode": "converge",
+        "root": root,
+        "document": {"spec": {"users": [{"name": "alice", "uid": 1501, "shell": "/bin/sh"}]}},
+        "stateDir": str(state),
+    }
+    answer = worker.run(request)
+    assert answer["ok"] is True, answer
+    owned = json.loads((state / "ledger.json").read_text())
+    assert owned["users"]["alice"]["created"] is True
+    assert oct((state / "ledger.json").stat().st_mode & 0o777) == "0o600"
+    assert answer["facts"]["ledger"]["users"]["alice"]["created"] is True
+
+    # a damaged ledger: the converge fails with the reason and changes nothing
+    (state / "ledger.json").write_text('{"version": 1, "users": [')
+    before = passwd(tmp_path)
+    answer = worker.run(request | {"document": {"spec": {}}})
+    assert answer["ok"] is False and "ownership ledger" in answer["error"], answer
+    assert "nothing was changed" in answer["error"]
+    assert passwd(tmp_path) == before
+    assert "ownership ledger" in answer["facts"]["ledger"]["error"]

@@ -122,6 +122,19 @@ def test_rule_fails_and_passes(
     assert rule(load_policies(passing)) == []
 
 
+def test_two_policies_that_list_a_user_with_different_on_removal_conflict(
+    load_policies: Callable[..., list[Policy]],
+) -> None:
+    def policy(name: str, choice: str | None) -> str:
+        head = f"{HEAD}metadata: {{name: {name}}}\n"
+        chosen = f"onRemoval: {choice}\n" if choice else ""
+        return head + chosen + "spec: {users: [{name: dana}]}\n"
+
+    (problem,) = r.conflicts(load_policies(repo(policy("a", "delete"), policy("b", "keep"))))
+    assert "conflict: users/dana field 'onRemoval'" in problem.message, problem
+    assert r.conflicts(load_policies(repo(policy("a", "delete"), policy("b", None)))) == []
+
+
 def test_every_rule_has_a_case() -> None:
     assert {case[0] for case in CASES} == set(r.RULES)
 

@@ -1,0 +1,69 @@
+"""The device under faults, in a real test host: shadow-utils run by hand while jcstate applies.
+
+An admin's ``useradd``/``usermod``/``groupadd`` loop runs inside the host while ``jcstate apply
+--root`` applies a policy of 60 users; both take shadow-utils' lock files, so some of jcstate's
+runs find the lock taken and are retried (``Run.retry_on``). Both finish, every account of both
+is there, and ``pwck -r``/``grpck -r`` find nothing new.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+import testhost as th
+from harness import apply_policy
+from test_accounts import document
+
+USERS = 60
+HAND = 40
+# accounts made by hand, then usermod on them without pause until jcstate is done (the stop file)
+LOOP = (
+    "for i in $(seq 1 {n}); do "
+    'groupadd hgrp$i; useradd -m -G hgrp$i hand$i; usermod -c "by hand $i" hand$i; '
+    "done & while [ ! -e /tmp/stop ]; do usermod -c busy nobody; groupmod -g 4000 hgrp1; "
+    "groupmod -g 4001 hgrp1; done; wait"
+)
+
+
+def _policy() -> str:
+    users = [{"name": f"fleet{i}", "groups": ["fleet"]} for i in range(USERS)]
+    return document(users=users, groups=[{"name": "fleet", "gid": 3100}])
+
+
+def _complaints(host: th.TestHost, tool: str) -> set[str]:
+    res = host.run([tool, "-r"], check=False)
+    return {line for line in (res.stdout + res.stderr).splitlines() if line.strip()}
+
+
+def test_shadow_tools_by_hand_while_jcstate_applies(testhost: th.TestHost) -> None:
+    baseline = (_complaints(testhost, "pwck"), _complaints(testhost, "grpck"))
+    hand = subprocess.Popen(
+        ["chroot", str(testhost.root), "sh", "-c", LOOP.format(n=HAND)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        result = apply_policy(testhost, _policy(), timeout=300)
+    finally:
+        testhost.path("/tmp/stop").write_text("")
+        _, hand_err = hand.communicate(timeout=300)
+    report = result.report
+    failed = [r for r in report["results"] if r["status"] != "ok"]
+    assert result.returncode == 0 and not failed, (result.stderr, failed)
+    passwd = testhost.path("/etc/passwd").read_text()
+    names = {line.split(":")[0] for line in passwd.splitlines()}
+    assert {f"fleet{i}" for i in range(USERS)} <= names
+    # the hand loop does not retry: whatever it lost to jcstate's lock it says so; all the rest
+    # must be there
+    lost = hand_err.count("try again later")
+    made = {f"hand{i}" for i in range(1, HAND + 1)} & names
+    assert len(made) >= HAND - lost, hand_err
+    uids = [line.split(":")[2] for line in passwd.splitlines()]
+    assert len(uids) == len(set(uids)), "duplicate uid"
+    for name in ("passwd", "shadow", "group", "gshadow"):
+        assert testhost.path(f"/etc/{name}").read_text().endswith("\n")
+    assert _complaints(testhost, "pwck") <= baseline[0]
+    assert _complaints(testhost, "grpck") <= baseline[1]
+    again = apply_policy(testhost, _policy())
+    assert again.report["results"] == [], again.stdout

@@ -9,6 +9,7 @@ is there, and ``pwck -r``/``grpck -r`` find nothing new.
 from __future__ import annotations
 
 import subprocess
+import threading
 
 import testhost as th
 from harness import apply_policy
@@ -20,8 +21,8 @@ HAND = 40
 LOOP = (
     "for i in $(seq 1 {n}); do "
     'groupadd hgrp$i; useradd -m -G hgrp$i hand$i; usermod -c "by hand $i" hand$i; '
-    "done & while [ ! -e /tmp/stop ]; do usermod -c busy nobody; groupmod -g 4000 hgrp1; "
-    "groupmod -g 4001 hgrp1; done; wait"
+    "done & while [ ! -e /tmp/stop ]; do usermod -c busy1 nobody; usermod -c busy2 nobody; "
+    "groupadd -f hbusy; groupdel hbusy; done; wait"
 )
 
 
@@ -67,3 +68,21 @@ def test_shadow_tools_by_hand_while_jcstate_applies(testhost: th.TestHost) -> No
     assert _complaints(testhost, "grpck") <= baseline[1]
     again = apply_policy(testhost, _policy())
     assert again.report["results"] == [], again.stdout
+
+
+def test_a_lock_held_by_another_tool_is_waited_out(testhost: th.TestHost) -> None:
+    """``vipw`` or a stuck tool holds ``/etc/passwd.lock`` (its live pid inside) for about 2 s:
+    shadow-utils' lckpwdf wait does not cover that file, so ``useradd`` says "cannot lock
+    /etc/passwd; try again later."; jcstate tries again and the round succeeds."""
+    holder = subprocess.Popen(["chroot", str(testhost.root), "sleep", "2"])
+    reaper = threading.Thread(target=holder.wait)  # reaped at once: a zombie would look alive
+    reaper.start()
+    try:
+        testhost.path("/etc/passwd.lock").write_text(f"{holder.pid}")
+        result = apply_policy(testhost, document(users=[{"name": "held1"}]), timeout=120)
+    finally:
+        reaper.join(timeout=30)
+    report = result.report
+    assert result.returncode == 0, (result.stderr, report["results"])
+    assert "held1:" in testhost.path("/etc/passwd").read_text()
+    assert not testhost.path("/etc/passwd.lock").exists()

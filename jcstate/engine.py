@@ -224,9 +224,11 @@ class _LedgerWriter:
                 self._restore(snapshot)
                 raise
         undo.fault_point(undo.FAULT_AFTER_CLAIM_ENV)  # tests only: a crash before the tool runs
+        undo.counted_fault_point()
 
     def after(self, change: Change) -> None:
         self.claims.pop(change.key, None)
+        undo.counted_fault_point()  # tests only: the tools ran, the ledger is not written yet
         if change.summary == undo.SUMMARY:
             undo.fault_point()  # tests only: a crash between the undo and the ledger write
         if undo.record(self.ledger, change, self.on_removal):

@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FAULT_AFTER_CLAIM_ENV",
     "FAULT_ENV",
+    "KILL_AT_ENV",
     "SUMMARY",
     "Undo",
     "extend",
@@ -68,6 +69,9 @@ SUMMARY = "no longer in any policy"
 FAULT_ENV = "JCSTATE_TEST_KILL_BEFORE_LEDGER_WRITE"
 # tests only, as FAULT_ENV: die after a change's claim is in the ledger and before its tool runs
 FAULT_AFTER_CLAIM_ENV = "JCSTATE_TEST_KILL_AFTER_LEDGER_CLAIM"
+# tests only: die at the Nth point between system changes (after a claim, after a change's tools)
+KILL_AT_ENV = "JCSTATE_TEST_KILL_AT_POINT"
+_points_passed = 0
 _KEEP_FIELDS = frozenset({"groups", "admin"})
 
 
@@ -351,4 +355,15 @@ def fault_point(env: str = FAULT_ENV) -> None:
     flag = os.environ.get(env)
     if flag and os.path.exists(flag):
         os.unlink(flag)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def counted_fault_point() -> None:
+    """Tests only (see KILL_AT_ENV): SIGKILL at the Nth point this process passes."""
+    global _points_passed
+    at = os.environ.get(KILL_AT_ENV)
+    if not at:
+        return
+    _points_passed += 1
+    if _points_passed == int(at):
         os.kill(os.getpid(), signal.SIGKILL)

@@ -86,3 +86,64 @@ def test_a_lock_held_by_another_tool_is_waited_out(testhost: th.TestHost) -> Non
     assert result.returncode == 0, (result.stderr, report["results"])
     assert "held1:" in testhost.path("/etc/passwd").read_text()
     assert not testhost.path("/etc/passwd.lock").exists()
+
+
+def test_kill_9_at_20_points_over_a_converge_of_100_users(testhost: th.TestHost) -> None:
+    """``jcstate apply --state FILE`` SIGKILLed by the test-only hook (JCSTATE_TEST_KILL_AT_POINT:
+    the Nth point between system changes) 20 times over a converge of 100 users; after each kill
+    the account files are whole and no uid is doubled; after one more round the ledger matches
+    the machine both ways."""
+    import json
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from harness import jcstate_argv
+
+    users = [{"name": f"k{i}", "groups": ["fleet"]} for i in range(100)]
+    policy_text = document(users=users, groups=[{"name": "fleet", "gid": 3200}])
+    baseline = (_complaints(testhost, "pwck"), _complaints(testhost, "grpck"))
+    with tempfile.TemporaryDirectory(prefix="jcstate-kill-") as tmp:
+        policy = os.path.join(tmp, "policy.yaml")
+        ledger_path = os.path.join(tmp, "ledger.json")
+        Path(policy).write_text(policy_text)
+        argv = [*jcstate_argv(), "apply", "--root", str(testhost.root), policy]
+        argv += ["--state", ledger_path, "--output", "json"]
+        base_env = {k: v for k, v in os.environ.items() if not k.startswith("JCSTATE_")}
+        kills = 0
+        for point in [3, 8, 5, 12, 2, 9, 6, 11, 4, 7] * 2:
+            env = {**base_env, "JCSTATE_TEST_KILL_AT_POINT": str(point)}
+            proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+            assert proc.returncode == -9, (point, proc.returncode, proc.stderr[-2000:])
+            kills += 1
+            for name in ("passwd", "shadow", "group", "gshadow"):
+                text = testhost.path(f"/etc/{name}").read_text()
+                assert text and text.endswith("\n"), f"/etc/{name} after kill {kills}"
+            uids = [
+                ln.split(":")[2] for ln in testhost.path("/etc/passwd").read_text().splitlines()
+            ]
+            assert len(uids) == len(set(uids)), f"duplicate uid after kill {kills}"
+            assert _complaints(testhost, "pwck") <= baseline[0], f"pwck after kill {kills}"
+            assert _complaints(testhost, "grpck") <= baseline[1], f"grpck after kill {kills}"
+            # what jcstate made so far is in the ledger (claimed before the tool ran)
+            names = {
+                ln.split(":")[0] for ln in testhost.path("/etc/passwd").read_text().splitlines()
+            }
+            ledger = (
+                json.loads(Path(ledger_path).read_text()) if os.path.exists(ledger_path) else {}
+            )
+            made = {n for n in names if n.startswith("k") and n[1:].isdigit()}
+            assert made <= set(ledger.get("users", {})), f"unrecorded users after kill {kills}"
+        assert kills == 20
+        made_before_last = len(made)
+        assert 0 < made_before_last < 100, "the kills must be spread over the converge"
+        proc = subprocess.run(argv, env=base_env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        ledger = json.loads(Path(ledger_path).read_text())
+    names = {ln.split(":")[0] for ln in testhost.path("/etc/passwd").read_text().splitlines()}
+    wanted = {f"k{i}" for i in range(100)}
+    assert wanted <= names
+    assert set(ledger["users"]) == wanted  # every entry is on the machine, every creation in it
+    assert all(rec["created"] for rec in ledger["users"].values())
+    assert _complaints(testhost, "pwck") <= baseline[0]
+    assert _complaints(testhost, "grpck") <= baseline[1]

@@ -3,10 +3,10 @@ whose ownership the ledger cannot record."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import pytest
-from shadow_sim import SimHost, System  # noqa: E402  (on the path once scenario is imported)
 
 from jcstate import engine, plan
 from jcstate.document import Document
@@ -18,6 +18,9 @@ from jcstate.report import render_text
 from jcstate.secrets import MappingSecrets
 
 from .scenario import DarwinDriver, LinuxDriver
+
+SimHost = sys.modules["shadow_sim"].SimHost  # scenario puts tests/modules on the path
+System = sys.modules["shadow_sim"].System
 
 BUSY = "useradd: cannot lock /etc/passwd; try again later.\n"
 SHADOW_TOOLS = {"useradd", "usermod", "userdel", "groupadd", "groupmod", "groupdel"}

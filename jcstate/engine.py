@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import platform
 import time
-from collections.abc import Callable
 from itertools import groupby
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from jcstate import undo
-from jcstate.errors import JcstateError, PlanError
+from jcstate.errors import JcstateError, LedgerError, PlanError
 from jcstate.host import Host
 from jcstate.plan import Change, Plan, Run, Step
 from jcstate.registry import RESOURCES
@@ -157,15 +156,17 @@ def apply(
 ) -> Report:
     """Plan, then (unless ``check``) apply, re-read and report.
 
-    With a ``ledger``, each change is noted in it as soon as it succeeded, and an undo entry is
-    dropped only once the re-read plan no longer needs it (see :mod:`jcstate.undo`).
+    With a ``ledger``, what a change makes jcstate own is written to it *before* the change runs
+    (a change whose entry cannot be written is not applied), the rest right after it succeeded,
+    and an undo entry is dropped only once the re-read plan no longer needs it (see
+    :mod:`jcstate.undo`).
     """
     ctx = context(document, host, secrets, device, escrow=escrow, ledger=ledger)
     first = _plan(ctx)
     if check:
         return Report(plan=first, results=[], applied=False)
     started = time.monotonic()
-    results = execute(first, host, on_done=_ledger_writer(ctx))
+    results = execute(first, host, ledger=_ledger_writer(ctx))
     if any(r.status == "ok" for r in results):
         # apply, then read again: what still differs did not converge
         second = _plan(ctx)
@@ -186,31 +187,86 @@ def apply(
     )
 
 
-def _ledger_writer(ctx: PlanContext) -> Callable[[Change], None] | None:
-    """What notes a change that succeeded in the run's ledger (None: the run keeps none)."""
-    ledger = ctx.ledger
-    if ledger is None:
-        return None
-    on_removal = {u.name: u.on_removal for u in ctx.declared.get("users") or []}
+class Recorder(Protocol):
+    """What keeps the ledger in step with the changes :func:`execute` runs."""
 
-    def write(change: Change) -> None:
+    def before(self, change: Change) -> None:
+        """Called before the change's steps; raising LedgerError keeps the change from running."""
+
+    def after(self, change: Change) -> None:
+        """Called right after the change's steps succeeded (may raise LedgerError)."""
+
+    def failed(self, change: Change) -> None:
+        """Called when the change's steps failed: take back what ``before`` claimed."""
+
+
+class _LedgerWriter:
+    """Write-ahead for ownership: a create or update is noted in the ledger (and the file
+    written) before it runs, so no account, membership or admin right can land on the machine
+    without its entry, even if the process dies right after the tool ran or the disk is full
+    (then the change does not run at all). A failed change takes its claim back. Undo changes
+    are noted after they ran: an entry that outlives its undo settles next round
+    (docs/ownership.md, "Safety")."""
+
+    def __init__(self, ctx: PlanContext, ledger: Ledger):
+        self.ledger = ledger
+        self.on_removal = {u.name: u.on_removal for u in ctx.declared.get("users") or []}
+        self.claims: dict[tuple[str, str], str] = {}  # change → the ledger before its claim
+
+    def before(self, change: Change) -> None:
+        if change.summary == undo.SUMMARY or change.action not in ("create", "update"):
+            return
+        snapshot = self.ledger.text()
+        if undo.record(self.ledger, change, self.on_removal):
+            self.claims[change.key] = snapshot
+            try:
+                self.ledger.save()
+            except LedgerError:
+                self._restore(snapshot)
+                raise
+        undo.fault_point(undo.FAULT_AFTER_CLAIM_ENV)  # tests only: a crash before the tool runs
+        undo.counted_fault_point()
+
+    def after(self, change: Change) -> None:
+        self.claims.pop(change.key, None)
+        undo.counted_fault_point()  # tests only: the tools ran, the ledger is not written yet
         if change.summary == undo.SUMMARY:
             undo.fault_point()  # tests only: a crash between the undo and the ledger write
-        if undo.record(ledger, change, on_removal):
-            ledger.save()
+        if undo.record(self.ledger, change, self.on_removal):
+            self.ledger.save()
 
-    return write
+    def failed(self, change: Change) -> None:
+        snapshot = self.claims.pop(change.key, None)
+        if snapshot is None:
+            return
+        self._restore(snapshot)
+        try:
+            self.ledger.save()
+        except LedgerError as exc:
+            # the claim stays on disk: it names something that is not there, which the next
+            # round settles (a create is made again, or its entry goes as already gone)
+            log.warning("%s", exc)
+
+    def _restore(self, snapshot: str) -> None:
+        back = type(self.ledger).parse(snapshot, self.ledger.path, self.ledger.host)
+        self.ledger.__dict__.update(back.__dict__)
 
 
-def execute(
-    the_plan: Plan, host: Host, on_done: Callable[[Change], None] | None = None
-) -> list[Result]:
+def _ledger_writer(ctx: PlanContext) -> Recorder | None:
+    """What keeps the run's ledger (None: the run keeps none)."""
+    if ctx.ledger is None:
+        return None
+    return _LedgerWriter(ctx, ctx.ledger)
+
+
+def execute(the_plan: Plan, host: Host, ledger: Recorder | None = None) -> list[Result]:
     """Run the plan's changes in order; a failed change's dependents are skipped, others go on.
 
     Changes run phase by phase. Within a phase, batch steps (``Run(batch=True)``, such as
     ``chpasswd``) are collected and run together at the end of the phase, before anything of a
-    later phase, so a dependent never runs before the batch it depends on. ``on_done`` is
-    called with each change whose steps succeeded, right after them (the ledger write).
+    later phase, so a dependent never runs before the batch it depends on. ``ledger`` is told
+    before each change (a LedgerError there: the change is not run and fails with that reason),
+    after each change whose steps succeeded, and of each that failed.
     """
     results: list[Result] = []
     failed: set[tuple[str, str]] = set()
@@ -232,13 +288,29 @@ def execute(
                 )
                 failed.add(change.key)
                 continue
+            if ledger is not None:
+                try:
+                    ledger.before(change)
+                except LedgerError as exc:
+                    log.warning("%s %s not applied: %s", change.kind, change.name, exc)
+                    results.append(Result(change, "failed", f"not applied: {exc}"))
+                    failed.add(change.key)
+                    continue
             result, deferred = _execute_change(change, host)
             results.append(result)
             if result.status != "ok":
                 failed.add(change.key)
+                if ledger is not None:
+                    ledger.failed(change)
                 continue
-            if on_done is not None:
-                on_done(change)
+            if ledger is not None:
+                try:
+                    ledger.after(change)
+                except LedgerError as exc:
+                    # the change is made; what it owns was claimed before it ran, and an
+                    # undo whose entry stays settles next round
+                    log.warning("%s %s: %s", change.kind, change.name, exc)
+                    result.message = f"applied; {exc}"
             for step in deferred:
                 batches.setdefault((step.argv, step.chroot), []).append((result, step))
         for items in batches.values():
@@ -293,6 +365,7 @@ def _run_batch(items: list[tuple[Result, Run]], host: Host, failed: set[tuple[st
             first.argv,
             stdin=Secret("".join(_reveal(step.stdin) for _, step in items)),
             chroot=first.chroot,
+            retry_on=first.retry_on,
         )
         if _try(merged, host) is None:
             return

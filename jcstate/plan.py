@@ -11,9 +11,13 @@ applied; its dependents are skipped.
 
 from __future__ import annotations
 
+import logging
+import random
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from jcstate.errors import CommandFailed
 from jcstate.secret import Secret, redact
 
 if TYPE_CHECKING:
@@ -32,6 +36,15 @@ __all__ = [
 
 Action = Literal["create", "update", "remove", "run"]
 
+log = logging.getLogger(__name__)
+
+# A transient failure (a tool that found its lock taken by another process) is retried this many
+# times in all, waiting RETRY_FIRST_WAIT, then twice as long each time, at most RETRY_MAX_WAIT,
+# with jitter: about 8 s in the worst case, then the change fails as any other would.
+RETRY_ATTEMPTS = 8
+RETRY_FIRST_WAIT = 0.1
+RETRY_MAX_WAIT = 2.0
+
 
 @dataclass(frozen=True)
 class Run:
@@ -44,15 +57,44 @@ class Run:
     later steps (it runs at the end of the phase), so nothing that must follow it belongs in
     the same change (a ``usermod -L`` meant to lock the hash it writes would run first); if the
     merged run fails, each is run alone to find the one at fault.
+
+    ``retry_on``: texts that, found in the stderr of a failed run, mark the failure as transient
+    (another process holds a lock the tool needs): the run is tried again after a bounded,
+    growing wait instead of failing the change. Only for tools that change nothing when they
+    fail that way; the backend that builds the run says which texts (the engine names no tool).
     """
 
     argv: tuple[str, ...]
     stdin: str | Secret | None = None
     chroot: bool = False
     batch: bool = False
+    retry_on: tuple[str, ...] = ()
 
     def execute(self, host: Host) -> None:
-        host.run(self.argv, stdin=self.stdin, chroot=self.chroot)
+        attempt = 1
+        while True:
+            try:
+                host.run(self.argv, stdin=self.stdin, chroot=self.chroot)
+                return
+            except CommandFailed as exc:
+                if attempt >= RETRY_ATTEMPTS or not self.transient(exc.stderr):
+                    raise
+                wait = min(RETRY_MAX_WAIT, RETRY_FIRST_WAIT * 2 ** (attempt - 1))
+                wait *= random.uniform(0.5, 1.0)  # two retrying writers do not stay in step
+                log.info(
+                    "%s: %s; trying again in %.2f s (attempt %d of %d)",
+                    self.argv[0],
+                    exc.stderr.strip(),
+                    wait,
+                    attempt + 1,
+                    RETRY_ATTEMPTS,
+                )
+                time.sleep(wait)
+                attempt += 1
+
+    def transient(self, stderr: str) -> bool:
+        """Whether a failure with this stderr is worth trying again."""
+        return any(text in stderr for text in self.retry_on)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"run": list(self.argv)}

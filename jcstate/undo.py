@@ -50,7 +50,9 @@ if TYPE_CHECKING:
     from jcstate.resource import PlanContext
 
 __all__ = [
+    "FAULT_AFTER_CLAIM_ENV",
     "FAULT_ENV",
+    "KILL_AT_ENV",
     "SUMMARY",
     "Undo",
     "extend",
@@ -65,6 +67,11 @@ SUMMARY = "no longer in any policy"
 # Tests only: a path; when that file exists, the run removes it and kills itself with SIGKILL
 # right after an undo change and before the ledger write (the crash the design must survive).
 FAULT_ENV = "JCSTATE_TEST_KILL_BEFORE_LEDGER_WRITE"
+# tests only, as FAULT_ENV: die after a change's claim is in the ledger and before its tool runs
+FAULT_AFTER_CLAIM_ENV = "JCSTATE_TEST_KILL_AFTER_LEDGER_CLAIM"
+# tests only: die at the Nth point between system changes (after a claim, after a change's tools)
+KILL_AT_ENV = "JCSTATE_TEST_KILL_AT_POINT"
+_points_passed = 0
 _KEEP_FIELDS = frozenset({"groups", "admin"})
 
 
@@ -343,9 +350,20 @@ def refresh(ledger: Ledger, declared: list[Any]) -> bool:
     return changed
 
 
-def fault_point() -> None:
+def fault_point(env: str = FAULT_ENV) -> None:
     """Tests only (see FAULT_ENV): die here once, as a power cut or ``kill -9`` would."""
-    flag = os.environ.get(FAULT_ENV)
+    flag = os.environ.get(env)
     if flag and os.path.exists(flag):
         os.unlink(flag)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def counted_fault_point() -> None:
+    """Tests only (see KILL_AT_ENV): SIGKILL at the Nth point this process passes."""
+    global _points_passed
+    at = os.environ.get(KILL_AT_ENV)
+    if not at:
+        return
+    _points_passed += 1
+    if _points_passed == int(at):
         os.kill(os.getpid(), signal.SIGKILL)

@@ -9,6 +9,12 @@ Root prefix: with ``--root DIR`` the tools chroot into DIR before touching any f
 option is the same for all of them; the short ones are not (``-R``, but ``gpasswd -Q``, since its
 ``-R`` restricts access), so only the long form is used (checked against shadow-utils 4.13 on
 Debian 12 by tests/modules/test_account_tools.py).
+
+Every run of a shadow-utils tool is built by :func:`run`, which marks the tool's lock failure
+as transient: shadow-utils takes ``/etc/passwd.lock`` (and the group, shadow and gshadow locks)
+without waiting and exits with "cannot lock /etc/passwd; try again later." when another
+``useradd``/``usermod``/``vipw`` holds it. The change is then tried again with a bounded backoff
+(:class:`~jcstate.plan.Run`), not failed: an admin's hand-run ``useradd`` must not fail a round.
 """
 
 from __future__ import annotations
@@ -16,7 +22,14 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-__all__ = ["bad_field", "bad_name", "command"]
+from jcstate.plan import Run
+from jcstate.secret import Secret
+
+__all__ = ["LOCK_BUSY", "bad_field", "bad_name", "command", "run"]
+
+# what every shadow-utils tool prints when another process holds one of its lock files
+# ("useradd: cannot lock /etc/passwd; try again later."), whatever the file
+LOCK_BUSY = ("; try again later.",)
 
 # shadow-utils' portable name rule (what Debian's useradd accepts without --badname)
 _NAME = re.compile(r"[a-z_][a-z0-9_-]*[$]?\Z")
@@ -34,6 +47,19 @@ def command(
     if operands:
         argv += ["--", *operands]
     return tuple(argv)
+
+
+def run(
+    tool: str,
+    root: str,
+    options: Sequence[str] = (),
+    operands: Sequence[str] = (),
+    *,
+    stdin: str | Secret | None = None,
+    batch: bool = False,
+) -> Run:
+    """A run of ``tool`` (see :func:`command`) that is tried again when it lost the lock."""
+    return Run(command(tool, root, options, operands), stdin=stdin, batch=batch, retry_on=LOCK_BUSY)
 
 
 def bad_name(name: str) -> str | None:

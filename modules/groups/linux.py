@@ -13,9 +13,10 @@ from jcstate.host import Host
 from jcstate.modules.accounts import facts as account_facts
 from jcstate.modules.accounts.facts import AccountFacts
 from jcstate.modules.accounts.lockout import lockout_losses
-from jcstate.modules.accounts.shadow import bad_name, command
+from jcstate.modules.accounts.shadow import bad_name
+from jcstate.modules.accounts.shadow import run as shadow_run
 from jcstate.modules.groups import GroupSpec
-from jcstate.plan import Change, FieldChange, Run
+from jcstate.plan import Change, FieldChange
 from jcstate.resource import PlanContext
 
 __all__ = ["BACKEND", "LinuxGroups"]
@@ -101,7 +102,7 @@ def _plan_group(
             "create",
             PHASE_GROUP,
             fields=fields,
-            steps=[Run(command("groupadd", root, options, [spec.name]))],
+            steps=[shadow_run("groupadd", root, options, [spec.name])],
         )
         change.error = _gid_taken(spec, facts, desired)
         changes.append(change)
@@ -112,7 +113,7 @@ def _plan_group(
             "update",
             PHASE_GROUP,
             fields=[FieldChange("gid", current.gid, spec.gid)],
-            steps=[Run(command("groupmod", root, ["-g", str(spec.gid)], [spec.name]))],
+            steps=[shadow_run("groupmod", root, ["-g", str(spec.gid)], [spec.name])],
         )
         change.error = _gid_taken(spec, facts, desired)
         changes.append(change)
@@ -156,7 +157,7 @@ def _plan_members(
         "update",
         PHASE_MEMBERS,
         fields=[field],
-        steps=[Run(command("gpasswd", root, ["-M", ",".join(wanted)], [spec.name]))],
+        steps=[shadow_run("gpasswd", root, ["-M", ",".join(wanted)], [spec.name])],
         requires=[("groups", spec.name)] + [("users", m) for m in wanted if m in present],
     )
     unknown = [m for m in wanted if m not in facts.users and m not in present]
@@ -179,7 +180,7 @@ def _remove(spec: GroupSpec, facts: AccountFacts, users: list[Any], root: str) -
     group = facts.groups[spec.name]
     primary_of = sorted(u.name for u in facts.users.values() if u.gid == group.gid)
     owners = [name for name in primary_of if name not in leaving]
-    steps = [Run(command("groupdel", root, (), [spec.name]))]
+    steps = [shadow_run("groupdel", root, (), [spec.name])]
     if _userdel_removes(spec.name, group.members, primary_of, leaving, facts):
         steps = []  # userdel of its namesake user deletes it first; groupdel would then fail
     change = Change(

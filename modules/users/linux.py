@@ -27,11 +27,12 @@ from jcstate.modules.accounts import facts as account_facts
 from jcstate.modules.accounts.facts import AccountFacts, KeyFile
 from jcstate.modules.accounts.files import UserEntry, date_to_days, days_to_date
 from jcstate.modules.accounts.lockout import lockout_losses
-from jcstate.modules.accounts.shadow import bad_field, bad_name, command
+from jcstate.modules.accounts.shadow import bad_field, bad_name
+from jcstate.modules.accounts.shadow import run as shadow_run
 from jcstate.modules.users import password
 from jcstate.modules.users.authorized_keys import HOME_MODE, plan_keys
 from jcstate.modules.users.model import NEVER, UserSpec, expiry_text, state_change
-from jcstate.plan import Change, FieldChange, MakeDir, Run, Step
+from jcstate.plan import Change, FieldChange, MakeDir, Step
 from jcstate.resource import PlanContext
 from jcstate.secret import Secret
 
@@ -197,7 +198,7 @@ def _remove(spec: UserSpec, env: _Env) -> Change:
         "remove",
         PHASE_USER,
         fields=fields,
-        steps=[Run(command("userdel", env.root, options, [spec.name]))],
+        steps=[shadow_run("userdel", env.root, options, [spec.name])],
         error=_takes_kept_group(spec.name, env),
     )
 
@@ -244,8 +245,10 @@ def _password(spec: UserSpec, shadow_field: str | None, env: _Env) -> _Password:
         if shadow_field is not None and password.without_lock(have) == spec.password_hash.reveal():
             return _Password([], [], have)
         stored = ("!" if locked else "") + spec.password_hash.reveal()
-        step = Run(
-            command("chpasswd", env.root, ["-e"]),
+        step = shadow_run(
+            "chpasswd",
+            env.root,
+            ["-e"],
             stdin=password.stdin_line(spec.name, Secret(stored)),
             batch=True,  # chpasswd applies its lines all or nothing: one process for all users
         )
@@ -260,8 +263,9 @@ def _password(spec: UserSpec, shadow_field: str | None, env: _Env) -> _Password:
             password.matches(plain, have) or not password.can_verify()
         ):
             return _Password([], [], have)
-        step = Run(
-            command("chpasswd", env.root),
+        step = shadow_run(
+            "chpasswd",
+            env.root,
             stdin=password.stdin_line(spec.name, plain),
             batch=not locked,
         )
@@ -372,14 +376,14 @@ def _create(spec: UserSpec, env: _Env) -> Change:
         fields.append(FieldChange("expires", None, expiry_text(spec.expires)))
         options += ["-e", "" if spec.expires is NEVER else spec.expires.isoformat()]
     options.append("-m")
-    steps: list[Step] = [Run(command("useradd", env.root, options, [spec.name]))]
+    steps: list[Step] = [shadow_run("useradd", env.root, options, [spec.name])]
     pw = _password(spec, None, env)
     fields += pw.fields
     steps += pw.steps
     if pw.error:
         errors.append(pw.error)
     if spec.state == "locked" and pw.steps and not pw.after.startswith("!"):
-        steps.append(Run(command("usermod", env.root, ["-L"], [spec.name])))
+        steps.append(shadow_run("usermod", env.root, ["-L"], [spec.name]))
     if spec.ssh_authorized_keys is not None:
         home = spec.home or _default_home(spec.name, env)
         keys = plan_keys(
@@ -493,7 +497,7 @@ def _update(spec: UserSpec, current: UserEntry, env: _Env) -> Change | None:
         fields.append(state)
     steps: list[Step] = list(pw.steps)
     if options:
-        steps.append(Run(command("usermod", env.root, options, [spec.name])))
+        steps.append(shadow_run("usermod", env.root, options, [spec.name]))
     steps += home_steps
     if spec.ssh_authorized_keys is not None:
         primary: str | int = spec.primary_group or primary_now or current.gid
@@ -590,11 +594,11 @@ def _memberships(spec: UserSpec, env: _Env) -> Change | None:
         if admin not in add:
             add.append(admin)
     if add:
-        steps.append(Run(command("usermod", env.root, ["-a", "-G", ",".join(add)], [spec.name])))
+        steps.append(shadow_run("usermod", env.root, ["-a", "-G", ",".join(add)], [spec.name]))
     if spec.admin is False and admin in have:
         fields.append(FieldChange("admin", True, False))
-        steps.append(Run(command("gpasswd", env.root, ["-d", spec.name], [admin])))
-    steps += [Run(command("gpasswd", env.root, ["-d", spec.name], [g])) for g in leave]
+        steps.append(shadow_run("gpasswd", env.root, ["-d", spec.name], [admin]))
+    steps += [shadow_run("gpasswd", env.root, ["-d", spec.name], [g]) for g in leave]
     if not fields:
         return None
     unknown = [g for g in add if not env.group_known(g)]

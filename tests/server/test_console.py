@@ -360,17 +360,23 @@ def test_policies_pages_list_diff_and_blast_radius(sqlite_server):
     admin.call(
         "POST",
         "/api/v1/revisions",
-        {"files": {"team.yaml": POLICY.format(user="bob")}, "message": "bob replaces alice"},
+        {
+            "files": {"team.yaml": POLICY.format(user="bob")},
+            "message": "bob replaces alice",
+            "commit": "9fceb02d0ae598e95dc970b74767f19372d61af8",
+        },
     )
     sqlite_server.device("web1")
     client = signed_in(sqlite_server, "rita", "read-only")
     listing = client.get("/policies").text
     assert "bob replaces alice" in listing and 'href="/policies/2"' in listing
+    assert "<code>9fceb02d0ae5</code>" in listing  # the commit the files came from
     diff = client.get("/policies/diff", params={"from": 1, "to": 2}).text
     assert '<span class="del">-    - {name: alice, uid: 1500}</span>' in diff
     assert '<span class="add">+    - {name: bob, uid: 1500}</span>' in diff
     shown = client.get("/policies/2").text
     assert "web1" in shown and "team.yaml" in shown and "bob" in shown
+    assert "<code>9fceb02d0ae598e95dc970b74767f19372d61af8</code>" in shown
     assert client.get("/policies/9").status_code == 404
 
 

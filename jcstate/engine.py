@@ -33,6 +33,13 @@ if TYPE_CHECKING:
 __all__ = ["apply", "context", "decide", "device_facts", "plan"]
 
 
+def _warn(message: str, *args: Any) -> None:
+    """Log a warning; ``logging`` is imported only then (a run without one does not pay it)."""
+    import logging
+
+    logging.getLogger(__name__).warning(message, *args)
+
+
 def context(
     document: Any,
     host: Host,
@@ -87,10 +94,12 @@ def _gather(ctx: PlanContext, errors: list[str]) -> None:
 
 
 def _gather_round(ctx: PlanContext, errors: list[str]) -> None:
-    # Only what the document manages: a resource it leaves out is not planned, and importing
-    # and reading it (PAM and sshd files, the command journal) would be most of a no-op run.
+    # Only what the document manages and what the ledger owns (its undo is planned): any other
+    # resource is not planned, and importing and reading it (PAM and sshd files, the command
+    # journal) would be most of a no-op run.
+    wanted = set(ctx.desired) | undo.needs(ctx.ledger)
     for res in RESOURCES:
-        if res.key not in ctx.desired:
+        if res.key not in wanted:
             continue
         backend = res.backend(ctx.host.os)
         if backend is None:
@@ -245,7 +254,7 @@ class _LedgerWriter:
         except LedgerError as exc:
             # the claim stays on disk: it names something that is not there, which the next
             # round settles (a create is made again, or its entry goes as already gone)
-            log.warning("%s", exc)
+            _warn("%s", exc)
 
     def _restore(self, snapshot: str) -> None:
         back = type(self.ledger).parse(snapshot, self.ledger.path, self.ledger.host)
@@ -292,7 +301,7 @@ def execute(the_plan: Plan, host: Host, ledger: Recorder | None = None) -> list[
                 try:
                     ledger.before(change)
                 except LedgerError as exc:
-                    log.warning("%s %s not applied: %s", change.kind, change.name, exc)
+                    _warn("%s %s not applied: %s", change.kind, change.name, exc)
                     results.append(Result(change, "failed", f"not applied: {exc}"))
                     failed.add(change.key)
                     continue
@@ -309,7 +318,7 @@ def execute(the_plan: Plan, host: Host, ledger: Recorder | None = None) -> list[
                 except LedgerError as exc:
                     # the change is made; what it owns was claimed before it ran, and an
                     # undo whose entry stays settles next round
-                    log.warning("%s %s: %s", change.kind, change.name, exc)
+                    _warn("%s %s: %s", change.kind, change.name, exc)
                     result.message = f"applied; {exc}"
             for step in deferred:
                 batches.setdefault((step.argv, step.chroot), []).append((result, step))

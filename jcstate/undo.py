@@ -56,6 +56,7 @@ __all__ = [
     "SUMMARY",
     "Undo",
     "extend",
+    "needs",
     "fault_point",
     "mark",
     "record",
@@ -113,6 +114,21 @@ class Undo:
 
     def pending(self, plan: Plan) -> bool:
         return any(self.owns(c) for c in plan.changes)
+
+
+def needs(ledger: Ledger | None) -> set[str]:
+    """The resources whose facts the undo layer reads for what ``ledger`` owns (the engine
+    reads only those and the ones the document manages)."""
+    if ledger is None:
+        return set()
+    keys: set[str] = set()
+    if ledger.users:
+        keys.add("users")
+    if ledger.ssh_mfa_config or ledger.totp_files:
+        keys.add("sshMfa")
+    if ledger.file_vault_users:
+        keys.add("fileVault")
+    return keys
 
 
 def extend(ctx: PlanContext) -> list[Undo]:

@@ -318,3 +318,18 @@ def test_only_the_resources_the_document_manages_are_read(
     gathered.clear()
     engine.plan(Doc({"kv": [], "other": [{"name": "b", "value": "2"}]}), host)
     assert gathered == ["kv", "other"]
+
+
+def test_resources_the_ledger_owns_are_read_for_their_undo() -> None:
+    """A resource no policy manages any more is still read when the ledger owns something of
+    it: its undo is planned from those facts (the no-op skip must not hide it)."""
+    from jcstate import undo
+    from jcstate.ledger import Ledger
+
+    ledger = Ledger(path="/var/lib/jcstate/ledger.json")
+    assert undo.needs(ledger) == set() and undo.needs(None) == set()
+    ledger.user("dana")
+    ledger.ssh_mfa_config = True
+    assert undo.needs(ledger) == {"users", "sshMfa"}
+    ledger.file_vault_users.add("dana")
+    assert undo.needs(ledger) == {"users", "sshMfa", "fileVault"}

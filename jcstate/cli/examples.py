@@ -22,6 +22,14 @@ EXAMPLES: dict[str, str] = {
     "totp remove": "jcstate totp remove alice",
     "server": "jcstate server --data /var/lib/jcstate --listen 0.0.0.0:8443 "
     "--tls-cert server.pem --tls-key server-key.pem",
+    "server install": "jcstate server install --listen 0.0.0.0:8443 "
+    "--tls-cert /etc/jcstate/server.pem --tls-key /etc/jcstate/server-key.pem",
+    "server backup": "jcstate server backup /var/backups/jcstate-$(date +%F).tar "
+    "--data /var/lib/jcstate-server",
+    "server restore": "jcstate server restore jcstate-2026-12-01.tar "
+    "--data /var/lib/jcstate-server",
+    "init": "jcstate init policy-repo && cd policy-repo && pre-commit install",
+    "schema": "jcstate schema --output .schemas",
     "server make-cert": "jcstate server make-cert --out /etc/jcstate/tls --name jcstate.example",
     "push": "jcstate push policies/ -m 'lock down ssh' --commit \"$(git rev-parse HEAD)\"\n"
     "  jcstate push policies/ --dry-run   # exit 2: devices would change",

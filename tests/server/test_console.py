@@ -339,7 +339,7 @@ def test_commands_page_filters_and_cancels(server):
     assert "web1" in resp.text and "db1" not in resp.text  # back on the filtered page
     assert queue.by_seq(lock["seq"])["state"] == "cancelled"
     entry = audit(server, actor="admin:mia", outcome="ok")[0]
-    assert entry["detail"] == {"command": lock["id"], "result": "cancelled"}
+    assert entry["detail"] == {"command": lock["id"], "result": "cancelled", "address": "127.0.0.1"}
     live = manager.get("/commands/live").json()
     assert live[f"cmd-{lock['seq']}-state"] == "cancelled"
 

@@ -119,7 +119,7 @@ def _command_batch(api: Any, args: argparse.Namespace) -> int:
     where = dict(pair(p) for p in args.where)
     target = {"where": where, **({"os": args.os} if args.os else {})}
     body = {**target, **_body(args)}
-    preview = api.call("POST", f"/api/v1/batches/{args.action}", {**body, "dryRun": True})
+    preview = api.call("POST", f"/api/v1/commands/batch/{args.action}", {**body, "dryRun": True})
     if not preview["count"]:
         raise JcstateError("no active device matches: nothing queued")
     names = [d["hostname"] for d in preview["devices"]]
@@ -128,7 +128,7 @@ def _command_batch(api: Any, args: argparse.Namespace) -> int:
     if not confirm(args, f"queue {args.action} on {preview['count']} devices?"):
         print("nothing queued", file=sys.stderr)
         return 1
-    data = api.call("POST", f"/api/v1/batches/{args.action}", body)
+    data = api.call("POST", f"/api/v1/commands/batch/{args.action}", body)
     if args.wait:
         print(f"queued batch {data['batch']} ({data['count']} commands)", file=sys.stderr)
         return _wait_batch(api, args, data["batch"])

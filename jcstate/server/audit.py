@@ -43,7 +43,7 @@ ACTION_NAMES: dict[str, str] = {
 }
 for _action in ("lock", "restart", "shutdown", "run", "update", "erase"):
     ACTION_NAMES[f"POST {_V1}/devices/{{ref}}/commands/{_action}"] = f"command.{_action}"
-    ACTION_NAMES[f"POST {_V1}/batches/{_action}"] = f"command.{_action}"
+    ACTION_NAMES[f"POST {_V1}/commands/batch/{_action}"] = f"command.{_action}"
 
 
 def action_name(route: str) -> str:

@@ -155,10 +155,10 @@ def test_batch_queues_one_command_per_matching_device(server):
     ids = _fleet(server)
     manager = server.admin("manager")
     body = {"where": {"team": "eng"}, "os": "linux", "run": {"argv": ["uptime"]}}
-    preview = manager.call("POST", "/api/v1/batches/run", {**body, "dryRun": True})
+    preview = manager.call("POST", "/api/v1/commands/batch/run", {**body, "dryRun": True})
     assert preview["batch"] is None and sorted(_names(preview["devices"])) == ["web1", "web2"]
     assert manager.call("GET", "/api/v1/commands") == []  # a dry run queues nothing
-    made = manager.call("POST", "/api/v1/batches/run", body)
+    made = manager.call("POST", "/api/v1/commands/batch/run", body)
     batch = made["batch"]
     assert made["count"] == 2 and batch.startswith("b-")
     assert {c["device"] for c in made["commands"]} == {ids["web1"], ids["web2"]}
@@ -168,11 +168,11 @@ def test_batch_queues_one_command_per_matching_device(server):
     shown = manager.call("GET", f"/api/v1/batches/{batch}")
     assert shown["states"] == {"queued": 2} and shown["done"] is False
     with pytest.raises(ServerError, match="no active device"):
-        manager.call("POST", "/api/v1/batches/lock", {"where": {"team": "nobody"}})
+        manager.call("POST", "/api/v1/commands/batch/lock", {"where": {"team": "nobody"}})
     with pytest.raises(ServerError, match="give where"):
-        manager.call("POST", "/api/v1/batches/lock", {})
-    with pytest.raises(ServerError, match="405"):  # erase is never bulk: there is no route
-        manager.call("POST", "/api/v1/batches/erase", {"where": {"team": "eng"}})
+        manager.call("POST", "/api/v1/commands/batch/lock", {})
+    with pytest.raises(ServerError, match="404"):  # erase is never bulk: there is no route
+        manager.call("POST", "/api/v1/commands/batch/erase", {"where": {"team": "eng"}})
     audit = server.admin().call("GET", "/api/v1/audit", action="command.run")
     assert audit[0]["target"] == batch and audit[0]["detail"]["count"] == 2
     # command list filters

@@ -236,7 +236,7 @@ def test_closed_pipe_and_ctrl_c_end_without_a_traceback(fleet, tmp_path):
     server, _ = fleet
     env = {"JCSTATE_SERVER": server.url, "JCSTATE_TOKEN": server.admin_token}
     for _ in range(30):  # enough lines that the writer outlives its reader
-        server.admin().call("POST", "/api/v1/batches/lock", {"where": {"team": "eng"}})
+        server.admin().call("POST", "/api/v1/commands/batch/lock", {"where": {"team": "eng"}})
     shell = subprocess.run(
         [
             "bash",

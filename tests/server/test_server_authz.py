@@ -157,10 +157,10 @@ def _request(server: Any, callers: Callers, caller: str, route: str) -> int:
         "PATCH /api/v1/devices/{ref}/labels": {"add": {"a": "b"}, "remove": ["c"]},
         "PATCH /api/v1/labels": {"os": "linux", "add": {"seen": "yes"}},
         "POST /api/v1/revisions/{revision}/rollback": {"message": "back"},
-        "POST /api/v1/batches/lock": {"os": "linux"},
-        "POST /api/v1/batches/restart": {"os": "linux", "delay": 0},
-        "POST /api/v1/batches/shutdown": {"os": "linux"},
-        "POST /api/v1/batches/run": {"os": "linux", "run": {"argv": ["id", "-u"]}},
+        "POST /api/v1/commands/batch/lock": {"os": "linux"},
+        "POST /api/v1/commands/batch/restart": {"os": "linux", "delay": 0},
+        "POST /api/v1/commands/batch/shutdown": {"os": "linux"},
+        "POST /api/v1/commands/batch/run": {"os": "linux", "run": {"argv": ["id", "-u"]}},
     }
     body_obj = bodies.get(route)
     if release is not None and route.endswith("/commands/update"):

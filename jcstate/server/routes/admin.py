@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from jcstate.errors import DocumentError, JcstateError
 from jcstate.secret import Secret
@@ -24,6 +24,7 @@ from jcstate.server.blast import account_changes
 from jcstate.server.contract import StrictBody
 from jcstate.server.render import repo_from_files
 from jcstate.server.roles import ROLES
+from jcstate.server.store import Store
 from jcstate.server.views import errors, from_rfc3339, wire
 
 __all__ = ["router"]
@@ -214,7 +215,7 @@ def diff_revision(
     return {"from": against, "to": revision, "paths": changed, "diff": "".join(lines)}
 
 
-class Rollback(BaseModel):
+class Rollback(StrictBody):
     model_config = ConfigDict(extra="forbid")
     message: str = ""
     dryRun: bool = False
@@ -299,7 +300,13 @@ def _one_device(ctx: Any, ref: str) -> dict[str, Any]:
     return rows[0]
 
 
-_LABEL_QUERY = Query([], description="KEY=VALUE; repeat for AND")
+_LABEL_QUERY = Query(
+    [],
+    description="KEY=VALUE; repeat for AND",
+    json_schema_extra={"items": {"type": "string", "pattern": "^[^=\\x00]+=[^\\x00]*$"}},
+)
+# a time in a query: what the schema says, so that a client (or a fuzzer) sends one
+RFC3339 = {"format": "date-time"}
 _STATUSES = ("online", "offline", "failed", "drift", "pending", "active", "revoked")
 
 
@@ -355,10 +362,14 @@ def list_devices(
     request: Request,
     response: Response,
     label: list[str] = _LABEL_QUERY,
-    os: str | None = Query(None, description="linux, darwin, windows"),
+    os: str | None = Query(None, description="linux, darwin, windows", pattern="^[^\\x00]*$"),
     status: str | None = Query(None, pattern="^(" + "|".join(_STATUSES) + ")$"),
-    search: str | None = Query(None, description="hostname or id prefix"),
-    sort: str = Query("hostname", description="a field; -field for descending"),
+    search: str | None = Query(None, description="hostname or id prefix", pattern="^[^\\x00]*$"),
+    sort: str = Query(
+        "hostname",
+        description="a field; -field for descending",
+        pattern="^-?(" + "|".join(Store._DEVICE_SORTS) + ")$",
+    ),
     limit: int | None = Query(None, ge=1, le=10000),
     page: int = Query(1, ge=1),
     admin: Admin = READ,
@@ -366,6 +377,8 @@ def list_devices(
     """Devices with online state, last report and drift, filtered and sorted by the database;
     one page of ``limit`` (every match without it). ``X-Total-Count`` says how many match."""
     ctx = _ctx(request)
+    if any("\x00" in text for text in (os or "", search or "", *label)):
+        raise HTTPException(422, "a query parameter contains a NUL character")
     try:
         rows, total = select_devices(
             ctx,
@@ -430,7 +443,7 @@ def set_labels(ref: str, body: Labels, request: Request, admin: Admin = MANAGE) 
     return _device_summary(ctx, ctx.store.device(row["id"]))
 
 
-class LabelChange(BaseModel):
+class LabelChange(StrictBody):
     """Labels to add (or change) and keys to remove; the others are kept."""
 
     model_config = ConfigDict(extra="forbid")
@@ -451,7 +464,7 @@ def change_labels(
     return _device_summary(ctx, ctx.store.device(row["id"]))
 
 
-class Where(BaseModel):
+class Where(StrictBody):
     """Which devices a bulk request is for: every label equal (AND), and the OS if given.
 
     Revoked devices are never included. At least one condition is required: a request for
@@ -817,8 +830,8 @@ def list_audit(
     action: str | None = Query(None, description="command.erase, or a family: command"),
     device: str | None = Query(None, description="the target device (id or hostname)"),
     outcome: str | None = Query(None, description="ok, denied, refused, failed"),
-    since: str | None = Query(None, description="RFC 3339"),
-    until: str | None = Query(None, description="RFC 3339"),
+    since: str | None = Query(None, description="RFC 3339", json_schema_extra=RFC3339),
+    until: str | None = Query(None, description="RFC 3339", json_schema_extra=RFC3339),
     admin: Admin = ADMINISTER,
 ) -> list[dict[str, Any]]:
     """The newest audit entries (admin actions and refused attempts), filtered: actions in

@@ -10,11 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from jcstate.errors import JcstateError
-from jcstate.server.admins import AdminAccounts
+from jcstate.server.admins import MIN_PASSWORD, AdminAccounts
 from jcstate.server.auth import Admin, action_of, require
+from jcstate.server.contract import StrictBody
 from jcstate.server.roles import ROLES
 
 __all__ = ["router"]
@@ -34,14 +35,14 @@ def _audit(request: Request, admin: Admin, target: str, outcome: str = "ok", **d
     )
 
 
-class NewAdmin(BaseModel):
+class NewAdmin(StrictBody):
     name: str = Field(min_length=1, max_length=100)
     role: str = Field(pattern="^(" + "|".join(ROLES) + ")$")
-    password: str = Field(min_length=1, max_length=1024)
+    password: str = Field(min_length=MIN_PASSWORD, max_length=1024)
 
 
-class NewPassword(BaseModel):
-    password: str = Field(min_length=1, max_length=1024)
+class NewPassword(StrictBody):
+    password: str = Field(min_length=MIN_PASSWORD, max_length=1024)
 
 
 @router.get("/admins")

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from jcstate.errors import PlanError
@@ -202,7 +202,7 @@ def erase(ref: str, body: NewCommand, request: Request, admin: Admin = ADMINISTE
     return _issue(request, admin, ref, "erase", body)
 
 
-class NewBatch(BaseModel):
+class NewBatch(StrictBody):
     """One command for every active device matching ``where`` (labels, AND) and ``os``.
 
     ``dryRun`` answers which devices match without queueing anything (the CLI shows them
@@ -269,25 +269,25 @@ def _issue_batch(request: Request, admin: Admin, action: str, body: NewBatch) ->
     }
 
 
-@router.post("/batches/lock", status_code=201, responses=errors(404, 422))
+@router.post("/commands/batch/lock", status_code=201, responses=errors(404, 422))
 def lock_where(body: NewBatch, request: Request, admin: Admin = MANAGE) -> Any:
     """Lock every matching device: one command each, one batch."""
     return _issue_batch(request, admin, "lock", body)
 
 
-@router.post("/batches/restart", status_code=201, responses=errors(404, 422))
+@router.post("/commands/batch/restart", status_code=201, responses=errors(404, 422))
 def restart_where(body: NewBatch, request: Request, admin: Admin = MANAGE) -> Any:
     """Restart every matching device: one command each, one batch."""
     return _issue_batch(request, admin, "restart", body)
 
 
-@router.post("/batches/shutdown", status_code=201, responses=errors(404, 422))
+@router.post("/commands/batch/shutdown", status_code=201, responses=errors(404, 422))
 def shutdown_where(body: NewBatch, request: Request, admin: Admin = MANAGE) -> Any:
     """Shut down every matching device: one command each, one batch."""
     return _issue_batch(request, admin, "shutdown", body)
 
 
-@router.post("/batches/run", status_code=201, responses=errors(404, 422))
+@router.post("/commands/batch/run", status_code=201, responses=errors(404, 422))
 def run_where(body: NewBatch, request: Request, admin: Admin = MANAGE) -> Any:
     """Run a program on every matching device: one command each, one batch."""
     return _issue_batch(request, admin, "run", body)
@@ -332,7 +332,9 @@ def list_commands(
     state: str | None = None,
     action: str | None = None,
     batch: str | None = None,
-    since: str | None = Query(None, description="RFC 3339: created at or after"),
+    since: str | None = Query(
+        None, description="RFC 3339: created at or after", json_schema_extra={"format": "date-time"}
+    ),
     limit: int = 100,
     admin: Admin = READ,
 ) -> list[dict[str, Any]]:

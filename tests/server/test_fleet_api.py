@@ -80,7 +80,7 @@ def test_devices_filter_sort_and_page_in_the_database(server):
     assert get(sort="hostname", limit=2, page=2) == ["mac1", "web1"]
     headers, _ = _get(server, "/api/v1/devices?limit=2&label=team%3Deng")
     assert headers["x-total-count"] == "3"
-    with pytest.raises(ServerError, match="unknown sort"):
+    with pytest.raises(ServerError, match="422.*sort"):  # refused by the schema
         api.call("GET", "/api/v1/devices", sort="colour")
     with pytest.raises(ServerError, match="KEY=VALUE"):
         api.call("GET", "/api/v1/devices", label="team")

@@ -325,21 +325,24 @@ class Agent:
             return True, f"converged: {done or 'no change'}"
         return False, f"converge failed: {payload.get('error') or done or 'see the report'}"
 
-    def plan(self) -> None:
-        """Between converges: plan (nothing applied) and tell the server when the device has
-        drifted (changes it has not applied), or no longer has; see docs/state-model.md."""
-        self._last_plan = time.monotonic()
+    def _worker_request(self, mode: str) -> dict[str, Any]:
+        """What a converge or plan worker is given: the document, its secrets, who we are."""
         enrolled = self.identity.device() or {}
-        request = {
-            "mode": "plan",
+        return {
+            "mode": mode,
             "document": self._document,
             "error": self._server_error,
             "secrets": self._secrets,
             "etag": self._etag,
             "deviceId": enrolled.get("id", ""),
         }
+
+    def plan(self) -> None:
+        """Between converges: plan (nothing applied) and tell the server when the device has
+        drifted (changes it has not applied), or no longer has; see docs/state-model.md."""
+        self._last_plan = time.monotonic()
         try:
-            answer = self._work(request)
+            answer = self._work(self._worker_request("plan"))
         except WorkerError as exc:
             log.error("plan failed: %s", exc)
             return
@@ -365,17 +368,8 @@ class Agent:
 
     def _converge_into_outbox(self) -> dict[str, Any]:
         payload: dict[str, Any] = {"reportId": os.urandom(16).hex(), "etag": self._etag}
-        enrolled = self.identity.device() or {}
-        request = {
-            "mode": "converge",
-            "document": self._document,
-            "error": self._server_error,
-            "secrets": self._secrets,
-            "etag": self._etag,
-            "deviceId": enrolled.get("id", ""),
-        }
         try:
-            answer = self._work(request)
+            answer = self._work(self._worker_request("converge"))
         except WorkerError as exc:
             log.error("converge failed: %s", exc)
             answer = {"ok": False, "error": str(exc), "facts": {"error": str(exc)}}

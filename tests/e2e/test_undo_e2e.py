@@ -94,8 +94,8 @@ def test_agent_relabelled_out_of_an_mfa_policy_undoes_it(testhost, server_proc, 
     admin = AdminClient(server_proc.url, token)
     agent = AgentInHost(testhost, server_proc.url, key)
     try:
-        secret = admin.call("POST", "/api/v1/totp/alice")["secret"]
         admin.call("POST", "/api/v1/revisions", {"files": {"eng.yaml": ENG, "base.yaml": BASE}})
+        secret = admin.call("POST", "/api/v1/totp/alice")["secret"]
         assert login_password(port, "alice", PASSWORD)  # before: the password alone
         agent.start()
         wait_for(lambda: admin.call("GET", "/api/v1/devices"), 30)

@@ -140,6 +140,11 @@ class QueuedCommands:
                     starting(command)
                 result = self.runner.run(command)
                 self._dirty = True  # (a converge command's own flush may have looked before)
+            except OSError as exc:
+                # a record the disk refused around a resumed erase or an awaited restart: the
+                # command stays where the journal has it and comes again at the next poll
+                log.error("command %s: the journal could not be written: %s", command["id"], exc)
+                break
             except PlanError as exc:
                 # the server validates with the same code, so only a newer server's command
                 # gets here; it cannot be journaled by id if the id itself is unreadable
@@ -164,7 +169,11 @@ class QueuedCommands:
         self._dirty = True
 
     def unsent(self) -> list[dict[str, Any]]:
-        """Final results the server has not acknowledged, oldest first."""
+        """Final results the server has not acknowledged, oldest first (records the journal
+        holds in memory because the disk refused them are written now, when it can)."""
+        if self._runner is not None and self._runner.journal.held():
+            self._runner.journal.write_held()
+            self._dirty = True  # what is still held is pending
         if not self._dirty and not self._unsent:
             return []
         if self._journal_is_empty():

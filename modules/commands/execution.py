@@ -24,7 +24,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from jcstate.errors import JcstateError
+from jcstate.errors import HostError, JcstateError
 from jcstate.host import Host
 from jcstate.modules.commands import Command, parse_command
 from jcstate.modules.commands.actions import Actions, SelfUpdate
@@ -120,12 +120,32 @@ class CommandRunner:
                 refusal = "not run: only the agent converges on request"
         else:
             refusal = self.actions.unsupported(cmd)
-        entry = self.journal.start(
-            cmd.id, cmd.action, boot_time=boot_time(self.host), command=cmd.to_dict()
-        )
+        booted = boot_time(self.host)
+        try:
+            entry = self.journal.start(cmd.id, cmd.action, boot_time=booted, command=cmd.to_dict())
+        except (HostError, OSError) as exc:
+            # at most once means nothing runs unless its start is on disk (a full disk)
+            return self._not_started(cmd, exc, booted)
         if refusal:
             return self._finish(entry, Outcome(False, refusal))
         return self._perform(cmd, entry)
+
+    def _not_started(self, cmd: Command, exc: Exception, booted: float | None) -> CommandResult:
+        """``cmd`` is not run: its ``started`` record could not be written. Reported failed,
+        and journaled as such (held in memory until the disk takes it), so it never runs."""
+        now = now_text()
+        result = CommandResult(
+            cmd.id,
+            cmd.action,
+            "failed",
+            f"not run: the journal could not record its start ({exc}); a command runs only "
+            "once its start is on disk, and this one will not run later",
+            started_at=now,
+            finished_at=now,
+        )
+        log.error("command %s %s: %s", cmd.id, result.status, result.message)
+        self.journal.refuse(result, booted)
+        return result
 
     def retry_due(self) -> list[CommandResult]:
         """Run the update waiting for a retry, if its back-off has passed (each poll)."""

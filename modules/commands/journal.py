@@ -21,12 +21,26 @@ is never started again, whatever its state; acknowledging only drops the output 
 kept for the server, never the id.
 
 One writer at a time: the agent's single-instance lock, or one ``jcstate apply``.
+
+A full disk (or any write the file system refuses) is where "at most once" is decided:
+
+* ``start`` raises when its record cannot be written, and the caller does not run the command
+  (:meth:`~jcstate.modules.commands.execution.CommandRunner.run` reports it ``failed`` with
+  that reason through :meth:`Journal.refuse`);
+* every later record (``finish``, ``refuse``, ``acknowledge``) is *held* in memory when it
+  cannot be written: :meth:`get` and :meth:`pending_results` answer from it, so the result
+  still reaches the server and the id is never started again by this process, and
+  :meth:`write_held` writes it once space returns. A process that ends before that loses only
+  what was held: a ``started`` record left on disk is settled ``interrupted`` at the next
+  start, and a command refused without any record is finished on the server once its result
+  was acknowledged, so it is not delivered again.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -37,6 +51,8 @@ from jcstate.modules.commands.boot import rebooted_since
 from jcstate.modules.commands.result import CommandResult
 
 __all__ = ["DEFAULT_DIR", "Entry", "Journal", "now_text"]
+
+log = logging.getLogger(__name__)
 
 DEFAULT_DIR = "/var/lib/jcstate/journal"
 RESUMED = ("erase", "update")  # actions whose started record is run again, not "interrupted"
@@ -100,6 +116,7 @@ class Journal:
     def __init__(self, host: Host, directory: str = DEFAULT_DIR):
         self.host = host
         self.directory = directory.rstrip("/") or "/"
+        self._held: dict[str, Entry] = {}  # records the disk refused, newest state per id
 
     # -- reading -----------------------------------------------------------------------
     def _path(self, command_id: str) -> str:
@@ -109,7 +126,10 @@ class Journal:
 
     def get(self, command_id: str) -> Entry | None:
         """The record of ``command_id``, or None when this device never started it."""
-        text = self.host.read_text(self._path(command_id))
+        path = self._path(command_id)
+        if command_id in self._held:
+            return self._held[command_id]
+        text = self.host.read_text(path)
         if text is None:
             return None
         return self._load(command_id, text)
@@ -125,8 +145,9 @@ class Journal:
             if not ID_PATTERN.fullmatch(cid):
                 continue
             text = self.host.read_text(f"{self.directory}/{name}")
-            if text is not None:
+            if text is not None and cid not in self._held:
                 out.append(self._load(cid, text))
+        out.extend(self._held.values())
         return sorted(out, key=lambda e: (e.started_at, e.id))
 
     def ids(self) -> set[str]:
@@ -144,6 +165,7 @@ class Journal:
 
     # -- writing -----------------------------------------------------------------------
     def _write(self, entry: Entry) -> None:
+        """Write ``entry`` durably, or raise (HostError, OSError); see :meth:`_keep`."""
         self._ensure_dir()
         self.host.write_file(
             self._path(entry.id),
@@ -151,6 +173,35 @@ class Journal:
             mode=0o600,
             sync_dir=True,
         )
+        self._held.pop(entry.id, None)
+
+    def _keep(self, entry: Entry) -> Entry:
+        """Write ``entry``; when the disk refuses, hold it in memory until :meth:`write_held`."""
+        try:
+            self._write(entry)
+        except (HostError, OSError) as exc:
+            self._held[entry.id] = entry
+            log.error(
+                "journal: could not write the record of command %s (%s); kept in memory and "
+                "written once the disk takes it",
+                entry.id,
+                exc,
+            )
+        return entry
+
+    def held(self) -> list[str]:
+        """Ids whose latest record is only in memory (the disk refused it)."""
+        return sorted(self._held)
+
+    def write_held(self) -> list[str]:
+        """Try again to write the records held in memory; the ids still held."""
+        for entry in list(self._held.values()):
+            try:
+                self._write(entry)
+            except (HostError, OSError):
+                break  # the disk is still full: the rest would fail the same way
+            log.info("journal: wrote the held record of command %s", entry.id)
+        return self.held()
 
     def _ensure_dir(self) -> None:
         if self.host.exists(self.directory):
@@ -170,7 +221,8 @@ class Journal:
         boot_time: float | None,
         command: dict[str, Any] | None = None,
     ) -> Entry:
-        """Record durably that ``command_id`` is about to run. Refuses a known id."""
+        """Record durably that ``command_id`` is about to run. Refuses a known id; raises
+        (HostError, OSError) when the record cannot be written: then it must not run."""
         if self.get(command_id) is not None:
             raise HostError(f"command {command_id} is already in the journal; not starting it")
         entry = Entry(
@@ -198,11 +250,24 @@ class Journal:
         return entry
 
     def finish(self, command_id: str, result: CommandResult) -> Entry:
-        """Record the result; it stays until :meth:`acknowledge`."""
+        """Record the result; it stays until :meth:`acknowledge` (held in memory when the disk
+        refuses it)."""
         entry = self._require(command_id)
         entry = replace(entry, state="finished", result=result, command=None)
-        self._write(entry)
-        return entry
+        return self._keep(entry)
+
+    def refuse(self, result: CommandResult, boot_time: float | None = None) -> Entry:
+        """Record a command that was never started (its ``started`` record could not be
+        written) as finished with ``result``: the id is known from now on, so it never runs."""
+        entry = Entry(
+            result.id,
+            result.action,
+            "finished",
+            result.started_at or now_text(),
+            boot_time=boot_time,
+            result=result,
+        )
+        return self._keep(entry)
 
     def acknowledge(self, command_id: str) -> bool:
         """The server has stored the result: drop its output, keep the id forever."""
@@ -211,7 +276,7 @@ class Journal:
             return False
         assert entry.result is not None
         slim = replace(entry.result, stdout="", stderr="")
-        self._write(replace(entry, result=slim, acknowledged=True))
+        self._keep(replace(entry, result=slim, acknowledged=True))
         return True
 
     def _require(self, command_id: str) -> Entry:

@@ -189,3 +189,32 @@ def test_sigkill_mid_erase_resumes_until_done(tmp_path: Path) -> None:
     # Done now: another start-up resumes nothing.
     assert CommandRunner(host, actions=actions).recover() == []
     assert actions.calls == ["wipe"]
+
+
+def test_a_start_the_disk_refuses_is_not_run_and_fails_until_written(tmp_path, monkeypatch):
+    """A full disk: no started record, so nothing runs; the result is failed with the reason,
+    held in memory (pending, the id known), and written once the disk takes it."""
+    import errno
+
+    host = _host(tmp_path)
+    actions = CountingActions()
+    runner = CommandRunner(host, actions=actions)
+    real = host.write_file
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(host, "write_file", full)
+    result = runner.run({"id": "c1", "action": "lock"})
+    assert actions.calls == []
+    assert result.status == "failed" and "not run" in result.message
+    assert "No space left on device" in result.message
+    assert [r.id for r in runner.journal.pending_results()] == ["c1"]
+    assert runner.run({"id": "c1", "action": "lock"}) == result and actions.calls == []
+    assert runner.journal.write_held() == ["c1"]  # still full
+    monkeypatch.setattr(host, "write_file", real)
+    assert runner.journal.write_held() == []
+    record = json.loads((tmp_path / DEFAULT_DIR.lstrip("/") / "c1.json").read_text())
+    assert record["state"] == "finished" and record["result"]["status"] == "failed"
+    CommandRunner(host, actions=actions).run({"id": "c1", "action": "lock"})
+    assert actions.calls == []  # a new process never runs it either

@@ -39,3 +39,26 @@ def test_reports_are_sent_as_the_bytes_on_disk(tmp_path):
     [(file, data)] = list(box.pending())
     with open(written, "rb") as f:
         assert file == written and data == f.read()
+
+
+def test_a_report_the_disk_refuses_is_held_sent_and_written_later(tmp_path, monkeypatch):
+    import errno
+
+    box = Outbox(str(tmp_path / "outbox"))
+    box.put({"reportId": "first"})
+    real = Outbox._write
+
+    def full(self, final, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Outbox, "_write", full)
+    box.put({"reportId": "held"})  # does not raise
+    assert [json.loads(p)["reportId"] for _, p in box.pending()] == ["first", "held"]
+    assert len(box) == 2 and len(os.listdir(tmp_path / "outbox")) == 1
+    monkeypatch.setattr(Outbox, "_write", real)
+    assert [json.loads(p)["reportId"] for _, p in Outbox(str(tmp_path / "x")).pending()] == []
+    pending = list(box.pending())  # space is back: the held report is written now
+    assert len(os.listdir(tmp_path / "outbox")) == 2
+    for file, _ in pending:
+        box.done(file)
+    assert len(box) == 0

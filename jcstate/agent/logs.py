@@ -93,8 +93,10 @@ class _ReopeningFile:
         self.stream.flush()
 
     def close(self) -> None:
-        self.stream.flush()
-        self.stream.close()
+        try:
+            self.stream.close()  # flushes first
+        except OSError:
+            pass  # lines a full disk refused are lost; closing must not stop the agent
 
 
 class Log:
@@ -253,10 +255,16 @@ def line_format() -> str:
 def flush() -> None:
     """Write out what is buffered (before the process is replaced)."""
     if _file is not None:
-        _file.stream.flush()
+        try:
+            _file.stream.flush()
+        except OSError:
+            pass  # a full disk: what it refused is lost, as logging's handlers lose it
     if _std is not None:
         for handler in _std.getLogger("jcstate").handlers:
-            handler.flush()
+            try:
+                handler.flush()
+            except OSError:
+                pass
 
 
 def _reopening_handler(logging: Any, path: str) -> Any:

@@ -247,3 +247,22 @@ def test_the_agent_process_logs_json_and_no_secret(sqlite_server, tmp_path):
     assert key.strip().splitlines()[1] not in text
     bad = subprocess.run([*argv[:-1], "yaml"], capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "--log-format yaml" in bad.stderr
+
+
+def test_a_full_disk_loses_lines_but_stops_nothing(light, tmp_path, monkeypatch, capsys):
+    """The log file on a full disk: each line fails (said on stderr), and neither a flush nor
+    the handover to logging raises with the refused lines still buffered (the agent would
+    die at its first queued command)."""
+    path = tmp_path / "jcstate.log"
+    logs.setup(str(path), logs.INFO)
+    assert logs._file is not None
+    logs._file.stream.close()
+    logs._file.stream = open("/dev/full", "a", encoding="utf-8")  # every write: ENOSPC
+    log = logs.getLogger("jcstate.agent")
+    log.error("refused by the disk")
+    assert "No space left on device" in capsys.readouterr().err
+    logs.flush()
+    monkeypatch.setitem(sys.modules, "logging", logging)
+    logs.use_logging()  # what the command machinery does before it loads
+    log.info("space is back")
+    assert path.read_text().splitlines()[-1].endswith("INFO jcstate.agent: space is back")

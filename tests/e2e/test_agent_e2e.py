@@ -59,8 +59,9 @@ def wait_for(predicate: Any, timeout: float, step: float = 0.02) -> float:
 class AgentInHost:
     """The project's agent running inside the test host, as on a device."""
 
-    def __init__(self, host: th.TestHost, url: str, key: str):
-        self.host, self.url, self.key = host, url, key
+    def __init__(self, host: th.TestHost, url: str, key: str, extra: tuple[str, ...] = ()):
+        """``extra``: more ``jcstate agent`` flags (later ones win over the defaults here)."""
+        self.host, self.url, self.key, self.extra = host, url, key, extra
         self.proc: subprocess.Popen[str] | None = None
 
     def start(self) -> None:
@@ -76,6 +77,7 @@ class AgentInHost:
             "30",
             "--max-backoff",
             "1",
+            *self.extra,
         ]
         self.proc = subprocess.Popen(
             self.host.command(argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True

@@ -210,6 +210,10 @@ def one_run(args: argparse.Namespace, image: str, python: str) -> dict[str, obje
             install_dir=os.path.join(tmp, "opt"),
             python=python,
         )
+        # what `jcstate agent install` writes beside the unit: the key the unit names (0600)
+        os.makedirs(plan.state_dir, mode=0o700, exist_ok=True)
+        with open(os.open(plan.connect_key_file, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
+            f.write(plan.connect_key + "\n")
         if args.entry == "jcstate.agent":
             argv = plan.argv()  # the unit's ExecStart
         else:

@@ -40,13 +40,18 @@ class InstallPlan:
         """The unit's Environment: the release a self-update switched to comes first."""
         return {"PYTHONPATH": self.install_dir + "/current"}
 
+    @property
+    def connect_key_file(self) -> str:
+        """Where the connect key is written (0600): the unit names the file, never the key."""
+        return f"{self.state_dir}/connect-key"
+
     def options(self) -> list[str]:
         """The agent's options, as ``jcstate agent`` and ``python -m jcstate.agent`` take them."""
         argv = [
             "--server",
             self.server,
-            "--connect-key",
-            self.connect_key,
+            "--connect-key-file",
+            self.connect_key_file,
             "--state-dir",
             self.state_dir,
             "--log-file",
@@ -60,7 +65,8 @@ class InstallPlan:
 
 
 def unit_text(plan: InstallPlan) -> str:
-    # the connect key is not a secret (it only admits a device), so it may sit in the unit
+    # the connect key only admits a device, but the unit is world-readable and ExecStart is
+    # the process's argv (ps): the unit names the 0600 file the key is in (install writes it)
     exec_start = " ".join(shlex.quote(a) for a in plan.argv())
     environment = "\n".join(
         "Environment=" + shlex.quote(f"{k}={v}") for k, v in plan.environment().items()
@@ -97,6 +103,8 @@ def install(plan: InstallPlan, host: Host, *, enable: bool = True) -> list[str]:
         state_dir = os.path.join(host.root, plan.state_dir.lstrip("/"))
         release_key.pin(state_dir, plan.release_key)
         done.append(f"pinned the release key in {plan.state_dir}/{release_key.PINNED_FILE}")
+    host.write_file(plan.connect_key_file, plan.connect_key + "\n", mode=0o600, make_dirs=True)
+    done.append(f"wrote {plan.connect_key_file} (0600)")
     unit_path = f"/etc/systemd/system/{UNIT_NAME}"
     host.write_file(unit_path, unit_text(plan), mode=0o644, make_dirs=True)
     done.append(f"wrote {unit_path}")

@@ -186,7 +186,7 @@ class Agent:
         if device is not None:
             return str(device["id"])
         if not self.config.connect_key:
-            raise JcstateError("not enrolled yet: give --connect-key")
+            raise JcstateError("not enrolled yet: give --connect-key-file FILE (or --connect-key)")
         if self._enroll_facts is None:
             # read once: an unreachable server must not start a worker at every retry
             self._enroll_facts = self._facts()

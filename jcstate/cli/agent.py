@@ -28,7 +28,7 @@ def run_agent(args: argparse.Namespace) -> int:
     )
     config = AgentConfig(
         server=args.server,
-        connect_key=args.connect_key or "",
+        connect_key=connect_key(args),
         ca_file=args.ca_file,
         state_dir=args.state_dir,
         log_file=args.log_file,
@@ -45,15 +45,42 @@ def run_agent(args: argparse.Namespace) -> int:
     return Agent(config).run()
 
 
+def connect_key(args: argparse.Namespace) -> str:
+    """The connect key from ``--connect-key-file`` (kept out of ``ps``) or ``--connect-key``."""
+    if args.connect_key and args.connect_key_file:
+        raise SystemExit("jcstate agent: give --connect-key or --connect-key-file, not both")
+    if not args.connect_key_file:
+        return str(args.connect_key or "")
+    try:
+        with open(args.connect_key_file, encoding="utf-8") as f:
+            key = f.read().strip()
+    except FileNotFoundError:
+        return ""  # an enrolled agent needs no key (the file may be gone); enrolling says so
+    except OSError as exc:
+        raise SystemExit(
+            f"jcstate agent: --connect-key-file {args.connect_key_file}: {exc.strerror}; "
+            "give the file the connect key was written to (one line)"
+        ) from None
+    if not key or any(c.isspace() for c in key):
+        raise SystemExit(
+            f"jcstate agent: --connect-key-file {args.connect_key_file}: not one connect key "
+            "(expected a single line such as jck_…)"
+        )
+    return key
+
+
 def install_agent(args: argparse.Namespace) -> int:
     from jcstate.agent.install import InstallPlan, install
     from jcstate.host import Host
 
-    if not args.server or not args.connect_key:
-        raise SystemExit("jcstate agent install: --server and --connect-key are required")
+    key = connect_key(args)
+    if not args.server or not key:
+        raise SystemExit(
+            "jcstate agent install: --server and --connect-key (or --connect-key-file) are required"
+        )
     plan = InstallPlan(
         server=args.server,
-        connect_key=args.connect_key,
+        connect_key=key,
         ca_file=args.ca_file,
         state_dir=args.state_dir,
         log_file=args.log_file,
@@ -88,7 +115,8 @@ def _version_action() -> Any:
 # (option, default, type, help): float, str, or bool for a flag
 COMMON_OPTIONS: tuple[tuple[str, Any, type, str | None], ...] = (
     ("--server", None, str, "server URL, e.g. https://jcstate.example:8443"),
-    ("--connect-key", None, str, "admits this device once (not a secret)"),
+    ("--connect-key", None, str, "admits this device once (shows in ps: prefer the file)"),
+    ("--connect-key-file", None, str, "read the connect key from this file (0600)"),
     ("--ca-file", None, str, "CA certificate for a private server certificate"),
     ("--state-dir", "/var/lib/jcstate", str, "credential and outbox"),
     ("--log-file", "/var/log/jcstate.log", str, "'' logs nowhere"),

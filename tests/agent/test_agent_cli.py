@@ -48,6 +48,7 @@ PLAIN = [
     ["--log-file", "", "--ca-file", "/x y/ca.pem", "--state-dir", "/s", "--install-dir=/o"],
     ["--root", "/r", "--server", "a", "--server", "b", "--once", "--once"],
     ["--connect-key=a=b", "--log-file="],
+    ["--connect-key-file", "/etc/jcstate/connect-key", "--server", "https://h"],
 ]
 
 
@@ -103,3 +104,19 @@ def test_the_help_formatter_asks_the_width_as_shutil_does(monkeypatch):
     import shutil
 
     assert help_formatter("x")._width == shutil.get_terminal_size().columns - 2
+
+
+def test_the_connect_key_file_keeps_the_key_out_of_argv(tmp_path):
+    from jcstate.cli.agent import connect_key
+
+    key_file = tmp_path / "connect-key"
+    key_file.write_text("jck_from_file\n")
+    args = parse_run(["--connect-key-file", str(key_file)])
+    assert connect_key(args) == "jck_from_file"
+    # gone (an enrolled agent needs none): empty, and enrolling says what to give
+    assert connect_key(parse_run(["--connect-key-file", str(tmp_path / "none")])) == ""
+    with pytest.raises(SystemExit, match="not both"):
+        connect_key(parse_run(["--connect-key", "k", "--connect-key-file", str(key_file)]))
+    key_file.write_text("jck_a jck_b\n")
+    with pytest.raises(SystemExit, match="not one connect key"):
+        connect_key(args)

@@ -17,9 +17,14 @@ def test_install_writes_version_and_unit_under_the_root(tmp_path):
     done = install(plan, Host(root=str(tmp_path)), enable=False)
     assert (tmp_path / "opt/jcstate/version.txt").read_text() == __version__ + "\n"
     unit = (tmp_path / "etc/systemd/system/jcstate-agent.service").read_text()
-    assert "--connect-key jck_abc" in unit and "--ca-file /etc/jcstate/ca.pem" in unit
+    # the unit (0644) and the agent's argv (ps) name the key's file, never the key
+    assert "jck_abc" not in unit
+    assert "--connect-key-file /var/lib/jcstate/connect-key" in unit
+    assert "--ca-file /etc/jcstate/ca.pem" in unit
+    key_file = tmp_path / "var/lib/jcstate/connect-key"
+    assert key_file.read_text() == "jck_abc\n" and key_file.stat().st_mode & 0o077 == 0
     assert "Restart=always" in unit and "WantedBy=multi-user.target" in unit
-    assert len(done) == 2
+    assert len(done) == 3
 
 
 def test_unit_quotes_arguments():
@@ -65,7 +70,8 @@ def test_the_unit_runs_exactly_the_agent_the_bench_measures():
     assert "ExecStart=" + " ".join(plan.argv()) in unit
     assert (
         "ExecStart=/opt/venv/bin/python3 -m jcstate.agent --server https://jcstate.example:8443"
-        " --connect-key jck_abc --state-dir /var/lib/jcstate --log-file /var/log/jcstate.log"
+        " --connect-key-file /var/lib/jcstate/connect-key --state-dir /var/lib/jcstate"
+        " --log-file /var/log/jcstate.log"
         " --install-dir /opt/jcstate --ca-file /etc/jcstate/ca.pem"
     ) in unit
     assert plan.environment() == {"PYTHONPATH": "/opt/jcstate/current"}

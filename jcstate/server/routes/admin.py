@@ -18,7 +18,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Res
 from pydantic import ConfigDict, Field
 
 from jcstate.errors import DocumentError, JcstateError
-from jcstate.secret import Secret
+from jcstate.secret import REDACTED, Secret
 from jcstate.server.auth import Admin, action_of, require
 from jcstate.server.blast import account_changes
 from jcstate.server.contract import StrictBody
@@ -416,16 +416,32 @@ def show_device(ref: str, request: Request, admin: Admin = READ) -> dict[str, An
 
 @router.get("/devices/{ref}/document")
 def device_document(ref: str, request: Request, admin: Admin = READ) -> dict[str, Any]:
-    """The document the device is sent now, without its secrets."""
+    """The document the device is sent now, without its secrets: the server-held ones are
+    named only (``secrets``), and a password hash written in a policy shows as ``(secret)``."""
     ctx = _ctx(request)
     rendered = ctx.renderer.for_device(_one_device(ctx, ref), ctx.generation())
     return {
         "etag": rendered.etag,
         "revision": rendered.revision,
-        "document": rendered.document,
+        "document": _hashes_hidden(rendered.document),
         "error": rendered.error,
         "secrets": {k: sorted(v) for k, v in rendered.secrets.items()},
     }
+
+
+def _hashes_hidden(value: Any) -> Any:
+    """``value`` with every ``password: {hash: …}`` shown as ``(secret)`` (the SPEC's rule for
+    hashes in anything shown; the policy repo itself, ``GET /revisions/{n}``, keeps them)."""
+    if isinstance(value, dict):
+        return {
+            k: {**v, "hash": REDACTED}
+            if k == "password" and isinstance(v, dict) and v.get("hash") is not None
+            else _hashes_hidden(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_hashes_hidden(v) for v in value]
+    return value
 
 
 class Labels(StrictBody):

@@ -249,8 +249,10 @@ class Expiries:
         return sorted(t for t in self.instants() if self.enforced < t <= now)
 
     def seconds_to_next(self, now: float) -> float | None:
-        upcoming = self.next(self.enforced if self.due(now) else now)
-        return None if upcoming is None else max(upcoming - now, 0.0)
+        """Seconds until the next instant after ``now`` (what is due already is the round's
+        business: a converge that failed is retried each round, never in a tight loop)."""
+        upcoming = self.next(now)
+        return None if upcoming is None else upcoming - now
 
     def enforced_at(self, now: float) -> None:
         """A converge judged rights at ``now``: everything ended by then is enforced, and the

@@ -92,6 +92,9 @@ def test_expiries_know_the_next_instant_what_is_due_and_merge_elevations(tmp_pat
     assert ex.next(W) == W + 60 and ex.seconds_to_next(W) == 60
     ex.grant("bob", W + 30, "INC-1")
     assert ex.next(W) == W + 30 and ex.due(W + 45) == [W + 30]
+    # due and not enforced yet (a converge that failed): the timer waits for the next instant,
+    # never 0 s in a loop; the round retries what is due
+    assert ex.seconds_to_next(W + 45) == 15
     merged = ex.merged(DOC, W)
     assert merged is not None
     by_name = {u["name"]: u for u in merged["spec"]["users"]}

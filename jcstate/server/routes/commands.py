@@ -238,7 +238,25 @@ def elevate(ref: str, body: NewElevation, request: Request, admin: Admin = MANAG
         }
     if reason is not None:
         elevate["reason"] = reason
+    if body.id is not None and "until" in elevate:
+        elevate["until"] = _retried_until(request, ref, body.id, elevate)
     return _issue(request, admin, ref, "elevate", NewCommand(id=body.id), elevate)
+
+
+def _retried_until(request: Request, ref: str, command_id: str, elevate: dict[str, Any]) -> str:
+    """A retry (same id, same user, length and reason) keeps the first request's end, so it
+    returns the command already queued instead of conflicting with it over a second."""
+    ctx = _ctx(request)
+    try:
+        device = one_device(ctx, ref)
+    except HTTPException:
+        return str(elevate["until"])  # _issue refuses it with the reason
+    row = ctx.queue.one(command_id, device["id"])
+    earlier = ((row or {}).get("body") or {}).get("elevate") or {}
+    same = all(earlier.get(k) == elevate.get(k) for k in ("user", "seconds", "reason"))
+    if row is not None and row["action"] == "elevate" and same and earlier.get("until"):
+        return str(earlier["until"])
+    return str(elevate["until"])
 
 
 @router.post("/devices/{ref}/commands/update", status_code=201)

@@ -17,7 +17,7 @@ import time
 from itertools import groupby
 from typing import TYPE_CHECKING, Any, Protocol
 
-from jcstate import undo
+from jcstate import timebound, undo
 from jcstate.errors import JcstateError, LedgerError, PlanError
 from jcstate.host import Host
 from jcstate.plan import Change, Plan, Run, Step
@@ -48,12 +48,15 @@ def context(
     *,
     escrow: Any = None,
     ledger: Ledger | None = None,
+    now: Any = None,
 ) -> PlanContext:
     """Parse the document's sections into models; facts are gathered when planning.
 
     ``escrow``: the agent's callable ``(key: Secret, volume: str | None)`` that sends a FileVault
     recovery key to the server; None in standalone runs. ``ledger``: what jcstate owns here
     (:mod:`jcstate.ledger`); with one, the plan also undoes what no policy wants any more.
+    ``now``: the instant time-bound rights are judged at (an aware datetime; default the wall
+    clock when the run starts; the agent gives its own clock, see :mod:`jcstate.timebound`).
     """
     ctx = PlanContext(
         host=host,
@@ -62,6 +65,7 @@ def context(
         secrets=secrets if secrets is not None else NoSecrets(),
         escrow=escrow,
         ledger=ledger,
+        now=now if now is not None else timebound.now_utc(),
     )
     spec = document.spec
     for res in RESOURCES:
@@ -121,6 +125,7 @@ def decide(ctx: PlanContext, result: Plan | None = None) -> Plan:
     """The plan from the facts already in ``ctx.facts``: the undo layer, then every backend."""
     result = result if result is not None else Plan()
     ctx.desired = dict(ctx.declared)
+    timebound.resolve(ctx)  # admin: {until: T} → admin before T, not managed from T on
     ctx.undo = undo.extend(ctx)  # what the ledger owns and no policy wants: planned as undo
     for res in RESOURCES:
         if res.key not in ctx.desired:
@@ -136,6 +141,7 @@ def decide(ctx: PlanContext, result: Plan | None = None) -> Plan:
         except JcstateError as exc:
             result.errors.append(f"{res.key}: {exc}")
     undo.mark(result.changes, ctx.undo)
+    timebound.annotate(result.changes, ctx)
     result.warnings.extend(ctx.warnings)
     return result
 
@@ -148,9 +154,10 @@ def plan(
     device: Any = None,
     escrow: Any = None,
     ledger: Ledger | None = None,
+    now: Any = None,
 ) -> Plan:
     """What would change on ``host`` to reach ``document`` (nothing runs, nothing is written)."""
-    return _plan(context(document, host, secrets, device, escrow=escrow, ledger=ledger))
+    return _plan(context(document, host, secrets, device, escrow=escrow, ledger=ledger, now=now))
 
 
 def apply(
@@ -162,16 +169,23 @@ def apply(
     device: Any = None,
     escrow: Any = None,
     ledger: Ledger | None = None,
+    now: Any = None,
+    only: Any = None,
 ) -> Report:
     """Plan, then (unless ``check``) apply, re-read and report.
 
     With a ``ledger``, what a change makes jcstate own is written to it *before* the change runs
     (a change whose entry cannot be written is not applied), the rest right after it succeeded,
     and an undo entry is dropped only once the re-read plan no longer needs it (see
-    :mod:`jcstate.undo`).
+    :mod:`jcstate.undo`). ``now``: see :func:`context`. ``only``: a predicate on changes; the
+    others are left out of the plan (the agent's offline expiry applies only the removals of
+    ended admin rights, :mod:`jcstate.timebound`).
     """
-    ctx = context(document, host, secrets, device, escrow=escrow, ledger=ledger)
-    first = _plan(ctx)
+    ctx = context(document, host, secrets, device, escrow=escrow, ledger=ledger, now=now)
+    whole = first = _plan(ctx)
+    if only is not None:
+        # the undo entries settle on the whole plan: a change left out is still pending
+        first = Plan([c for c in whole.changes if only(c)], whole.errors, whole.warnings)
     if check:
         return Report(plan=first, results=[], applied=False)
     started = time.monotonic()
@@ -179,9 +193,10 @@ def apply(
     if any(r.status == "ok" for r in results):
         # apply, then read again: what still differs did not converge
         second = _plan(ctx)
-        _mark_unconverged(results, second)
+        left = second if only is None else Plan([c for c in second.changes if only(c)])
+        _mark_unconverged(results, left)
     else:
-        second = first  # nothing ran: the system is as it was planned
+        second = whole  # nothing ran: the system is as it was planned
     if ledger is not None:
         declared = list(ctx.declared.get("users") or [])
         changed = undo.settle(ledger, ctx.undo, second, ctx.facts)
@@ -237,11 +252,13 @@ class _LedgerWriter:
         undo.counted_fault_point()
 
     def after(self, change: Change) -> None:
-        self.claims.pop(change.key, None)
+        claimed = self.claims.pop(change.key, None) is not None
         undo.counted_fault_point()  # tests only: the tools ran, the ledger is not written yet
         if change.summary == undo.SUMMARY:
             undo.fault_point()  # tests only: a crash between the undo and the ledger write
-        if undo.record(self.ledger, change, self.on_removal):
+        # a change claimed before it ran is in the ledger already: recording it twice would
+        # flip what is not idempotent (an admin right given back reads as one taken away)
+        if not claimed and undo.record(self.ledger, change, self.on_removal):
             self.ledger.save()
 
     def failed(self, change: Change) -> None:

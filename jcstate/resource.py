@@ -41,6 +41,9 @@ class PlanContext:
     ledger: Any = None
     declared: dict[str, Any] = field(default_factory=dict)  # desired as the policies say it
     undo: list[Any] = field(default_factory=list)  # jcstate.undo.Undo entries of this plan
+    # the instant time-bound rights are judged at (aware datetime; jcstate.timebound): fixed
+    # for a whole run, so the re-read after apply judges as the plan did
+    now: Any = None
 
     def source(self, key: str, name: str | None = None) -> str | None:
         """Where the policies ask for this resource (``file:line``; several places joined).

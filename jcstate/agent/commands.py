@@ -51,14 +51,17 @@ class QueuedCommands:
         journal_dir: str | None = None,
         updater: SelfUpdate | None = None,
         converger: Callable[[], tuple[bool, str]] | None = None,
+        elevator: Callable[[Any], tuple[bool, str]] | None = None,
     ):
         """``host``: the managed system, or its root path (the Host is then made on first use).
         ``updater``: the agent's self-update, which carries out ``update`` commands.
-        ``converger``: the agent's converge, which carries out ``converge`` commands."""
+        ``converger``: the agent's converge, which carries out ``converge`` commands.
+        ``elevator``: the agent's elevations, which carry out ``elevate`` commands."""
         self._host = host
         self._actions = actions
         self._updater = updater
         self._converger = converger
+        self._elevator = elevator
         self._journal_dir = journal_dir
         self._runner: CommandRunner | None = None
         self.cursor = 0  # highest seq handled by this process
@@ -89,6 +92,7 @@ class QueuedCommands:
                 actions=self._actions,
                 updater=self._updater,
                 converger=self._converger,
+                elevator=self._elevator,
             )
         return self._runner
 

@@ -14,6 +14,9 @@ drift made by hand is corrected even when no admin pushes anything.
 A policy with ``fileVault.escrowRecoveryKey`` has its recovery key sent to the server during the
 converge (by the worker, :class:`~jcstate.agent.worker.Escrow`); when that fails, the next
 converge tries again.
+Time-bound admin rights (a policy's ``admin: {until: T}``, ``jcstate elevate``) end on the
+device at their instant, offline too: the loop checks at start and at every round, and neither
+its long poll nor its back-off sleep lasts past the next instant (:mod:`jcstate.agent.expiry`).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from jcstate import __version__
 from jcstate.agent import logs
 from jcstate.agent.client import Client, Unreachable
 from jcstate.agent.commands import QueuedCommands
+from jcstate.agent.expiry import Clock, Expiries, managed_user, text
 from jcstate.agent.identity import Identity
 from jcstate.agent.outbox import Outbox
 from jcstate.agent.spawn import Child
@@ -144,8 +148,14 @@ class Agent:
         self._enroll_facts: dict[str, Any] | None = None  # facts sent when enrolling
         self._server_error: str | None = None  # the server could not render our document
         updater = Updater(config.install_dir, config.state_dir, fetch_from(self.client))
+        self.clock = Clock(config.state_dir)
+        self.expiries = Expiries(config.state_dir)
         self.commands = QueuedCommands(
-            config.root, actions=actions, updater=updater, converger=self._converge_now
+            config.root,
+            actions=actions,
+            updater=updater,
+            converger=self._converge_now,
+            elevator=self._elevate,
         )
         self._recovered = False  # commands settled after the last start (crash, reboot)
 
@@ -225,6 +235,7 @@ class Agent:
         log.info("jcstate agent %s starting; server %s", self.version(), self.config.server)
         while True:
             try:
+                self.enforce_expiry()  # before anything that needs the server
                 self.enroll()
                 if not self._recovered:
                     self.commands.recover()  # before any poll: a restart is done, or not
@@ -254,12 +265,18 @@ class Agent:
             return
         delay = backoff_delay(self._failures, 1.0, self.config.max_backoff, retry_after)
         self._failures += 1
+        due = self.expiries.seconds_to_next(self.clock.now())
+        if due is not None and due < delay:
+            delay = due  # offline: wake at the instant a right ends, and take it away
         log.info("retrying in %.1f s", delay)
         time.sleep(delay)
 
     def step(self) -> None:
         """One poll, and a converge when there is a new document (or reconverge is due)."""
         wait = 0.0 if self.config.once else self.config.wait
+        due = self.expiries.seconds_to_next(self.clock.now())
+        if due is not None:
+            wait = min(wait, max(due, 0.05))  # the poll ends when a right does
         work = self.client.work(self._etag, wait, self.commands.cursor)
         if work.get("draining"):
             self._draining_until = time.monotonic() + DRAIN_RETRY
@@ -270,6 +287,7 @@ class Agent:
             self._server_error = work.get("error")
             self._secrets = work.get("secrets") or {}
             self._etag = str(work.get("etag") or "")
+            self.expiries.remember(self._document, self._etag)
             self.converge()
         elif work.get("etag") and not self._etag:
             self._etag = str(work["etag"])  # no policy yet: nothing to do until one arrives
@@ -288,6 +306,75 @@ class Agent:
             self.run_commands(work["commands"])
         if self.commands.retry_due():  # a self-update's next attempt (jcstate.agent.update)
             self.flush()
+        self.enforce_expiry()
+
+    def enforce_expiry(self) -> bool:
+        """Converge now when an admin right ended since the last converge; True when one did.
+
+        With no document from the server in memory (a restart while offline), the last one
+        kept in the state directory is planned and only the removals of admin rights are
+        applied (worker mode ``expire``). The report goes to the outbox either way.
+        """
+        now = self.clock.now()
+        self.clock.save()
+        ended = self.expiries.due(now)
+        if not ended:
+            return False
+        log.info("an admin right ended at %s: taking it away", ", ".join(map(text, ended)))
+        if self._document is not None:
+            self._converge_into_outbox()
+            self._last_converge = time.monotonic()
+            self.commands.journal_changed()
+        elif self.expiries.document is not None:
+            self._converge_into_outbox(mode="expire", document=self.expiries.document)
+        else:
+            self.expiries.enforced_at(now)  # nothing to converge: nothing was granted here
+        return True
+
+    def _elevate(self, spec: Any) -> tuple[bool, str]:
+        """Action ``elevate`` of the command queue: keep (or end) the elevation, converge."""
+        user = spec.user
+        if spec.revoke:
+            if not self.expiries.revoke(user):
+                return True, f"{user} has no elevation on this device: nothing to revoke"
+            if self._document is None:
+                return True, f"elevation of {user} revoked; the right goes at the next converge"
+            ok, message = self._converge_for(user)
+            return ok, f"elevation of {user} revoked: {message}"
+        if self._document is None:
+            return False, self._server_error or "no policy document for this device yet"
+        if managed_user(self._document, user) is None:
+            return False, (
+                f"not elevated: no policy on this device lists {user} as a present user; "
+                "jcstate elevates only accounts a policy manages (add the user to a policy "
+                "first)"
+            )
+        now = self.clock.now()
+        until = min(spec.until.timestamp(), now + spec.seconds)
+        if until <= now:
+            return False, f"not elevated: its end ({text(until)}) has passed on this device"
+        self.expiries.grant(user, until, spec.reason)
+        self.clock.save()
+        log.info("elevation: %s is admin until %s (%s)", user, text(until), spec.reason or "")
+        ok, message = self._converge_for(user)
+        return ok, f"{user} is admin until {text(until)}: {message}"
+
+    def _converge_for(self, user: str) -> tuple[bool, str]:
+        """Converge now; (ok, what happened to ``user``'s account) from the report. The report
+        waits in the outbox: the loop sends it with the command's result."""
+        payload = self._converge_into_outbox()
+        self._last_converge = time.monotonic()
+        self.commands.journal_changed()
+        report = payload.get("report") or {}
+        for result in report.get("results") or []:
+            if result.get("kind") == "users" and result.get("name") == user:
+                if result.get("status") != "ok":
+                    why = result.get("message") or result.get("error") or result.get("status")
+                    return False, f"{result.get('status')}: {why}"
+                return True, "applied"
+        if payload.get("error"):
+            return False, f"converge failed: {payload['error']}"
+        return True, "no change was needed (the account already had this right)"
 
     def run_commands(self, delivered: list[dict[str, Any]]) -> None:
         """Run queued commands in order, each at most once; send their results."""
@@ -325,16 +412,20 @@ class Agent:
             return True, f"converged: {done or 'no change'}"
         return False, f"converge failed: {payload.get('error') or done or 'see the report'}"
 
-    def _worker_request(self, mode: str) -> dict[str, Any]:
-        """What a converge or plan worker is given: the document, its secrets, who we are."""
+    def _worker_request(self, mode: str, document: dict[str, Any] | None = None) -> dict[str, Any]:
+        """What a converge or plan worker is given: the document (with the running
+        elevations), its secrets, who we are, and the clock's instant."""
         enrolled = self.identity.device() or {}
+        now = self.clock.now()
+        offline = document is not None  # the kept document: no secrets, no server error
         return {
             "mode": mode,
-            "document": self._document,
-            "error": self._server_error,
-            "secrets": self._secrets,
+            "document": self.expiries.merged(document or self._document, now),
+            "error": None if offline else self._server_error,
+            "secrets": {} if offline else self._secrets,
             "etag": self._etag,
             "deviceId": enrolled.get("id", ""),
+            "now": now,
         }
 
     def plan(self) -> None:
@@ -366,13 +457,20 @@ class Agent:
         self._drift_reported = drifted
         self.flush()
 
-    def _converge_into_outbox(self) -> dict[str, Any]:
-        payload: dict[str, Any] = {"reportId": os.urandom(16).hex(), "etag": self._etag}
+    def _converge_into_outbox(
+        self, mode: str = "converge", document: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        etag = self.expiries.etag if document is not None else self._etag
+        payload: dict[str, Any] = {"reportId": os.urandom(16).hex(), "etag": etag}
+        request = self._worker_request(mode, document)
         try:
-            answer = self._work(self._worker_request("converge"))
+            answer = self._work(request)
         except WorkerError as exc:
             log.error("converge failed: %s", exc)
             answer = {"ok": False, "error": str(exc), "facts": {"error": str(exc)}}
+        else:
+            # what ended by the converge's instant was judged (and lock-out refusals reported)
+            self.expiries.enforced_at(request["now"])
         payload["ok"] = bool(answer.get("ok"))
         payload["changed"] = bool(answer.get("changed"))
         payload["report"] = answer.get("report") or {}

@@ -10,9 +10,9 @@ hangs takes down one worker, never the agent loop.
 Request (stdin; it carries the document's secrets, so it never goes into argv, the
 environment or a log)::
 
-    {"mode": "converge" | "plan" | "facts", "root": "/", "document": {...} | null,
+    {"mode": "converge" | "plan" | "expire" | "facts", "root": "/", "document": {...} | null,
      "error": "the server could not render …" | null, "secrets": {...}, "etag": "…",
-     "deviceId": "…",
+     "deviceId": "…", "now": 1801245600.0,
      "server": "https://…", "caFile": null, "stateDir": "/var/lib/jcstate",
      "logFile": "/var/log/jcstate.log" | null, "logLevel": 20, "lifeline": 5}
 
@@ -20,7 +20,15 @@ Answer (stdout, one JSON object)::
 
     converge: {"ok": bool, "changed": bool, "report": {...}, "error"?: str, "facts": {...}}
     plan:     {"ok": bool, "changed": false, "report": {...}, "error"?: str} (nothing applied)
+    expire:   as converge, but only the removals of admin rights are applied
     facts:    {"facts": {...}}
+
+``now`` (epoch seconds) is the agent's clock (:class:`jcstate.agent.expiry.Clock`), which a
+step backwards of the wall clock cannot move back: time-bound admin rights are judged at it.
+Mode ``expire`` is what the agent runs when a right ends and it holds no document from the
+server (a restart while offline): the last document it kept, without its password fields and
+secrets, is planned in full (so the undo layer sees every policy) and only the changes that
+take an admin right away are applied.
 
 Anything a module prints goes to stderr: stdout carries the answer only. The worker logs to
 the agent's log file itself. ``lifeline`` is the read end of a pipe whose write end only the
@@ -87,7 +95,7 @@ def run(request: dict[str, Any], escrow: Escrow | None = None) -> dict[str, Any]
     mode = request.get("mode")
     if mode == "facts":
         return {"facts": _facts(host, request)}
-    if mode not in ("converge", "plan"):
+    if mode not in ("converge", "plan", "expire"):
         raise JcstateError(f"unknown worker mode {mode!r}")
     own = escrow is None
     if escrow is None:
@@ -132,6 +140,8 @@ def _apply(request: dict[str, Any], host: Any, escrow: Escrow) -> dict[str, Any]
         escrow=escrow,
         ledger=_ledger(request),
         check=request.get("mode") == "plan",  # plan only: nothing is applied
+        now=_now(request),
+        only=_takes_admin_away if request.get("mode") == "expire" else None,
     )
     counts = report.counts() if callable(getattr(report, "counts", None)) else {}
     etag = str(request.get("etag") or "")
@@ -142,6 +152,23 @@ def _apply(request: dict[str, Any], host: Any, escrow: Escrow) -> dict[str, Any]
         "changed": bool(getattr(report, "changed", False)),
         "report": report.to_dict(),
     }
+
+
+def _now(request: dict[str, Any]) -> Any:
+    """The agent's clock as an aware datetime (None: the wall clock)."""
+    import datetime
+
+    now = request.get("now")
+    if isinstance(now, (int, float)) and not isinstance(now, bool):
+        return datetime.datetime.fromtimestamp(now, datetime.UTC)
+    return None
+
+
+def _takes_admin_away(change: Any) -> bool:
+    """Mode ``expire`` applies these only: a user's admin right removed."""
+    return change.kind == "users" and any(
+        f.field == "admin" and f.after is False for f in change.fields
+    )
 
 
 def _ledger(request: dict[str, Any]) -> Any:

@@ -33,6 +33,7 @@ COMMAND_MODULES = [
     "revisions",  # revisions, revision show|diff|rollback
     "devices",  # devices, device show|approve|revoke|labels|recovery-key
     "commands",  # command lock|restart|shutdown|erase|run|update|show|list|cancel
+    "elevate",  # elevate (just-in-time admin)
     "tokens",  # token, connect-key
     "audit",  # audit
     "enroll",  # totp enroll (beside totp new)

@@ -60,6 +60,8 @@ EXAMPLES: dict[str, str] = {
     "command run": "jcstate command run web1 --wait -- uname -a\n"
     "  jcstate command run --where team=eng --yes -- systemctl restart sshd",
     "command update": "jcstate command update web1 --version 1.4.0",
+    "elevate": "jcstate elevate eng-laptop-7 alice --for 2h --reason 'INC-4711 driver install'\n"
+    "  jcstate elevate eng-laptop-7 alice --revoke",
     "command show": "jcstate command show c-1a2b3c4d5e6f7a8b   # exit 1 when it failed\n"
     "  jcstate command show b-0f1e2d3c4b5a6978   # a batch",
     "command list": "jcstate command list --state failed --since 2026-12-01 | head",

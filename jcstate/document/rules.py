@@ -199,6 +199,31 @@ def password_hash_os(policies: list[Policy]) -> list[Problem]:
     return problems
 
 
+# each OS's admin group (the backends' ADMIN_GROUP and Linux's sudo-or-wheel)
+_ADMIN_GROUPS = ("sudo", "wheel", "admin", "administrators")
+
+
+def timebound_admin_groups(policies: list[Policy]) -> list[Problem]:
+    """``admin: {until: T}`` with the admin group in ``groups``: the membership would keep the
+    right after T (groups are additive and never taken back by the expiry)."""
+    problems = []
+    for policy in policies:
+        for i, user in _entries(policy, "users"):
+            if not isinstance(user.get("admin"), dict):
+                continue
+            for j, group in enumerate(user.get("groups") or []):
+                if isinstance(group, str) and group.lower() in _ADMIN_GROUPS:
+                    problems.append(
+                        policy.positions.problem(
+                            ("spec", "users", i, "groups", j),
+                            f"groups lists {quote(group)}, an admin group, but admin is "
+                            "time-bound: the membership would outlast admin.until; remove it "
+                            "from groups (admin: {until: …} grants it)",
+                        )
+                    )
+    return problems
+
+
 def names_per_os(policies: list[Policy]) -> list[Problem]:
     """User and group names, declared or referred to, follow each admitted OS's rules."""
     problems = []
@@ -385,6 +410,7 @@ RULES: list[Rule] = [
     commands,
     templates,
     conflicts,
+    timebound_admin_groups,
 ]
 
 

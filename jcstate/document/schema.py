@@ -48,6 +48,7 @@ SCHEMA_FILES = (
 
 _TEMPLATE = re.compile(r"\{[{%]")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_NO_OFFSET = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?")
 _DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([Zz]|[+-]\d{2}:\d{2})")
 
 
@@ -238,6 +239,11 @@ def _message(error: ValidationError, schema: dict[str, Any]) -> str:
         return f"needs at least {value} field{'s' if value != 1 else ''}"
     if kind == "uniqueItems":
         return "lists the same item twice"
+    if kind == "format" and value == "date-time" and _NO_OFFSET.fullmatch(str(instance)):
+        return (
+            f"{_show(instance)} has no UTC offset: add Z (UTC) or +HH:MM, e.g. "
+            f"{instance}Z; a time without one would be read in each device's own time zone"
+        )
     if kind == "format":
         return f"{_show(instance)} is not a valid {value}" + (
             " (YYYY-MM-DD)" if value == "date" else " (RFC 3339, e.g. 2026-12-01T00:00:00Z)"

@@ -39,6 +39,7 @@ ACTION_NAMES: dict[str, str] = {
     f"DELETE {_V1}/releases/{{version}}": "release.delete",
     f"GET {_V1}/audit": "audit.read",
     f"GET {_V1}/tokens": "token.list",
+    f"POST {_V1}/devices/{{ref}}/commands/elevate": "command.elevate",
     "bootstrap": "server.bootstrap",
 }
 for _action in ("lock", "restart", "shutdown", "run", "update", "erase"):

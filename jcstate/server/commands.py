@@ -508,6 +508,7 @@ def command_view(row: Row, hostname: str | None = None) -> dict[str, Any]:
         ("delay", "delay"),
         ("message", "warning"),
         ("update", "update"),
+        ("elevate", "elevate"),
     ):
         if key in body:
             view[name] = body[key]

@@ -15,13 +15,18 @@ The model is what a policy (or the server's queue) says::
               timeout: 300}
         notAfter: 2026-12-01T00:00:00Z
 
-The server's queue has two more actions, which a policy cannot ask for: ``update`` (the agent
-installs a release of itself: ``jcstate.agent.update``) and ``converge`` (the agent plans and
-applies its current document now, ``jcstate device converge``)::
+The server's queue has three more actions, which a policy cannot ask for: ``update`` (the
+agent installs a release of itself: ``jcstate.agent.update``), ``converge`` (the agent plans
+and applies its current document now, ``jcstate device converge``) and ``elevate`` (admin for
+one user until an instant, or ``revoke``: ``jcstate elevate``, ``jcstate.agent.expiry``)::
 
     {"id": "c-1f…", "action": "update",
      "update": {"version": "0.2.0", "sha256": "<64 hex>", "retry": false}}
     {"id": "c-2a…", "action": "converge"}
+    {"id": "c-3b…", "action": "elevate",
+     "elevate": {"user": "alice", "until": "2027-01-31T18:00:00Z", "seconds": 7200,
+                 "reason": "INC-4711"}}
+    {"id": "c-3c…", "action": "elevate", "elevate": {"user": "alice", "revoke": true}}
 
 How a command is carried out is each OS's business (``linux.py``, ``windows.py``,
 ``darwin.py``); that it happens at most once is the journal's (``journal.py``) and the
@@ -44,6 +49,7 @@ __all__ = [
     "Command",
     "DEFAULT_DELAY",
     "DEFAULT_TIMEOUT",
+    "ElevateSpec",
     "ID_PATTERN",
     "RESOURCE",
     "RELEASE_VERSION",
@@ -53,10 +59,20 @@ __all__ = [
     "parse_command",
 ]
 
-Action = Literal["lock", "restart", "shutdown", "erase", "run", "update", "converge"]
-ACTIONS: tuple[str, ...] = ("lock", "restart", "shutdown", "erase", "run", "update", "converge")
+Action = Literal["lock", "restart", "shutdown", "erase", "run", "update", "converge", "elevate"]
+ACTIONS: tuple[str, ...] = (
+    "lock",
+    "restart",
+    "shutdown",
+    "erase",
+    "run",
+    "update",
+    "converge",
+    "elevate",
+)
 # queued by the server only, never written in a policy
-SERVER_ONLY = ("update", "converge")
+SERVER_ONLY = ("update", "converge", "elevate")
+MAX_ELEVATION = 30 * 86400  # seconds: an elevation longer than this belongs in a policy
 # The id names a journal file: no '/', never '.' or '..' (it starts with a letter or digit).
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 DEFAULT_DELAY = 60  # seconds users get to save their work before restart/shutdown
@@ -66,7 +82,8 @@ MAX_DELAY = 86400
 # with a digit (never '.' or '..') and has no '/'. Wide enough for PEP 440 (0.2.0rc1, 1.0+local).
 RELEASE_VERSION = re.compile(r"[0-9][0-9A-Za-z.+!_-]{0,63}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_FIELDS = {"id", "action", "run", "confirm", "notAfter", "delay", "message", "update"}
+_FIELDS = {"id", "action", "run", "confirm", "notAfter", "delay", "message", "update", "elevate"}
+_ELEVATE_FIELDS = {"user", "until", "seconds", "revoke", "reason"}
 _RUN_FIELDS = {"command", "argv", "shell", "user", "timeout"}
 _UPDATE_FIELDS = {"version", "sha256", "retry", "signature"}
 
@@ -118,6 +135,31 @@ class UpdateSpec:
 
 
 @dataclass(frozen=True)
+class ElevateSpec:
+    """What action ``elevate`` does: ``user`` is admin until ``until`` (at most ``seconds``
+    after the device receives it, so a device clock that is behind does not lengthen it), or,
+    with ``revoke``, an elevation given earlier ends now."""
+
+    user: str
+    until: dt.datetime | None = None
+    seconds: int | None = None
+    revoke: bool = False
+    reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"user": self.user}
+        if self.revoke:
+            out["revoke"] = True
+        if self.until is not None:
+            out["until"] = self.until.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+        if self.seconds is not None:
+            out["seconds"] = self.seconds
+        if self.reason is not None:
+            out["reason"] = self.reason
+        return out
+
+
+@dataclass(frozen=True)
 class Command:
     """One security command, as a policy or the server's queue gives it."""
 
@@ -129,6 +171,7 @@ class Command:
     delay: int = DEFAULT_DELAY
     message: str | None = None
     update: UpdateSpec | None = None
+    elevate: ElevateSpec | None = None
 
     def expired(self, now: dt.datetime | None = None) -> bool:
         """True when ``notAfter`` has passed: a device that has not run it skips it."""
@@ -151,6 +194,8 @@ class Command:
             out["message"] = self.message
         if self.update is not None:
             out["update"] = self.update.to_dict()
+        if self.elevate is not None:
+            out["elevate"] = self.elevate.to_dict()
         return out
 
 
@@ -179,6 +224,11 @@ def parse(section: Any) -> tuple[Command, ...]:
             raise PlanError(
                 f"commands: {cmd.id}: action converge is queued by the server "
                 "(jcstate device converge), not written in a policy"
+            )
+        if cmd.action == "elevate":
+            raise PlanError(
+                f"commands: {cmd.id}: action elevate is queued by the server "
+                "(jcstate elevate); in a policy, give the user admin: {until: …}"
             )
     return tuple(commands)
 
@@ -210,6 +260,11 @@ def parse_command(item: Any, *, where: str = "command") -> Command:
         raise PlanError(f"{where}: action update needs an 'update' mapping (version, sha256)")
     if action != "update" and update is not None:
         raise PlanError(f"{where}: 'update' is only for action update")
+    elevate = _parse_elevate(item.get("elevate"), where) if "elevate" in item else None
+    if action == "elevate" and elevate is None:
+        raise PlanError(f"{where}: action elevate needs an 'elevate' mapping (user, until)")
+    if action != "elevate" and elevate is not None:
+        raise PlanError(f"{where}: 'elevate' is only for action elevate")
     delay = item.get("delay", DEFAULT_DELAY)
     if isinstance(delay, bool) or not isinstance(delay, int) or not 0 <= delay <= MAX_DELAY:
         raise PlanError(f"{where}: delay must be whole seconds between 0 and {MAX_DELAY}")
@@ -228,6 +283,7 @@ def parse_command(item: Any, *, where: str = "command") -> Command:
         delay=delay,
         message=message,
         update=update,
+        elevate=elevate,
     )
 
 
@@ -259,6 +315,37 @@ def _parse_update(update: Any, where: str) -> UpdateSpec:
     return UpdateSpec(version=version, sha256=sha256, retry=retry, signature=signature)
 
 
+def _parse_elevate(value: Any, where: str) -> ElevateSpec:
+    _check_mapping(value, _ELEVATE_FIELDS, f"{where}: elevate", "with user and until")
+    user = value.get("user")
+    if not isinstance(user, str) or not user or len(user) > 256 or any(c in user for c in "/:\0\n"):
+        raise PlanError(f"{where}: elevate.user must be an account name")
+    reason = value.get("reason")
+    if reason is not None and (not isinstance(reason, str) or "\0" in reason):
+        raise PlanError(f"{where}: elevate.reason must be text")
+    revoke = value.get("revoke", False)
+    if not isinstance(revoke, bool):
+        raise PlanError(f"{where}: elevate.revoke must be true or false")
+    if revoke:
+        if "until" in value or "seconds" in value:
+            raise PlanError(f"{where}: elevate.revoke takes no until or seconds")
+        return ElevateSpec(user=user, revoke=True, reason=reason)
+    seconds = value.get("seconds")
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, int)
+        or not 1 <= seconds <= MAX_ELEVATION
+    ):
+        raise PlanError(
+            f"{where}: elevate.seconds must be whole seconds between 1 and {MAX_ELEVATION} "
+            "(30 days; a longer right belongs in a policy)"
+        )
+    until = _parse_time(value.get("until"), where, "elevate.until")
+    if until is None:
+        raise PlanError(f"{where}: elevate needs until (RFC 3339) or revoke: true")
+    return ElevateSpec(user=user, until=until, seconds=seconds, reason=reason)
+
+
 def _parse_run(run: Any, where: str) -> RunSpec:
     _check_mapping(run, _RUN_FIELDS, f"{where}: run", "with command or argv")
     command, argv = run.get("command"), run.get("argv")
@@ -288,7 +375,7 @@ def _parse_run(run: Any, where: str) -> RunSpec:
     )
 
 
-def _parse_time(value: Any, where: str) -> dt.datetime | None:
+def _parse_time(value: Any, where: str, field: str = "notAfter") -> dt.datetime | None:
     if value is None:
         return None
     if isinstance(value, dt.datetime):  # YAML may already have made it a datetime
@@ -297,11 +384,11 @@ def _parse_time(value: Any, where: str) -> dt.datetime | None:
         try:
             moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError as exc:
-            raise PlanError(f"{where}: notAfter is not an RFC 3339 date-time: {value}") from exc
+            raise PlanError(f"{where}: {field} is not an RFC 3339 date-time: {value}") from exc
     else:
-        raise PlanError(f"{where}: notAfter must be a date-time like 2026-12-01T00:00:00Z")
+        raise PlanError(f"{where}: {field} must be a date-time like 2026-12-01T00:00:00Z")
     if moment.tzinfo is None:
-        raise PlanError(f"{where}: notAfter needs a time zone (for example a trailing Z)")
+        raise PlanError(f"{where}: {field} needs a time zone (for example a trailing Z)")
     return moment
 
 

@@ -59,15 +59,18 @@ class CommandRunner:
         actions: Actions | None = None,
         updater: SelfUpdate | None = None,
         converger: Callable[[], tuple[bool, str]] | None = None,
+        elevator: Callable[[Any], tuple[bool, str]] | None = None,
     ):
         """``updater``: the agent's self-update; without it ``update`` commands fail.
         ``converger``: the agent's "converge now" (ok, message); without it ``converge``
-        commands fail."""
+        commands fail. ``elevator``: the agent's elevations (an ElevateSpec → ok, message);
+        without it ``elevate`` commands fail."""
         self.host = host
         self.journal = journal or Journal(host)
         self.actions = actions or actions_for(host.os)
         self.updater = updater
         self.converger = converger
+        self.elevator = elevator
         self._settled = False
 
     def _settle(self) -> list[Entry]:
@@ -118,6 +121,9 @@ class CommandRunner:
         elif cmd.action == "converge":
             if self.converger is None:
                 refusal = "not run: only the agent converges on request"
+        elif cmd.action == "elevate":
+            if self.elevator is None:
+                refusal = "not run: only the agent elevates (jcstate elevate)"
         else:
             refusal = self.actions.unsupported(cmd)
         booted = boot_time(self.host)
@@ -187,6 +193,12 @@ class CommandRunner:
                 ok, message = self.converger()
             except (JcstateError, OSError) as exc:
                 ok, message = False, f"converge failed: {exc}"
+            return self._finish(entry, Outcome(ok, message))
+        if cmd.action == "elevate" and self.elevator is not None:
+            try:
+                ok, message = self.elevator(cmd.elevate)
+            except (JcstateError, OSError) as exc:
+                ok, message = False, f"elevate failed: {exc}"
             return self._finish(entry, Outcome(ok, message))
 
         def checkpoint(note: str) -> None:

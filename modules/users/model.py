@@ -15,13 +15,23 @@ from __future__ import annotations
 import datetime
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final, Literal
 
 from jcstate.plan import FieldChange
 from jcstate.secret import Secret
 
-__all__ = ["NEVER", "Expiry", "UserSpec", "expiry_text", "parse", "state_change"]
+__all__ = [
+    "NEVER",
+    "Expiry",
+    "UserSpec",
+    "admin_at",
+    "expiry_text",
+    "instant_text",
+    "parse",
+    "parse_instant",
+    "state_change",
+]
 
 State = Literal["present", "absent", "locked"]
 OnRemoval = Literal["lock", "delete", "keep"]
@@ -48,6 +58,9 @@ class UserSpec:
     primary_group: str | None = None
     groups: tuple[str, ...] | None = None  # additive supplementary groups
     admin: bool | None = None
+    # ``admin: {until: T}``: admin is True before T; :func:`admin_at` turns it into True or None
+    # (not managed: the undo layer takes back what jcstate granted) for the instant a plan runs
+    admin_until: datetime.datetime | None = None
     password_hash: Secret | None = None
     password_ref: str | None = None  # name of a secret the SecretSource resolves (plaintext)
     ssh_authorized_keys: tuple[str, ...] | None = None
@@ -76,6 +89,53 @@ def _expiry(value: Any) -> datetime.date | Expiry | None:
     return datetime.date.fromisoformat(str(value))
 
 
+def parse_instant(value: Any) -> datetime.datetime:
+    """An RFC 3339 instant with its offset (``2027-01-31T18:00:00Z``), as an aware datetime.
+
+    Raises ValueError naming what is wrong: a time without an offset is refused, since the
+    device would read it in its own time zone and two devices would end the right at
+    different instants.
+    """
+    if isinstance(value, datetime.datetime):
+        moment = value
+    elif isinstance(value, str):
+        try:
+            moment = datetime.datetime.fromisoformat(value.strip().replace("z", "Z"))
+        except ValueError:
+            raise ValueError(
+                f"admin.until {value!r} is not an RFC 3339 date-time (e.g. 2027-01-31T18:00:00Z)"
+            ) from None
+    else:
+        raise ValueError(f"admin.until must be an RFC 3339 date-time, got {value!r}")
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(
+            f"admin.until {value!s} has no UTC offset: add Z (UTC) or +HH:MM "
+            "(e.g. 2027-01-31T18:00:00Z)"
+        )
+    return moment
+
+
+def instant_text(moment: datetime.datetime) -> str:
+    """How plans, reports and the agent show an instant: UTC, ``2027-01-31T18:00:00Z``."""
+    utc = moment.astimezone(datetime.UTC).replace(microsecond=0)
+    return utc.isoformat().replace("+00:00", "Z")
+
+
+def _admin(value: Any) -> tuple[bool | None, datetime.datetime | None]:
+    if isinstance(value, dict):
+        return True, parse_instant(value.get("until"))
+    return value, None
+
+
+def admin_at(spec: UserSpec, now: datetime.datetime) -> UserSpec:
+    """``spec`` with a time-bound admin right resolved at ``now``: admin before ``until``;
+    at and after it ``admin`` is not managed, so the undo layer takes back only what jcstate
+    granted (the ledger's ``adminBefore``) and a right given by hand stays."""
+    if spec.admin_until is None:
+        return spec
+    return replace(spec, admin=True if now < spec.admin_until else None)
+
+
 def _strings(value: Any) -> tuple[str, ...] | None:
     return None if value is None else tuple(str(v) for v in value)
 
@@ -83,6 +143,7 @@ def _strings(value: Any) -> tuple[str, ...] | None:
 def _one(entry: Mapping[str, Any]) -> UserSpec:
     password = entry.get("password") or {}
     hashed = password.get("hash")
+    admin, until = _admin(entry.get("admin"))
     return UserSpec(
         name=str(entry["name"]),
         uid=None if entry.get("uid") is None else int(entry["uid"]),
@@ -91,7 +152,8 @@ def _one(entry: Mapping[str, Any]) -> UserSpec:
         home=entry.get("home"),
         primary_group=entry.get("primaryGroup"),
         groups=_strings(entry.get("groups")),
-        admin=entry.get("admin"),
+        admin=admin,
+        admin_until=until,
         password_hash=None if hashed is None else Secret(hashed),
         password_ref=password.get("secretRef"),
         ssh_authorized_keys=_strings(entry.get("sshAuthorizedKeys")),

@@ -18,7 +18,7 @@ import datetime
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from jcstate.modules.users.model import UserSpec, expiry_text, parse
+from jcstate.modules.users.model import UserSpec, admin_at, expiry_text, parse
 from jcstate.resource import Check
 from jcstate.secret import REDACTED, Secret
 
@@ -104,6 +104,9 @@ def _present(user: UserSpec, os_name: str) -> list[Check]:
                 )
 
         out.append(_check(user, f"is in groups {', '.join(wanted)}", member_of))
+    # a time-bound right is checked while it runs; once ended, whether it went depends on who
+    # granted it (the device's ledger), which a check from outside cannot know
+    user = admin_at(user, datetime.datetime.now(datetime.UTC))
     if user.admin is not None:
         out.append(_admin_check(user, os_name))
     if os_name != "linux":

@@ -23,6 +23,18 @@ def repo(*docs: str) -> str:
 CASES = [
     # (rule, failing repo, passing repo, message fragment of the failure)
     (
+        r.timebound_admin_groups,
+        doc(
+            "a",
+            "{}",
+            "{users: [{name: x, admin: {until: '2027-01-31T18:00:00Z'}, groups: [wheel]}]}",
+        ),
+        doc(
+            "a", "{}", "{users: [{name: x, admin: {until: '2027-01-31T18:00:00Z'}, groups: [dev]}]}"
+        ),
+        "groups lists 'wheel', an admin group, but admin is time-bound",
+    ),
+    (
         r.duplicate_policy_names,
         repo(doc("a", "{}", "{}"), doc("a", "{}", "{}")),
         repo(doc("a", "{}", "{}"), doc("b", "{}", "{}")),

@@ -142,6 +142,11 @@ def _request(server: Any, callers: Callers, caller: str, route: str) -> int:
         "POST /api/v1/device/reports": {"reportId": os.urandom(8).hex(), "ok": True},
         "POST /api/v1/devices/{ref}/commands/lock": {},
         "POST /api/v1/devices/{ref}/commands/converge": {},
+        "POST /api/v1/devices/{ref}/commands/elevate": {
+            "user": "alice",
+            "seconds": 3600,
+            "reason": "INC-1",
+        },
         "POST /api/v1/devices/{ref}/commands/restart": {"delay": 0},
         "POST /api/v1/devices/{ref}/commands/shutdown": {},
         "POST /api/v1/devices/{ref}/commands/run": {"run": {"argv": ["id", "-u"]}},

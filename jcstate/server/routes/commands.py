@@ -21,6 +21,7 @@ from pydantic import ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from jcstate.errors import PlanError
+from jcstate.modules.commands import MAX_ELEVATION
 from jcstate.server.auth import DEVICE, Admin, action_of, require
 from jcstate.server.commands import FINAL_STATES, CommandConflict, command_view
 from jcstate.server.contract import StrictBody
@@ -86,7 +87,14 @@ def _program(spec: dict[str, Any]) -> str | None:
     return None
 
 
-def _issue(request: Request, admin: Admin, ref: str, action: str, body: NewCommand) -> Any:
+def _issue(
+    request: Request,
+    admin: Admin,
+    ref: str,
+    action: str,
+    body: NewCommand,
+    elevate: dict[str, Any] | None = None,
+) -> Any:
     ctx = _ctx(request)
     store = ctx.store
 
@@ -119,6 +127,8 @@ def _issue(request: Request, admin: Admin, ref: str, action: str, body: NewComma
     if action != "update" and (body.version is not None or body.retry is not None):
         raise refuse(422, "'version' and 'retry' are only for action update", device["id"])
     spec = _spec(action, body)
+    if elevate is not None:
+        spec["elevate"] = elevate
     if action == "update":
         release = store.release(body.version) if body.version else None
         if release is None:
@@ -148,6 +158,8 @@ def _issue(request: Request, admin: Admin, ref: str, action: str, body: NewComma
         detail["program"] = _program(spec)
     if "update" in spec:
         detail["version"] = spec["update"]["version"]
+    if elevate is not None:  # who, until when and why: what an investigator asks first
+        detail.update({k: v for k, v in elevate.items() if k != "seconds"})
     if not created:
         detail["retry"] = True
     store.audit(
@@ -187,6 +199,64 @@ def converge(ref: str, body: NewCommand, request: Request, admin: Admin = MANAGE
     """Have the agent plan and apply its current document now (as its own re-converge does),
     instead of at its next interval; the result says how the converge went."""
     return _issue(request, admin, ref, "converge", body)
+
+
+class NewElevation(StrictBody):
+    """Admin for ``user`` on one device for ``seconds`` (a ``reason`` is required and
+    audited), or ``revoke: true`` to end an elevation now. ``id``: as for other commands."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str | None = None
+    user: str = Field(min_length=1, max_length=256)
+    seconds: int | None = Field(None, ge=1, le=MAX_ELEVATION, description="how long, s")
+    reason: str | None = Field(None, max_length=1000, description="why (audited)")
+    revoke: bool = False
+
+
+@router.post("/devices/{ref}/commands/elevate", status_code=201, responses=errors(404, 409, 422))
+def elevate(ref: str, body: NewElevation, request: Request, admin: Admin = MANAGE) -> Any:
+    """Just-in-time admin: ``user`` is admin on the device until now + ``seconds``, taken away
+    by the device itself at that instant (offline too); ``revoke`` ends it now. Only users a
+    policy lists present on the device can be elevated (the command fails otherwise)."""
+    import datetime
+
+    reason = (body.reason or "").strip() or None
+    if body.revoke:
+        if body.seconds is not None:
+            raise HTTPException(422, "revoke takes no seconds")
+        elevate: dict[str, Any] = {"user": body.user, "revoke": True}
+    else:
+        if body.seconds is None:
+            raise HTTPException(422, "an elevation needs seconds (how long), or revoke: true")
+        if reason is None:
+            raise HTTPException(422, "an elevation needs a reason (it is audited)")
+        until = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=body.seconds)
+        elevate = {
+            "user": body.user,
+            "until": until.replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+            "seconds": body.seconds,
+        }
+    if reason is not None:
+        elevate["reason"] = reason
+    if body.id is not None and "until" in elevate:
+        elevate["until"] = _retried_until(request, ref, body.id, elevate)
+    return _issue(request, admin, ref, "elevate", NewCommand(id=body.id), elevate)
+
+
+def _retried_until(request: Request, ref: str, command_id: str, elevate: dict[str, Any]) -> str:
+    """A retry (same id, same user, length and reason) keeps the first request's end, so it
+    returns the command already queued instead of conflicting with it over a second."""
+    ctx = _ctx(request)
+    try:
+        device = one_device(ctx, ref)
+    except HTTPException:
+        return str(elevate["until"])  # _issue refuses it with the reason
+    row = ctx.queue.one(command_id, device["id"])
+    earlier = ((row or {}).get("body") or {}).get("elevate") or {}
+    same = all(earlier.get(k) == elevate.get(k) for k in ("user", "seconds", "reason"))
+    if row is not None and row["action"] == "elevate" and same and earlier.get("until"):
+        return str(earlier["until"])
+    return str(elevate["until"])
 
 
 @router.post("/devices/{ref}/commands/update", status_code=201)

@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 
 from jcstate.errors import JcstateError
 from jcstate.server import db
-from jcstate.server.roles import ROLES
+from jcstate.server.roles import ALL_ROLES
 from jcstate.server.store import Store
 
 __all__ = [
@@ -138,8 +138,8 @@ class AdminAccounts:
         self.store = store
 
     def add(self, name: str, role: str, password: str, created_by: str | None) -> dict[str, Any]:
-        if role not in ROLES:
-            raise JcstateError(f"role {role!r}: choose one of {', '.join(ROLES)}")
+        if role not in ALL_ROLES:
+            raise JcstateError(f"role {role!r}: choose one of {', '.join(ALL_ROLES)}")
         check_name(name)
         check_password(password)
         now = time.time()

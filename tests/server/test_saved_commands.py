@@ -274,3 +274,47 @@ def test_the_cli_saves_assigns_and_runs(sqlite_server, capsys, monkeypatch):
     assert code == 0 and "removed disk" in out
     code, out, err = jcstate("command", "saved", "list", "--output", "json")
     assert json.loads(out) == []
+
+
+def test_a_console_command_runner_sees_only_its_run_page(sqlite_server):
+    from console_session import csrf_of, signed_in
+
+    server = sqlite_server
+    _, device_id = server.device("web1")
+    admin = Caller(server, server.token("administrator"))
+    admin("POST", "/api/v1/saved-commands", {"name": "disk", "argv": ["df", "-h"]})
+    admin("POST", "/api/v1/saved-commands", {"name": "reboot", "argv": ["reboot"]})
+    web = signed_in(server, "anna", COMMAND_RUNNER)
+    assert admin("PUT", "/api/v1/saved-commands/disk/assignments/admin/anna")[0] == 200
+
+    landing = web.get("/devices")  # where sign-in sends everyone
+    assert landing.url.path == "/run" and "df -h" in landing.text
+    assert "reboot" not in landing.text and ">Devices</a>" not in landing.text
+    for path in (f"/devices/{device_id}", "/commands", "/policies", "/audit", "/admins"):
+        assert web.get(path).status_code == 403, path
+    csrf = csrf_of(web, "/run")
+    lock = web.post(f"/devices/{device_id}/actions/lock", data={"csrf": csrf})
+    assert lock.status_code == 403
+    refused = web.post("/run", data={"csrf": csrf, "device": "web1", "saved": "reboot"})
+    assert refused.status_code == 403 and "not assigned to you" in refused.text
+    assert server.ctx.queue.list(device_id) == []
+    assert web.post("/run", data={"device": "web1", "saved": "disk"}).status_code == 403  # CSRF
+
+    done = web.post("/run", data={"csrf": csrf, "device": "web1", "saved": "disk"})
+    assert done.status_code == 200 and "queued" in done.text
+    [row] = server.ctx.queue.list(device_id)
+    assert (row["created_by"], row["saved"], row["body"]["run"]["argv"]) == (
+        "admin:anna",
+        "disk",
+        ["df", "-h"],
+    )
+    assert row["id"] in done.text  # listed under "Your commands"
+    trail = [a for a in server.ctx.store.list_audit() if a["actor"] == "admin:anna"]
+    assert {(a["action"], a["outcome"]) for a in trail} >= {
+        ("POST /run", "ok"),
+        ("POST /run", "denied"),
+    }
+    # a manager uses the same page for any saved command
+    boss = signed_in(server, "boss", "manager")
+    page = boss.get("/run").text
+    assert "reboot" in page and "df -h" in page

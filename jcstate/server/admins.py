@@ -181,11 +181,15 @@ class AdminAccounts:
         }
 
     def remove(self, name: str) -> bool:
+        from jcstate.server.saved import saved_assignments
         from jcstate.server.sessions import admin_sessions
 
+        a = saved_assignments
         with self.store.transaction() as conn:
             gone = conn.execute(admins.delete().where(admins.c.name == name)).rowcount > 0
             conn.execute(admin_sessions.delete().where(admin_sessions.c.admin == name))
+            # a later account of the same name must not inherit its saved commands
+            conn.execute(a.delete().where(a.c.kind == "admin", a.c.ident == name))
         return gone
 
     def set_password(self, name: str, password: str) -> bool:

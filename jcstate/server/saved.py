@@ -13,7 +13,8 @@ version, so ``command show`` and the audit say which it was.
 Editing a saved command keeps its assignments (the administrator who edits it is the one who
 assigned it; re-assigning after every edit would train people to click through), and the edit
 is audited with the programs before and after and the new version. Removing one removes its
-assignments. The tables are created by migration ``0008``.
+assignments, and so does removing a console account (a later account of the same name starts
+with none; token ids are never reused). The tables are created by migration ``0008``.
 """
 
 from __future__ import annotations
@@ -207,6 +208,8 @@ class SavedCommands:
                 after["timeout"] = timeout
             if description is not None:
                 after["description"] = description
+            if argv is None and timeout is None and description is None:
+                raise JcstateError("nothing to change: give argv, timeout or description")
             _check(after["argv"], after["timeout"])
             after.update(version=before["version"] + 1, updated_at=time.time(), updated_by=actor)
             # compare-and-set on the version: two edits at once cannot both claim version n+1

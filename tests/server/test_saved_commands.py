@@ -216,6 +216,14 @@ def test_what_can_be_saved_and_to_whom_it_is_assigned(sqlite_server):
     assert Caller(server, token["token"])("GET", "/api/v1/whoami")[1]["role"] == COMMAND_RUNNER
     body = {"name": "carl", "role": COMMAND_RUNNER, "password": "long enough password"}
     assert admin("POST", "/api/v1/admins", body)[0] == 201
+    # an account removed and made again under its name does not inherit its saved commands
+    assert admin("DELETE", "/api/v1/admins/anna")[0] == 200
+    AdminAccounts(server.ctx.store).add("anna", COMMAND_RUNNER, "long enough password", None)
+    [row] = [r for r in admin("GET", "/api/v1/saved-commands")[1] if r["name"] == "x"]
+    assert row["assignedTo"] == []
+    # an edit must change something
+    assert admin("PATCH", "/api/v1/saved-commands/x", {})[0] == 422
+    assert admin("PATCH", "/api/v1/saved-commands/nope", {"argv": ["w"]})[0] == 404
 
 
 def test_the_cli_saves_assigns_and_runs(sqlite_server, capsys, monkeypatch):

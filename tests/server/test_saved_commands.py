@@ -102,8 +102,7 @@ def test_each_refusal_of_a_command_runner_is_audited(sqlite_server):
     assert server.ctx.queue.list(device_id) == []
 
 
-def test_a_command_runner_runs_its_saved_command_once_per_id(sqlite_server):
-    server = sqlite_server
+def test_a_command_runner_runs_its_saved_command_once_per_id(server):  # SQLite and PostgreSQL
     admin = Caller(server, server.token("administrator"))
     client, device_id = server.device("web1")
     body = {"name": "disk", "argv": ["df", "-h", "/"], "timeout": 60, "description": "free space"}
@@ -144,8 +143,7 @@ def test_a_command_runner_runs_its_saved_command_once_per_id(sqlite_server):
     assert runner("GET", "/api/v1/devices")[0] == 200
 
 
-def test_edit_keeps_assignments_and_remove_drops_them(sqlite_server):
-    server = sqlite_server
+def test_edit_keeps_assignments_and_remove_drops_them(server):  # SQLite and PostgreSQL
     admin = Caller(server, server.token("administrator"))
     server.device("web1")
     assert admin("POST", "/api/v1/saved-commands", {"name": "svc", "argv": ["true"]})[0] == 201

@@ -33,7 +33,7 @@ from jcstate.server.roles import COMMAND_RUNNER
 from jcstate.server.store import Store
 from jcstate.server.views import wire
 
-__all__ = ["NAME", "SavedCommands", "assignee", "saved_view"]
+__all__ = ["NAME", "SavedCommands", "SavedConflict", "assignee", "saved_view"]
 
 Row = dict[str, Any]
 
@@ -68,6 +68,10 @@ saved_assignments = sa.Table(
     sa.Column("assigned_at", sa.Float, nullable=False),
     sa.Column("assigned_by", sa.String(200), nullable=False),
 )
+
+
+class SavedConflict(JcstateError):
+    """The name is taken, or the saved command changed under an edit."""
 
 
 def assignee(actor: str) -> tuple[str, str]:
@@ -180,7 +184,7 @@ class SavedCommands:
             with self.store.transaction() as conn:
                 conn.execute(saved_commands.insert().values(**row))
         except IntegrityError:
-            raise JcstateError(
+            raise SavedConflict(
                 f"a saved command {name} exists: jcstate command saved edit {name} changes it"
             ) from None
         return row
@@ -219,7 +223,7 @@ class SavedCommands:
                 .values(**{k: v for k, v in after.items() if k != "name"})
             )
             if res.rowcount != 1:
-                raise JcstateError(f"saved command {name} changed meanwhile: try again")
+                raise SavedConflict(f"saved command {name} changed meanwhile: try again")
         return before, after
 
     def remove(self, name: str) -> bool:

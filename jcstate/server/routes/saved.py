@@ -18,7 +18,7 @@ from jcstate.errors import JcstateError
 from jcstate.server.auth import Admin, action_of, require
 from jcstate.server.contract import StrictBody
 from jcstate.server.roles import COMMAND_RUNNER
-from jcstate.server.saved import SavedCommands, assignee, saved_view
+from jcstate.server.saved import SavedCommands, SavedConflict, assignee, saved_view
 from jcstate.server.views import errors
 
 __all__ = ["router"]
@@ -72,18 +72,11 @@ def list_saved(request: Request, admin: Admin = LIST) -> list[dict[str, Any]]:
 @router.post("/saved-commands", status_code=201, responses=errors(409, 422))
 def add_saved(body: NewSaved, request: Request, admin: Admin = ADMINISTER) -> dict[str, Any]:
     """Store a saved command (argv, never a shell line); version 1, assigned to no one."""
-    saved = _saved(request)
-    if saved.get(body.name) is not None:
-        _audit(request, admin, body.name, "refused", reason="exists")
-        raise HTTPException(
-            409, f"a saved command {body.name} exists: jcstate command saved edit changes it"
-        )
     try:
-        row = saved.add(body.name, body.argv, body.timeout, body.description, admin.actor)
+        row = _saved(request).add(body.name, body.argv, body.timeout, body.description, admin.actor)
     except JcstateError as exc:
         _audit(request, admin, body.name, "refused", reason=str(exc))
-        status = 409 if "exists" in str(exc) else 422
-        raise HTTPException(status, str(exc)) from None
+        raise HTTPException(409 if isinstance(exc, SavedConflict) else 422, str(exc)) from None
     _audit(request, admin, body.name, program=body.argv[0], version=1)
     return saved_view(row, [])
 
@@ -99,7 +92,7 @@ def edit_saved(
         changed = store.edit(saved, admin.actor, body.argv, body.timeout, body.description)
     except JcstateError as exc:
         _audit(request, admin, saved, "refused", reason=str(exc))
-        raise HTTPException(409 if "meanwhile" in str(exc) else 422, str(exc)) from None
+        raise HTTPException(409 if isinstance(exc, SavedConflict) else 422, str(exc)) from None
     if changed is None:
         raise HTTPException(404, f"no saved command {saved} (jcstate command saved list)")
     before, after = changed

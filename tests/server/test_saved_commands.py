@@ -132,14 +132,19 @@ def test_a_command_runner_runs_its_saved_command_once_per_id(server):  # SQLite 
 
     # it reads the device and its own commands, not the others'
     manager = Caller(server, server.token("manager"))
+    status, _ = manager("POST", "/api/v1/devices/web1/commands/saved/disk", {"id": "m-1"})
+    assert status == 201  # the same saved command, another caller's id: not a way to read it
+    status, answer = runner("POST", "/api/v1/devices/web1/commands/saved/disk", {"id": "m-1"})
+    assert status == 409 and "stdout" not in answer
     assert manager("POST", "/api/v1/devices/web1/commands/saved/other", {})[0] == 201  # any
     lock = manager("POST", "/api/v1/devices/web1/commands/lock", {})[1]
     status, device = runner("GET", "/api/v1/devices/web1")
     assert status == 200 and [c["id"] for c in device["commands"]] == ["disk-1"]
     assert [c["id"] for c in runner("GET", "/api/v1/commands")[1]] == ["disk-1"]
+    assert runner("GET", "/api/v1/commands/m-1")[0] == 404
     assert runner("GET", f"/api/v1/commands/{lock['id']}")[0] == 404
     assert runner("GET", "/api/v1/commands/disk-1")[0] == 200
-    assert len(manager("GET", "/api/v1/commands")[1]) == 3
+    assert len(manager("GET", "/api/v1/commands")[1]) == 4
     assert runner("GET", "/api/v1/devices")[0] == 200
 
 

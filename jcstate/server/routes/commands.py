@@ -164,6 +164,11 @@ def _issue(
         raise refuse(
             409 if isinstance(exc, CommandConflict) else 422, str(exc), device["id"]
         ) from None
+    if not created and admin.role == COMMAND_RUNNER and row["created_by"] != admin.actor:
+        # a retry answers with the existing command, output included: only one's own
+        raise refuse(
+            409, f"command id {row['id']} is already used on this device by another command"
+        )
     if created:
         ctx.waiters.wake_threadsafe(f"device:{device['id']}")
     detail = {"action": action, "command": row["id"], "hostname": device["hostname"]}

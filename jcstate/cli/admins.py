@@ -21,7 +21,8 @@ from jcstate.errors import JcstateError
 
 __all__ = ["register"]
 
-ROLES = ("read-only", "manager", "administrator")  # jcstate.server.roles, without its import
+# jcstate.server.roles.ALL_ROLES, without its import
+ROLES = ("read-only", "manager", "administrator", "command-runner")
 
 
 def _client(args: argparse.Namespace) -> Any:

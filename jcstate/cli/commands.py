@@ -59,6 +59,8 @@ def command_issue(args: argparse.Namespace) -> int:
     import urllib.parse
 
     api = client(args)
+    if getattr(args, "saved", None) is not None:
+        return _run_saved(api, args)
     if getattr(args, "where", None) or getattr(args, "os", None):
         if args.action in ("erase", "update"):
             raise JcstateError(f"{args.action} is one device at a time: --where is refused")
@@ -94,6 +96,45 @@ def command_issue(args: argparse.Namespace) -> int:
     else:
         print(data["id"])
         print(f"queued {data['action']} for {data['hostname']} ({data['device']})", file=sys.stderr)
+    return 0
+
+
+def _run_saved(api: Any, args: argparse.Namespace) -> int:
+    """``run DEVICE --saved NAME``: the saved command's argv and timeout, nothing added."""
+    import urllib.parse
+
+    given = [
+        flag
+        for flag, value in (
+            ("-- ARGV", args.argv),
+            ("--command-line", args.command_line),
+            ("--shell", args.shell),
+            ("--user", args.user),
+            ("--timeout", args.timeout),
+            ("--where", args.where),
+            ("--os", args.os),
+        )
+        if value
+    ]
+    if given:
+        raise JcstateError(
+            f"--saved runs the saved command as it is: {', '.join(given)} cannot go with it "
+            "(one device at a time)"
+        )
+    if args.device is None:
+        raise JcstateError("give a device: jcstate command run DEVICE --saved NAME")
+    ref = urllib.parse.quote(args.device, safe="")
+    body = {} if args.not_after is None else {"notAfter": args.not_after}
+    name = urllib.parse.quote(args.saved, safe="")
+    data = api.call("POST", f"/api/v1/devices/{ref}/commands/saved/{name}", body)
+    if args.wait:
+        print(f"queued {args.saved} {data['id']} for {data['hostname']}", file=sys.stderr)
+        return _wait(api, args, data)
+    if args.output == "json":
+        show(args, data)
+    else:
+        print(data["id"])
+        print(f"queued {args.saved} for {data['hostname']} ({data['device']})", file=sys.stderr)
     return 0
 
 
@@ -270,6 +311,8 @@ def command_show(args: argparse.Namespace) -> int:
     run = data.get("run") or {}
     if run:
         what += ": " + (" ".join(run["argv"]) if run.get("argv") else run.get("command", ""))
+    if data.get("saved"):
+        what += f" (saved command {data['saved']['name']}, version {data['saved']['version']})"
     lines = [
         ("id", data["id"]),
         ("device", f"{data['device']} ({data.get('hostname') or '?'})"),
@@ -331,7 +374,8 @@ def register(sub: Any) -> None:
         "restart": "warn users, wait, restart (done when the device is back)",
         "shutdown": "warn users, wait, power off",
         "erase": "erase the device (administrator; the device id typed back)",
-        "run": "run a program: jcstate command run [OPTIONS] DEVICE -- ARGV...",
+        "run": "run a program: jcstate command run [OPTIONS] DEVICE -- ARGV... "
+        "(or DEVICE --saved NAME)",
         "update": "install a release of the agent (administrator; docs/updates.md)",
     }
     for action, text in texts.items():
@@ -376,7 +420,15 @@ def register(sub: Any) -> None:
             q.add_argument("--shell", help="shell for --command-line (default /bin/sh)")
             q.add_argument("--user", help="run as this user (default root)")
             q.add_argument("--timeout", type=int, help="seconds before it is killed (300)")
+            q.add_argument(
+                "--saved",
+                metavar="NAME",
+                help="run a saved command (jcstate command saved list) instead of ARGV",
+            )
         q.set_defaults(handler=command_issue, action=action)
+    from jcstate.cli import saved
+
+    saved.register(cs)
     q = admin_parser(cs, "show", "a command's state, exit code, output and times")
     q.add_argument("id")
     q.add_argument("--device", help="for a policy's command id, which device")

@@ -58,16 +58,29 @@ EXAMPLES: dict[str, str] = {
     "command shutdown": "jcstate command shutdown --where lab=old --yes",
     "command erase": "jcstate command erase mac1   # type the device id back to confirm",
     "command run": "jcstate command run web1 --wait -- uname -a\n"
-    "  jcstate command run --where team=eng --yes -- systemctl restart sshd",
+    "  jcstate command run --where team=eng --yes -- systemctl restart sshd\n"
+    "  jcstate command run web1 --saved disk-usage --wait   # a command runner's way",
     "command update": "jcstate command update web1 --version 1.4.0",
     "elevate": "jcstate elevate eng-laptop-7 alice --for 2h --reason 'INC-4711 driver install'\n"
     "  jcstate elevate eng-laptop-7 alice --revoke",
+    "command saved": "jcstate command saved list",
+    "command saved add": "jcstate command saved add disk-usage --timeout 60 "
+    "--description 'free space on /' -- df -h /",
+    "command saved edit": "jcstate command saved edit disk-usage -- df -h / /var",
+    "command saved list": "jcstate command saved list --output json",
+    "command saved remove": "jcstate command saved remove disk-usage",
+    "command saved assign": "jcstate command saved assign disk-usage "
+    "--token-id 5b1c0e8f2d3a4b6c\n"
+    "  jcstate command saved assign disk-usage --admin helpdesk-anna",
+    "command saved unassign": "jcstate command saved unassign disk-usage "
+    "--token-id 5b1c0e8f2d3a4b6c",
     "command show": "jcstate command show c-1a2b3c4d5e6f7a8b   # exit 1 when it failed\n"
     "  jcstate command show b-0f1e2d3c4b5a6978   # a batch",
     "command list": "jcstate command list --state failed --since 2026-12-01 | head",
     "command cancel": "jcstate command cancel c-1a2b3c4d5e6f7a8b",
     "token": "jcstate token create --role read-only --name grafana --expires 90d",
-    "token create": "jcstate token create --role manager --name ci --expires 30d",
+    "token create": "jcstate token create --role manager --name ci --expires 30d\n"
+    "  jcstate token create --role command-runner --name helpdesk",
     "token list": "jcstate token list",
     "token revoke": "jcstate token revoke 5b1c0e8f2d3a4b6c",
     "connect-key": "jcstate connect-key create --name lab --label site=paris",

@@ -108,7 +108,12 @@ def register(sub: Any) -> None:
     ts = p.add_subparsers(dest="token_command", metavar="ACTION")
     ts.required = True
     q = admin_parser(ts, "create", "create a token (printed once)")
-    q.add_argument("--role", required=True, choices=["read-only", "manager", "administrator"])
+    q.add_argument(
+        "--role",
+        required=True,
+        choices=["read-only", "manager", "administrator", "command-runner"],
+        help="command-runner: runs only the saved commands assigned to it (docs/security.md)",
+    )
     q.add_argument("--name", help="shown as the actor in the audit log (default: the role)")
     q.add_argument("--expires", metavar="WHEN", help="30d, 12h, 2w or an RFC 3339 time")
     q.set_defaults(handler=token_create)

@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 
 from jcstate.errors import JcstateError
 from jcstate.server import db
-from jcstate.server.roles import ROLES
+from jcstate.server.roles import ALL_ROLES
 from jcstate.server.store import Store
 
 __all__ = [
@@ -138,8 +138,8 @@ class AdminAccounts:
         self.store = store
 
     def add(self, name: str, role: str, password: str, created_by: str | None) -> dict[str, Any]:
-        if role not in ROLES:
-            raise JcstateError(f"role {role!r}: choose one of {', '.join(ROLES)}")
+        if role not in ALL_ROLES:
+            raise JcstateError(f"role {role!r}: choose one of {', '.join(ALL_ROLES)}")
         check_name(name)
         check_password(password)
         now = time.time()
@@ -181,11 +181,15 @@ class AdminAccounts:
         }
 
     def remove(self, name: str) -> bool:
+        from jcstate.server.saved import saved_assignments
         from jcstate.server.sessions import admin_sessions
 
+        a = saved_assignments
         with self.store.transaction() as conn:
             gone = conn.execute(admins.delete().where(admins.c.name == name)).rowcount > 0
             conn.execute(admin_sessions.delete().where(admin_sessions.c.admin == name))
+            # a later account of the same name must not inherit its saved commands
+            conn.execute(a.delete().where(a.c.kind == "admin", a.c.ident == name))
         return gone
 
     def set_password(self, name: str, password: str) -> bool:

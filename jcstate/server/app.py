@@ -31,7 +31,7 @@ from jcstate.server.longpoll import LongPoll
 from jcstate.server.metrics import Metrics
 from jcstate.server.peer import TrustedProxies, resolve
 from jcstate.server.render import Renderer
-from jcstate.server.routes import admin, admins, commands, device, releases
+from jcstate.server.routes import admin, admins, commands, device, releases, saved
 from jcstate.server.store import NOTIFY_CHANNEL, Store
 from jcstate.server.vault import Vault
 from jcstate.server.wake import Waiters, listen
@@ -258,6 +258,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(commands.router)
     app.include_router(releases.router)
     app.include_router(admins.router)
+    app.include_router(saved.router)
     console.install(app, idle=settings.session_idle, lifetime=settings.session_lifetime)
     if settings.raw_longpoll:
         app.longpoll = LongPoll(ctx)

@@ -40,6 +40,14 @@ ACTION_NAMES: dict[str, str] = {
     f"GET {_V1}/audit": "audit.read",
     f"GET {_V1}/tokens": "token.list",
     f"POST {_V1}/devices/{{ref}}/commands/elevate": "command.elevate",
+    f"POST {_V1}/devices/{{ref}}/commands/saved/{{saved}}": "command.saved",
+    f"POST {_V1}/saved-commands": "saved-command.add",
+    f"PATCH {_V1}/saved-commands/{{saved}}": "saved-command.edit",
+    f"DELETE {_V1}/saved-commands/{{saved}}": "saved-command.remove",
+    f"PUT {_V1}/saved-commands/{{saved}}/assignments/{{kind}}/{{ident}}": "saved-command.assign",
+    f"DELETE {_V1}/saved-commands/{{saved}}/assignments/{{kind}}/{{ident}}": (
+        "saved-command.unassign"
+    ),
     "bootstrap": "server.bootstrap",
 }
 for _action in ("lock", "restart", "shutdown", "run", "update", "erase"):

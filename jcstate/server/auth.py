@@ -54,8 +54,9 @@ def action_of(request: Request) -> str:
     return f"{request.method} {getattr(route, 'path', request.url.path)}"
 
 
-def require(needed: str) -> Any:
-    """A dependency admitting admin tokens whose role is at least ``needed``."""
+def require(needed: str, *also: str) -> Any:
+    """A dependency admitting admin tokens whose role is at least ``needed`` on the ladder,
+    or one of the side roles ``also`` (:mod:`jcstate.server.roles`)."""
 
     def dependency(request: Request) -> Admin:
         store: Store = request.app.state.ctx.store
@@ -84,7 +85,7 @@ def require(needed: str) -> Any:
             raise HTTPException(401, dead[1], headers={"WWW-Authenticate": "Bearer"})
         store.token_used(row["id"], now)
         admin = Admin(row["id"], row["name"], row["role"])
-        if not allows(admin.role, needed):
+        if not allows(admin.role, needed, also):
             store.audit(
                 admin.actor,
                 action_of(request),
@@ -96,7 +97,7 @@ def require(needed: str) -> Any:
             raise HTTPException(403, f"this action needs the {needed} role")
         return admin
 
-    dependency.__name__ = f"require_{needed.replace('-', '_')}"
+    dependency.__name__ = "require_" + "_or_".join(r.replace("-", "_") for r in (needed, *also))
     return authenticates(dependency)
 
 

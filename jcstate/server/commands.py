@@ -95,12 +95,18 @@ class CommandQueue:
 
     # -- admins -----------------------------------------------------------------------------
     def issue(
-        self, device_id: str, spec: dict[str, Any], actor: str, command_id: str | None = None
+        self,
+        device_id: str,
+        spec: dict[str, Any],
+        actor: str,
+        command_id: str | None = None,
+        saved: tuple[str, int] | None = None,
     ) -> tuple[Row, bool]:
         """Queue a command for one device; (row, created). Raises PlanError when invalid.
 
         ``command_id`` lets a caller retry safely: the same id with the same command returns
         the existing row (created False); with a different command it is a CommandConflict.
+        ``saved``: the (name, version) of the saved command it runs (:mod:`.saved`).
         """
         cid = command_id or "c-" + secrets.token_hex(8)
         command = parse_command({**spec, "id": cid})  # the device's own validation
@@ -118,6 +124,8 @@ class CommandQueue:
             "created_at": now,
             "created_by": actor,
             "deliveries": 0,
+            "saved": None if saved is None else saved[0],
+            "saved_version": None if saved is None else saved[1],
         }
         try:
             with self.store.transaction() as conn:
@@ -234,6 +242,7 @@ class CommandQueue:
         action: str | None = None,
         batch: str | None = None,
         since: float | None = None,
+        created_by: str | None = None,
     ) -> list[Row]:
         """Newest first; each filter given narrows (``since``: created at or after)."""
         c = db.commands
@@ -248,6 +257,8 @@ class CommandQueue:
             q = q.where(c.c.batch_id == batch)
         if since is not None:
             q = q.where(c.c.created_at >= since)
+        if created_by is not None:
+            q = q.where(c.c.created_by == created_by)
         with self.store.engine.connect() as conn:
             return _rows(conn.execute(q))
 
@@ -503,6 +514,8 @@ def command_view(row: Row, hostname: str | None = None) -> dict[str, Any]:
         view["hostname"] = hostname
     if row.get("batch_id"):
         view["batch"] = row["batch_id"]
+    if row.get("saved"):
+        view["saved"] = {"name": row["saved"], "version": row.get("saved_version")}
     for key, name in (
         ("run", "run"),
         ("delay", "delay"),

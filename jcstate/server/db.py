@@ -151,6 +151,8 @@ commands = sa.Table(
     sa.Column("exit_code", sa.Integer),
     sa.Column("result", sa.JSON),  # the device's CommandResult (output tails)
     sa.Column("batch_id", sa.String(32), index=False),  # 0006: queued by one bulk request
+    sa.Column("saved", sa.String(100)),  # 0008: the saved command it ran (jcstate.server.saved)
+    sa.Column("saved_version", sa.Integer),  # 0008: that saved command's version then
     sa.UniqueConstraint("device_id", "id", name="uq_commands_device_id"),
     sa.Index("ix_commands_device_state", "device_id", "state", "seq"),
 )

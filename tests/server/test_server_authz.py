@@ -38,6 +38,9 @@ class Callers:
         self.tmp = tmp
         store = server.ctx.store
         self.tokens = {r: server.token(r) for r in ("read-only", "manager", "administrator")}
+        # the side role: a token whose id saved commands are assigned to
+        runner, self.tokens["command-runner"] = store.create_token("runner", "command-runner", None)
+        self.runner_id = runner["id"]
         pending_key = store.create_connect_key("approval", auto_approve=False)["key"]
         self.pending, self.pending_id = server.device("pending", connect_key=pending_key)
         self.device, self.device_id = server.device("device")
@@ -74,6 +77,16 @@ class Callers:
             return row["id"]
         if kind == "token_id":
             return store.create_token("target", "read-only", None)[0]["id"]
+        if kind == "saved":  # a saved command assigned to the command-runner token
+            from jcstate.server.saved import SavedCommands
+
+            saved = SavedCommands(store)
+            name = f"saved{self.n}"
+            saved.add(name, ["id", "-u"], None, "", "test")
+            saved.assign(name, "token", self.runner_id, "test")
+            return name
+        if kind == "runner_id":  # another command-runner token, to assign to
+            return store.create_token("runner", "command-runner", None)[0]["id"]
         if kind == "key_id":
             return store.create_connect_key("target")["id"]
         if kind == "release":  # a stored agent release: its version
@@ -124,6 +137,12 @@ def _request(server: Any, callers: Callers, caller: str, route: str) -> int:
         name = "a" + os.urandom(4).hex()
         AdminAccounts(server.ctx.store).add(name, "manager", "long enough password", None)
         path = path.replace("{name}", name)
+    if "{saved}" in path:
+        saved = callers.fresh("saved")
+        path = path.replace("{saved}", saved)
+        if "{kind}/{ident}" in path:  # PUT: a new runner to assign to; DELETE: the assigned one
+            ident = callers.fresh("runner_id") if method == "PUT" else callers.runner_id
+            path = path.replace("{kind}/{ident}", f"token/{ident}")
     if "{batch}" in path:  # a batch of one command
         device = server.ctx.store.device(callers.fresh("ref"))
         batch, _ = server.ctx.queue.issue_batch([device], {"action": "lock"}, "test")
@@ -166,6 +185,9 @@ def _request(server: Any, callers: Callers, caller: str, route: str) -> int:
         "POST /api/v1/commands/batch/restart": {"os": "linux", "delay": 0},
         "POST /api/v1/commands/batch/shutdown": {"os": "linux"},
         "POST /api/v1/commands/batch/run": {"os": "linux", "run": {"argv": ["id", "-u"]}},
+        "POST /api/v1/saved-commands": {"name": f"new{callers.fresh_n()}", "argv": ["uptime"]},
+        "PATCH /api/v1/saved-commands/{saved}": {"argv": ["uptime"], "description": "edited"},
+        "POST /api/v1/devices/{ref}/commands/saved/{saved}": {},
     }
     body_obj = bodies.get(route)
     if release is not None and route.endswith("/commands/update"):

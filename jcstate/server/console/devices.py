@@ -27,10 +27,12 @@ from jcstate.server.console.web import (
     page,
     signed_in,
 )
+from jcstate.server.roles import COMMAND_RUNNER
 
 router = APIRouter(include_in_schema=False)
 
 READ = Depends(signed_in("read-only"))
+READ_OR_RUN = Depends(signed_in("read-only", COMMAND_RUNNER))
 REFRESH = Depends(signed_in("read-only", touch=False))  # a page polling its live values
 ADMINISTER = Depends(signed_in("administrator"))
 
@@ -126,7 +128,9 @@ def _rows(request: Request, q: queries.DeviceQuery) -> tuple[list[dict[str, Any]
 
 
 @router.get("/devices")
-def devices(request: Request, admin: ConsoleAdmin = READ) -> Response:
+def devices(request: Request, admin: ConsoleAdmin = READ_OR_RUN) -> Response:
+    if admin.role == COMMAND_RUNNER:  # where sign-in lands: a command runner's page is /run
+        return RedirectResponse("/run", status_code=303)
     ctx = ctx_of(request)
     q = _query(request)
     shown, total = _rows(request, q)

@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from jcstate.server.admins import AdminAccounts
 from jcstate.server.console.web import ConsoleAdmin, PageError, ctx_of, form_of, page, signed_in
-from jcstate.server.roles import ROLES
+from jcstate.server.roles import ALL_ROLES
 from jcstate.server.routes import admin as api
 from jcstate.server.routes import admins as api_admins
 
@@ -34,7 +34,7 @@ def _show(request: Request, admin: ConsoleAdmin, status: int = 200, **values: An
         admins=AdminAccounts(store).list(),
         tokens=[t for t in store.list_tokens() if t["revoked_at"] is None],
         keys=[k for k in store.list_connect_keys() if k["revoked_at"] is None],
-        roles=ROLES,
+        roles=ALL_ROLES,
         error=values.pop("error", ""),
         created=values.pop("created", None),
         **values,

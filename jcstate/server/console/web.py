@@ -199,8 +199,9 @@ def address_of(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def signed_in(needed: str = "read-only", *, touch: bool = True) -> Any:
-    """A dependency: the admin of the request's session, with at least role ``needed``.
+def signed_in(needed: str = "read-only", *also: str, touch: bool = True) -> Any:
+    """A dependency: the admin of the request's session, with at least role ``needed`` or one
+    of the side roles ``also`` (:mod:`jcstate.server.roles`).
     ``touch=False`` for a page's automatic refreshes: they do not keep a session from idling.
 
     No live session: a GET is sent to the sign-in page, anything else refused (401). A
@@ -233,7 +234,7 @@ def signed_in(needed: str = "read-only", *, touch: bool = True) -> Any:
                     detail={"reason": "missing or wrong CSRF token"},
                 )
                 raise PageError(403, "This form has expired or did not come from this console.")
-        if not allows(admin.role, needed):
+        if not allows(admin.role, needed, also):
             store.audit(
                 admin.actor,
                 action_of(request),
@@ -245,7 +246,7 @@ def signed_in(needed: str = "read-only", *, touch: bool = True) -> Any:
             raise PageError(403, f"This needs the {needed} role; you are {admin.role}.")
         return admin
 
-    dependency.__name__ = f"signed_in_{needed.replace('-', '_')}"
+    dependency.__name__ = "signed_in_" + "_or_".join(r.replace("-", "_") for r in (needed, *also))
     return dependency
 
 

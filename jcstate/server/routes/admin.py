@@ -23,7 +23,7 @@ from jcstate.server.auth import Admin, action_of, require
 from jcstate.server.blast import account_changes
 from jcstate.server.contract import StrictBody
 from jcstate.server.render import repo_from_files
-from jcstate.server.roles import ROLES
+from jcstate.server.roles import ALL_ROLES, COMMAND_RUNNER
 from jcstate.server.store import Store
 from jcstate.server.views import errors, from_rfc3339, wire
 
@@ -32,6 +32,8 @@ __all__ = ["router"]
 router = APIRouter(prefix="/api/v1", tags=["admin"])
 
 READ = Depends(require("read-only"))
+# what a command runner may read besides: itself and the devices, to pick one (docs/security.md)
+READ_DEVICES = Depends(require("read-only", COMMAND_RUNNER))
 MANAGE = Depends(require("manager"))
 ADMINISTER = Depends(require("administrator"))
 
@@ -48,7 +50,7 @@ def _audit(request: Request, admin: Admin, target: str | None = None, **detail: 
 
 # -- identity ------------------------------------------------------------------------------
 @router.get("/whoami")
-def whoami(admin: Admin = READ) -> dict[str, str]:
+def whoami(admin: Admin = READ_DEVICES) -> dict[str, str]:
     """The calling token's id, name and role."""
     return {"id": admin.token_id, "name": admin.name, "role": admin.role}
 
@@ -372,7 +374,7 @@ def list_devices(
     ),
     limit: int | None = Query(None, ge=1, le=10000),
     page: int = Query(1, ge=1),
-    admin: Admin = READ,
+    admin: Admin = READ_DEVICES,
 ) -> list[dict[str, Any]]:
     """Devices with online state, last report and drift, filtered and sorted by the database;
     one page of ``limit`` (every match without it). ``X-Total-Count`` says how many match."""
@@ -398,19 +400,21 @@ def list_devices(
 
 
 @router.get("/devices/{ref}")
-def show_device(ref: str, request: Request, admin: Admin = READ) -> dict[str, Any]:
-    """One device (by id or hostname) with its facts, last report and newest commands."""
+def show_device(ref: str, request: Request, admin: Admin = READ_DEVICES) -> dict[str, Any]:
+    """One device (by id or hostname) with its facts, last report and newest commands (a
+    command runner: the newest it queued)."""
     from jcstate.server.commands import command_view
 
     ctx = _ctx(request)
     row = _one_device(ctx, ref)
     last = ctx.store.last_report(row["id"])
+    own = admin.actor if admin.role == COMMAND_RUNNER else None
     return {
         **_device_summary(ctx, row),
         "facts": row["facts"],
         "lastReport": None if last is None else last["body"],
         "lastPlan": row.get("last_plan"),
-        "commands": [command_view(c) for c in ctx.queue.list(row["id"], limit=20)],
+        "commands": [command_view(c) for c in ctx.queue.list(row["id"], limit=20, created_by=own)],
     }
 
 
@@ -602,7 +606,7 @@ def recovery_key(
 
 # -- admin tokens --------------------------------------------------------------------------
 class NewToken(StrictBody):
-    role: str = Field(pattern="^(" + "|".join(ROLES) + ")$")
+    role: str = Field(pattern="^(" + "|".join(ALL_ROLES) + ")$")
     name: str = ""
     expiresAt: str | None = Field(None, description="RFC 3339; the token is refused after it")
 

@@ -16,7 +16,7 @@ from jcstate.errors import JcstateError
 from jcstate.server.admins import MIN_PASSWORD, AdminAccounts
 from jcstate.server.auth import Admin, action_of, require
 from jcstate.server.contract import StrictBody
-from jcstate.server.roles import ROLES
+from jcstate.server.roles import ALL_ROLES
 
 __all__ = ["router"]
 
@@ -37,7 +37,7 @@ def _audit(request: Request, admin: Admin, target: str, outcome: str = "ok", **d
 
 class NewAdmin(StrictBody):
     name: str = Field(min_length=1, max_length=100)
-    role: str = Field(pattern="^(" + "|".join(ROLES) + ")$")
+    role: str = Field(pattern="^(" + "|".join(ALL_ROLES) + ")$")
     password: str = Field(min_length=MIN_PASSWORD, max_length=1024)
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from pydantic import ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -25,6 +25,7 @@ from jcstate.modules.commands import MAX_ELEVATION
 from jcstate.server.auth import DEVICE, Admin, action_of, require
 from jcstate.server.commands import FINAL_STATES, CommandConflict, command_view
 from jcstate.server.contract import StrictBody
+from jcstate.server.roles import COMMAND_RUNNER
 from jcstate.server.routes.admin import _one_device as one_device
 from jcstate.server.views import errors
 
@@ -33,7 +34,11 @@ __all__ = ["router"]
 router = APIRouter(prefix="/api/v1", tags=["commands"])
 
 READ = Depends(require("read-only"))
+# a command runner reads the commands it queued, and only those (docs/security.md)
+READ_OWN = Depends(require("read-only", COMMAND_RUNNER))
 MANAGE = Depends(require("manager"))
+# a command runner runs the saved commands assigned to it; managers any saved command
+RUN_SAVED = Depends(require("manager", COMMAND_RUNNER))
 ADMINISTER = Depends(require("administrator"))
 
 
@@ -94,7 +99,9 @@ def _issue(
     action: str,
     body: NewCommand,
     elevate: dict[str, Any] | None = None,
+    saved: dict[str, Any] | None = None,
 ) -> Any:
+    """Queue ``action`` for one device; ``saved``: the saved command whose argv ``run`` runs."""
     ctx = _ctx(request)
     store = ctx.store
 
@@ -129,6 +136,10 @@ def _issue(
     spec = _spec(action, body)
     if elevate is not None:
         spec["elevate"] = elevate
+    if saved is not None:
+        from jcstate.server.saved import run_spec
+
+        spec["run"] = run_spec(saved)
     if action == "update":
         release = store.release(body.version) if body.version else None
         if release is None:
@@ -146,11 +157,22 @@ def _issue(
         if body.retry:
             spec["update"]["retry"] = True
     try:
-        row, created = ctx.queue.issue(device["id"], spec, admin.actor, body.id)
+        row, created = ctx.queue.issue(
+            device["id"],
+            spec,
+            admin.actor,
+            body.id,
+            saved=None if saved is None else (saved["name"], saved["version"]),
+        )
     except PlanError as exc:
         raise refuse(
             409 if isinstance(exc, CommandConflict) else 422, str(exc), device["id"]
         ) from None
+    if not created and admin.role == COMMAND_RUNNER and row["created_by"] != admin.actor:
+        # a retry answers with the existing command, output included: only one's own
+        raise refuse(
+            409, f"command id {row['id']} is already used on this device by another command"
+        )
     if created:
         ctx.waiters.wake_threadsafe(f"device:{device['id']}")
     detail = {"action": action, "command": row["id"], "hostname": device["hostname"]}
@@ -160,6 +182,9 @@ def _issue(
         detail["version"] = spec["update"]["version"]
     if elevate is not None:  # who, until when and why: what an investigator asks first
         detail.update({k: v for k, v in elevate.items() if k != "seconds"})
+    if saved is not None:
+        detail["saved"] = saved["name"]
+        detail["savedVersion"] = saved["version"]
     if not created:
         detail["retry"] = True
     store.audit(
@@ -270,6 +295,62 @@ def update(ref: str, body: NewCommand, request: Request, admin: Admin = ADMINIST
 def erase(ref: str, body: NewCommand, request: Request, admin: Admin = ADMINISTER) -> Any:
     """Erase one device; ``confirm`` must be its id."""
     return _issue(request, admin, ref, "erase", body)
+
+
+class SavedRun(StrictBody):
+    """Run a saved command: nothing of the program can be given here, only when and the id."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str | None = None
+    notAfter: str | None = Field(None, description="RFC 3339; not delivered after this")
+
+
+@router.post(
+    "/devices/{ref}/commands/saved/{saved}", status_code=201, responses=errors(404, 409, 422)
+)
+def run_saved(
+    ref: str,
+    body: SavedRun,
+    request: Request,
+    saved: str = Path(pattern="^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"),
+    admin: Admin = RUN_SAVED,
+) -> Any:
+    """Run the saved command ``saved`` on one device, as a ``run`` command with its argv and
+    timeout. A command runner may run only the saved commands assigned to it; managers and
+    administrators any."""
+    from jcstate.server.saved import SavedCommands, assignee
+
+    ctx = _ctx(request)
+    row = SavedCommands(ctx.store).get(saved)
+    if admin.role == COMMAND_RUNNER:
+        kind, ident = assignee(admin.actor)
+        if row is None or not SavedCommands(ctx.store).assigned(saved, kind, ident):
+            # one answer for "missing" and "not yours": a runner learns no other names
+            ctx.store.audit(
+                admin.actor,
+                action_of(request),
+                "denied",
+                role=admin.role,
+                target=ref,
+                detail={"saved": saved, "reason": "saved command not assigned to this caller"},
+            )
+            raise HTTPException(
+                403,
+                f"saved command {saved} is not assigned to you "
+                "(jcstate command saved list shows yours)",
+            )
+    if row is None:
+        ctx.store.audit(
+            admin.actor,
+            action_of(request),
+            "refused",
+            role=admin.role,
+            target=ref,
+            detail={"saved": saved, "reason": "no such saved command"},
+        )
+        raise HTTPException(404, f"no saved command {saved} (jcstate command saved list)")
+    command = NewCommand(id=body.id, notAfter=body.notAfter)
+    return _issue(request, admin, ref, "run", command, saved=row)
 
 
 class NewBatch(StrictBody):
@@ -406,10 +487,10 @@ def list_commands(
         None, description="RFC 3339: created at or after", json_schema_extra={"format": "date-time"}
     ),
     limit: int = 100,
-    admin: Admin = READ,
+    admin: Admin = READ_OWN,
 ) -> list[dict[str, Any]]:
     """Commands, newest first; ``device`` (id or hostname), ``state``, ``action``, ``batch``
-    and ``since`` filter."""
+    and ``since`` filter. A command runner sees only the commands it queued."""
     from jcstate.server.views import from_rfc3339
 
     ctx = _ctx(request)
@@ -422,13 +503,23 @@ def list_commands(
             raise HTTPException(422, f"since {since!r} is not an RFC 3339 time or date") from None
     names = _hostnames(ctx)
     rows = ctx.queue.list(
-        device_id, state, min(max(limit, 1), 10000), action=action, batch=batch, since=after
+        device_id,
+        state,
+        min(max(limit, 1), 10000),
+        action=action,
+        batch=batch,
+        since=after,
+        created_by=admin.actor if admin.role == COMMAND_RUNNER else None,
     )
     return [command_view(r, names.get(r["device_id"])) for r in rows]
 
 
-def _one_command(ctx: Any, command_id: str, device: str | None) -> dict[str, Any]:
+def _one_command(
+    ctx: Any, command_id: str, device: str | None, created_by: str | None = None
+) -> dict[str, Any]:
     rows = ctx.queue.named(command_id)
+    if created_by is not None:  # a command runner's: the others do not exist for it
+        rows = [r for r in rows if r["created_by"] == created_by]
     if device:
         device_id = one_device(ctx, device)["id"]
         rows = [r for r in rows if r["device_id"] == device_id]
@@ -445,11 +536,13 @@ def _one_command(ctx: Any, command_id: str, device: str | None) -> dict[str, Any
 
 @router.get("/commands/{command_id}")
 def show_command(
-    command_id: str, request: Request, device: str | None = None, admin: Admin = READ
+    command_id: str, request: Request, device: str | None = None, admin: Admin = READ_OWN
 ) -> dict[str, Any]:
-    """One command: state, exit code, output tails and times."""
+    """One command: state, exit code, output tails and times (a command runner: one it
+    queued)."""
     ctx = _ctx(request)
-    row = _one_command(ctx, command_id, device)
+    own = admin.actor if admin.role == COMMAND_RUNNER else None
+    row = _one_command(ctx, command_id, device, own)
     return command_view(row, _hostnames(ctx).get(row["device_id"]))
 
 

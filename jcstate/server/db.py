@@ -28,6 +28,7 @@ tokens = sa.Table(
     sa.Column("revoked_at", sa.Float),
     sa.Column("last_used_at", sa.Float),
     sa.Column("expires_at", sa.Float),  # 0006: None = never
+    sa.Column("owner", sa.String(100)),  # 0009: the console account (person) it belongs to
 )
 
 connect_keys = sa.Table(
@@ -151,6 +152,8 @@ commands = sa.Table(
     sa.Column("exit_code", sa.Integer),
     sa.Column("result", sa.JSON),  # the device's CommandResult (output tails)
     sa.Column("batch_id", sa.String(32), index=False),  # 0006: queued by one bulk request
+    # 0009: a two-person erase: who asked, who approved or rejected it (jcstate.server.approvals)
+    sa.Column("approval", sa.JSON),
     sa.UniqueConstraint("device_id", "id", name="uq_commands_device_id"),
     sa.Index("ix_commands_device_state", "device_id", "state", "seq"),
 )

@@ -32,7 +32,14 @@ from jcstate.server.auth import Admin
 from jcstate.server.store import Store
 from jcstate.server.views import rfc3339
 
-__all__ = ["APPROVAL_WINDOW", "SETTLED", "ApprovalRefused", "approval_view", "person_of"]
+__all__ = [
+    "APPROVAL_WINDOW",
+    "SETTLED",
+    "ApprovalRefused",
+    "approval_view",
+    "person_of",
+    "settle_lapsed",
+]
 
 APPROVAL_WINDOW = 24 * 3600.0  # an erase not approved within this lapses
 SETTLED = 24 * 3600.0  # an account is a person this long after it was added or re-passworded
@@ -96,3 +103,22 @@ def approval_view(row: dict[str, Any]) -> dict[str, Any] | None:
         "reason": approval.get("reason"),
     }
     return {k: v for k, v in view.items() if v is not None}
+
+
+def settle_lapsed(ctx: Any) -> None:
+    """Settle ``lapsed`` the erases nobody approved in time, each in the audit log (actor
+    ``server``). Run before anything shows or decides commands (API and console): lapsing
+    is decided by the clock, and nothing else needs to wake up for it."""
+    for row in ctx.queue.lapse():
+        ctx.store.audit(
+            "server",
+            "lapse",
+            "ok",
+            target=row["device_id"],
+            detail={
+                "command": row["id"],
+                "action": row["action"],
+                "requestedBy": (row.get("approval") or {}).get("requestedBy"),
+                "reason": "nobody approved it within 24 h",
+            },
+        )

@@ -310,3 +310,52 @@ def test_the_cli_asks_approves_rejects(tmp_path, capsys, monkeypatch):
             "command", "list", "--state", "rejected", "--output", "json", token=first
         )
         assert [c["id"] for c in json.loads(out)] == [second]
+
+
+def test_the_console_asks_and_another_account_approves_or_rejects(tmp_path):
+    """A console session acts as its account: ada asks, ada cannot approve (no button, and a
+    posted form is refused), bea approves; a second erase bea rejects with a reason."""
+    from console_session import csrf_of, signed_in
+
+    database = f"sqlite:///{tmp_path}/jcstate.db"
+    with live.live_server(database, str(tmp_path), erase_approvals=2) as server:
+        ada = signed_in(server, "ada", "administrator")
+        bea = signed_in(server, "bea", "administrator")
+        settle(server, "ada", "bea")
+        client, device_id = server.device("web1")
+
+        asked = ada.post(
+            f"/devices/{device_id}/actions/erase",
+            data={"csrf": csrf_of(ada), "hostname": "web1"},
+        )
+        assert asked.status_code == 200 and "awaits approval" in asked.text
+        [row] = server.ctx.queue.list(device_id)
+        assert (row["state"], row["created_by"]) == ("awaiting approval", "admin:ada")
+        seq = row["seq"]
+        assert f'action="/commands/{seq}/approve"' not in ada.get("/commands").text
+        assert f'action="/commands/{seq}/approve"' in bea.get("/commands").text
+        refused = ada.post(f"/commands/{seq}/approve", data={"csrf": csrf_of(ada)})
+        assert refused.status_code == 403 and "ada asked for this erase" in refused.text
+        assert client.work("", 0, 0)["commands"] == []
+
+        approved = bea.post(f"/commands/{seq}/approve", data={"csrf": csrf_of(bea)})
+        assert approved.status_code == 200
+        [row] = server.ctx.queue.list(device_id)
+        assert row["state"] == "queued" and row["approval"]["decidedBy"] == "bea"
+        assert row["approval"]["decidedByActor"] == "admin:bea"
+        assert [c["id"] for c in client.work("", 0, 0)["commands"]] == [row["id"]]
+
+        ada.post(
+            f"/devices/{device_id}/actions/erase",
+            data={"csrf": csrf_of(ada), "hostname": "web1"},
+        )
+        second = server.ctx.queue.list(device_id, state="awaiting approval")[0]
+        rejected = bea.post(
+            f"/commands/{second['seq']}/reject",
+            data={"csrf": csrf_of(bea), "reason": "not this one"},
+        )
+        assert rejected.status_code == 200
+        assert "asked by ada, rejected by bea: not this one" in rejected.text
+        assert server.ctx.queue.one(second["id"], device_id)["state"] == "rejected"
+        actors = [(a["actor"], a["outcome"]) for a in audit(server, "/approve")]
+        assert actors == [("admin:ada", "refused"), ("admin:bea", "ok")]

@@ -25,7 +25,7 @@ from pydantic import ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from jcstate.errors import PlanError
-from jcstate.server.approvals import ApprovalRefused, person_of
+from jcstate.server.approvals import ApprovalRefused, person_of, settle_lapsed
 from jcstate.server.auth import DEVICE, Admin, action_of, require
 from jcstate.server.commands import AWAITING, FINAL_STATES, CommandConflict, command_view
 from jcstate.server.contract import StrictBody
@@ -434,21 +434,7 @@ def cancel_command(
 
 # -- two-person erase ---------------------------------------------------------------------------
 def _lapse(request: Request) -> None:
-    """Settle the erases nobody approved in time, each in the audit log (actor ``server``)."""
-    ctx = _ctx(request)
-    for row in ctx.queue.lapse():
-        ctx.store.audit(
-            "server",
-            "lapse",
-            "ok",
-            target=row["device_id"],
-            detail={
-                "command": row["id"],
-                "action": row["action"],
-                "requestedBy": (row.get("approval") or {}).get("requestedBy"),
-                "reason": "nobody approved it within 24 h",
-            },
-        )
+    settle_lapsed(_ctx(request))
 
 
 def _awaiting(request: Request, admin: Admin, command_id: str, device: str | None) -> Any:

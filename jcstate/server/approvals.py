@@ -38,6 +38,7 @@ __all__ = [
     "ApprovalRefused",
     "approval_view",
     "person_of",
+    "policy_erases",
     "settle_lapsed",
 ]
 
@@ -86,6 +87,29 @@ def person_of(store: Store, admin: Admin, doing: str, now: float) -> str:
             "one stolen administrator token cannot make up a second person)"
         )
     return name
+
+
+def policy_erases(repo: Any) -> list[str]:
+    """Where a policy of ``repo`` may erase devices (a command with action ``erase``, or one
+    whose action or command list is a template), one line each. A server with two-person
+    erase refuses such a push: a policy's commands run on the device through the engine and
+    never wait for an approval in the queue."""
+    from jcstate.document.render import is_template
+
+    found = []
+    for policy in repo.policies:
+        commands = policy.spec.get("commands") if isinstance(policy.spec, dict) else None
+        if is_template(commands):
+            found.append(f"{policy.file}: policy {policy.name}: its commands are a template")
+            continue
+        for command in commands if isinstance(commands, list) else []:
+            action = command.get("action") if isinstance(command, dict) else None
+            if action == "erase" or is_template(action):
+                found.append(
+                    f"{policy.file}: policy {policy.name}: command {command.get('id')} "
+                    f"{'erases' if action == 'erase' else 'has a templated action'}"
+                )
+    return found
 
 
 def approval_view(row: dict[str, Any]) -> dict[str, Any] | None:

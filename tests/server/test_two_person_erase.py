@@ -359,3 +359,33 @@ def test_the_console_asks_and_another_account_approves_or_rejects(tmp_path):
         assert server.ctx.queue.one(second["id"], device_id)["state"] == "rejected"
         actors = [(a["actor"], a["outcome"]) for a in audit(server, "/approve")]
         assert actors == [("admin:ada", "refused"), ("admin:bea", "ok")]
+
+
+ERASING_POLICY = """apiVersion: jcstate/v1
+kind: Policy
+metadata: {name: wipe}
+selector: {devices: [laptop]}
+spec:
+  commands:
+    - {id: wipe-1, action: erase, confirm: erase}
+"""
+LOCKING_POLICY = ERASING_POLICY.replace("erase, confirm: erase", "lock")
+
+
+def test_a_policy_cannot_erase_around_the_approval(server):
+    """A policy's commands run on the device and never wait in the queue: with two-person
+    erase a push (or dry run) holding an erase is refused, and audited."""
+    manager = server.admin("manager")
+    for dry in (True, False):
+        with pytest.raises(
+            ServerError,
+            match="refused the policies:\np.yaml: policy wipe: command wipe-1 erases.*approvals 2",
+        ):
+            manager.call(
+                "POST", "/api/v1/revisions", {"files": {"p.yaml": ERASING_POLICY}, "dryRun": dry}
+            )
+    assert server.ctx.store.latest_revision_id() is None
+    made = manager.call("POST", "/api/v1/revisions", {"files": {"p.yaml": LOCKING_POLICY}})
+    assert made["revision"] == 1
+    refused = [a for a in audit(server, "/api/v1/revisions") if a["outcome"] == "refused"]
+    assert len(refused) == 2 and "p.yaml: policy wipe" in refused[0]["detail"]["where"][0]

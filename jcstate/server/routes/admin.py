@@ -86,6 +86,24 @@ def _store_revision(
     from jcstate.server.history import affected_devices
 
     ctx = _ctx(request)
+    if ctx.settings.erase_approvals >= 2:
+        from jcstate.server.approvals import policy_erases
+
+        erases = policy_erases(repo)
+        if erases:
+            reason = (
+                "this server needs two people for an erase (--erase-approvals 2), and a "
+                "policy's commands never wait for an approval: erase with `jcstate command "
+                "erase DEVICE` instead"
+            )
+            ctx.store.audit(
+                admin.actor,
+                action_of(request),
+                "refused",
+                role=admin.role,
+                detail={"reason": reason, "where": erases[:20]},
+            )
+            raise HTTPException(422, {"problems": [f"{where}: {reason}" for where in erases]})
     if dry_run:
         return {"revision": None, "devices": _blast_radius(ctx, repo)}
     latest = ctx.store.latest_revision_id()

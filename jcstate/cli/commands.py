@@ -44,13 +44,15 @@ def last_line(command: dict[str, Any]) -> str | None:
 
 
 # exit codes of --wait and `command show` (docs/cli.md)
-EXIT_FAILED = 1  # failed, interrupted or cancelled
+EXIT_FAILED = 1  # failed, interrupted, cancelled, rejected or lapsed
 EXIT_WAIT_TIMEOUT = 124  # still not final when --timeout ran out (as timeout(1))
-FINAL = ("succeeded", "failed", "interrupted", "cancelled")
+FINAL = ("succeeded", "failed", "interrupted", "cancelled", "rejected", "lapsed")
+AWAITING = "awaiting approval"  # a two-person erase (jcstate.server.commands.AWAITING)
 
 
 def outcome_code(state: str) -> int:
-    """0 for a command that succeeded, 1 for one that failed, was interrupted or cancelled."""
+    """0 for a command that succeeded, 1 for one that failed, was interrupted, cancelled,
+    rejected or lapsed."""
     return 0 if state == "succeeded" else EXIT_FAILED
 
 
@@ -88,6 +90,13 @@ def command_issue(args: argparse.Namespace) -> int:
         if args.retry:
             body["retry"] = True
     data = api.call("POST", f"/api/v1/devices/{ref}/commands/{args.action}", body)
+    if data["state"] == AWAITING:
+        print(
+            f"{data['action']} {data['id']} for {data['hostname']} awaits approval: another "
+            f"administrator runs `jcstate command approve {data['id']}` (within 24 h); "
+            "nothing is sent to the device before",
+            file=sys.stderr,
+        )
     if args.wait:
         print(f"queued {data['action']} {data['id']} for {data['hostname']}", file=sys.stderr)
         return _wait(api, args, data)
@@ -95,7 +104,11 @@ def command_issue(args: argparse.Namespace) -> int:
         show(args, data)
     else:
         print(data["id"])
-        print(f"queued {data['action']} for {data['hostname']} ({data['device']})", file=sys.stderr)
+        if data["state"] != AWAITING:
+            print(
+                f"queued {data['action']} for {data['hostname']} ({data['device']})",
+                file=sys.stderr,
+            )
     return 0
 
 
@@ -328,6 +341,19 @@ def command_show(args: argparse.Namespace) -> int:
         ("duration", None if data["duration"] is None else f"{data['duration']} s"),
         ("message", data["message"] or None),
     ]
+    approval = data.get("approval")
+    if approval:
+        lines.insert(5, ("asked by", approval.get("requestedBy")))
+        if approval.get("decision") in ("approved", "rejected"):
+            who = approval.get("decidedBy") or approval.get("decidedByActor")
+            decided = f"{approval['decision']} by {who} at {when(approval.get('decidedAt'))}"
+            if approval.get("reason"):
+                decided += f": {approval['reason']}"
+            lines.insert(6, ("decision", decided))
+        elif approval.get("decision") == "lapsed":
+            lines.insert(6, ("decision", f"lapsed at {when(approval.get('decidedAt'))}"))
+        else:
+            lines.insert(6, ("deadline", when(approval.get("deadline"))))
     for key, value in lines:
         print(f"{key + ':':11}{'-' if value is None else value}")
     for stream in ("stdout", "stderr"):
@@ -362,6 +388,29 @@ def command_cancel(args: argparse.Namespace) -> int:
         show(args, data)
     else:
         print(f"{data['id']}: {data['cancel']}")
+    return 0
+
+
+def command_approve(args: argparse.Namespace) -> int:
+    """Approve an erase awaiting approval (another person than the one who asked)."""
+    params = {"device": args.device} if args.device else {}
+    data = client(args).call("POST", f"/api/v1/commands/{args.id}/approve", **params)
+    if args.output == "json":
+        show(args, data)
+    else:
+        print(f"{data['id']}: approved; {data['action']} queued for {data.get('hostname')}")
+    return 0
+
+
+def command_reject(args: argparse.Namespace) -> int:
+    """Reject an erase awaiting approval: it is never sent."""
+    params = {"device": args.device} if args.device else {}
+    body = {"reason": args.reason} if args.reason else {}
+    data = client(args).call("POST", f"/api/v1/commands/{args.id}/reject", body, **params)
+    if args.output == "json":
+        show(args, data)
+    else:
+        print(f"{data['id']}: rejected; nothing was sent to {data.get('hostname')}")
     return 0
 
 
@@ -435,7 +484,9 @@ def register(sub: Any) -> None:
     q.set_defaults(handler=command_show)
     q = admin_parser(cs, "list", "commands, newest first")
     q.add_argument("--device", help="only this device (id or hostname)")
-    q.add_argument("--state", help="only this state (queued, delivered, running, …)")
+    q.add_argument(
+        "--state", help="only this state (queued, delivered, running, 'awaiting approval', …)"
+    )
     q.add_argument("--action", help="only this action (lock, restart, run, …)")
     q.add_argument("--batch", help="only the commands of this batch (b-…)")
     q.add_argument("--since", metavar="TIME", help="created at or after (RFC 3339 or a date)")
@@ -445,3 +496,14 @@ def register(sub: Any) -> None:
     q.add_argument("id")
     q.add_argument("--device", help="for a policy's command id, which device")
     q.set_defaults(handler=command_cancel)
+    q = admin_parser(
+        cs, "approve", "approve an erase awaiting approval (another administrator than its asker)"
+    )
+    q.add_argument("id")
+    q.add_argument("--device", help="for a command id used on several devices, which device")
+    q.set_defaults(handler=command_approve)
+    q = admin_parser(cs, "reject", "reject an erase awaiting approval (it is never sent)")
+    q.add_argument("id")
+    q.add_argument("--reason", help="why (kept in the command and the audit log)")
+    q.add_argument("--device", help="for a command id used on several devices, which device")
+    q.set_defaults(handler=command_reject)

@@ -21,7 +21,8 @@ EXAMPLES: dict[str, str] = {
     "totp list": "jcstate totp list --output json",
     "totp remove": "jcstate totp remove alice",
     "server": "jcstate server --data /var/lib/jcstate --listen 0.0.0.0:8443 "
-    "--tls-cert server.pem --tls-key server-key.pem",
+    "--tls-cert server.pem --tls-key server-key.pem\n"
+    "  jcstate server --data /var/lib/jcstate --erase-approvals 2   # two people per erase",
     "server install": "jcstate server install --listen 0.0.0.0:8443 "
     "--tls-cert /etc/jcstate/server.pem --tls-key /etc/jcstate/server-key.pem",
     "server backup": "jcstate server backup /var/backups/jcstate-$(date +%F).tar "
@@ -78,9 +79,13 @@ EXAMPLES: dict[str, str] = {
     "  jcstate command show b-0f1e2d3c4b5a6978   # a batch",
     "command list": "jcstate command list --state failed --since 2026-12-01 | head",
     "command cancel": "jcstate command cancel c-1a2b3c4d5e6f7a8b",
+    "command approve": "jcstate command list --state 'awaiting approval'\n"
+    "  jcstate command approve c-1a2b3c4d5e6f7a8b   # another administrator than its asker",
+    "command reject": "jcstate command reject c-1a2b3c4d5e6f7a8b --reason 'wrong laptop'",
     "token": "jcstate token create --role read-only --name grafana --expires 90d",
     "token create": "jcstate token create --role manager --name ci --expires 30d\n"
-    "  jcstate token create --role command-runner --name helpdesk",
+    "  jcstate token create --role command-runner --name helpdesk\n"
+    "  jcstate token create --role administrator --owner alice --totp   # asks alice's password",
     "token list": "jcstate token list",
     "token revoke": "jcstate token revoke 5b1c0e8f2d3a4b6c",
     "connect-key": "jcstate connect-key create --name lab --label site=paris",

@@ -154,6 +154,7 @@ def run_server(args: argparse.Namespace) -> int:
         enroll_per_address=args.enroll_per_address,
         enroll_per_key=args.enroll_per_key,
         enroll_burst=args.enroll_burst,
+        erase_approvals=args.erase_approvals,
     )
     app = create_app(settings)
     scheme = "https" if tls else "http"
@@ -321,6 +322,14 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--enroll-burst", type=int, default=1000, help="enrollments allowed at once (default 1000)"
+    )
+    p.add_argument(
+        "--erase-approvals",
+        type=int,
+        default=1,
+        choices=[1, 2],
+        help="2: an erase waits until a second administrator (another person) approves it "
+        "(jcstate command approve ID); default 1",
     )
     p.add_argument(
         "--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"]

@@ -1,4 +1,11 @@
-"""``jcstate token create|list|revoke`` and ``jcstate connect-key create|list|revoke``."""
+"""``jcstate token create|list|revoke`` and ``jcstate connect-key create|list|revoke``.
+
+``token create --owner ACCOUNT`` makes a token that belongs to a person (a console account):
+the account's password (and its authenticator code with ``--totp``) is asked for at the prompt
+or read from stdin (``--password-stdin``: the password, then the code, one a line), never an
+argument, so no administrator mints a token in a colleague's name (two-person erase,
+docs/security.md).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +21,7 @@ TOKEN_COLUMNS = [
     ("ID", "id"),
     ("NAME", "name"),
     ("ROLE", "role"),
+    ("OWNER", "owner"),
     ("STATE", "state"),
     ("CREATED", "createdAt"),
     ("LAST USED", "lastUsedAt"),
@@ -45,14 +53,38 @@ def token_create(args: argparse.Namespace) -> int:
     body = {"role": args.role, "name": args.name or ""}
     if args.expires:
         body["expiresAt"] = expiry(args.expires)
+    if args.owner:
+        body.update(_owner_proof(args))
+    elif args.password_stdin or args.totp:
+        raise JcstateError("--password-stdin and --totp go with --owner ACCOUNT")
     data = client(args).call("POST", "/api/v1/tokens", body)
     if args.output == "json":
         show(args, data)
     else:
         until = f", expires {data['expiresAt']}" if data.get("expiresAt") else ""
+        until += f", belongs to {data['owner']}" if data.get("owner") else ""
         print(f"token {data['id']} {data['name']} ({data['role']}{until}); shown only once:")
         print(data["token"])
     return 0
+
+
+def _owner_proof(args: argparse.Namespace) -> dict[str, str]:
+    """The owner's password (and TOTP code), from stdin or the terminal."""
+    import getpass
+    import sys
+
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        code = sys.stdin.readline().strip() if args.totp else ""
+    else:
+        password = getpass.getpass(f"Password of {args.owner}: ")
+        code = getpass.getpass(f"Authenticator code of {args.owner}: ") if args.totp else ""
+    if not password:
+        raise JcstateError(f"no password for {args.owner}: no token was created")
+    proof = {"owner": args.owner, "ownerPassword": password}
+    if code:
+        proof["ownerTotp"] = code
+    return proof
 
 
 def token_list(args: argparse.Namespace) -> int:
@@ -116,6 +148,19 @@ def register(sub: Any) -> None:
     )
     q.add_argument("--name", help="shown as the actor in the audit log (default: the role)")
     q.add_argument("--expires", metavar="WHEN", help="30d, 12h, 2w or an RFC 3339 time")
+    q.add_argument(
+        "--owner",
+        metavar="ACCOUNT",
+        help="the console account (person) the token belongs to; asks for its password",
+    )
+    q.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="with --owner: read the password (then the --totp code) from stdin",
+    )
+    q.add_argument(
+        "--totp", action="store_true", help="with --owner: the account has an authenticator app"
+    )
     q.set_defaults(handler=token_create)
     admin_parser(ts, "list", "list tokens").set_defaults(handler=token_list)
     q = admin_parser(ts, "revoke", "revoke a token")

@@ -51,6 +51,7 @@ class Settings:
     online_after: float | None = None
     migrate: bool = True
     clock: Callable[[], float] = time.time  # the command queue's clock (tests move it)
+    erase_approvals: int = 1  # 2: an erase waits for a second person's approval (issue 15)
     raw_longpoll: bool = True  # serve the work route as raw ASGI (jcstate.server.longpoll)
     session_idle: float = 1800.0  # a console session ends after this long without a request
     session_lifetime: float = 12 * 3600.0  # and this long after sign-in, whatever happens

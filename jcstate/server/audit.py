@@ -35,6 +35,11 @@ ACTION_NAMES: dict[str, str] = {
     f"DELETE {_V1}/totp/{{user}}": "totp.remove",
     f"PUT {_V1}/passwords/{{ref}}": "password.set",
     f"POST {_V1}/commands/{{command_id}}/cancel": "command.cancel",
+    f"POST {_V1}/commands/{{command_id}}/approve": "command.approve",
+    f"POST {_V1}/commands/{{command_id}}/reject": "command.reject",
+    "lapse": "command.lapse",  # the server, when an erase awaited approval for 24 h
+    "POST /commands/{seq}/approve": "command.approve",  # the console's buttons
+    "POST /commands/{seq}/reject": "command.reject",
     f"POST {_V1}/releases": "release.push",
     f"DELETE {_V1}/releases/{{version}}": "release.delete",
     f"GET {_V1}/audit": "audit.read",

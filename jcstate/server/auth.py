@@ -42,10 +42,16 @@ class Admin:
     token_id: str
     name: str
     role: str
+    owner: str | None = None  # the console account the token belongs to (tokens.owner)
 
     @property
     def actor(self) -> str:
         return f"token:{self.token_id}"
+
+    @property
+    def person(self) -> str | None:
+        """The person acting (a console account's name), or None for a token of nobody."""
+        return self.owner
 
 
 def action_of(request: Request) -> str:
@@ -84,7 +90,7 @@ def require(needed: str, *also: str) -> Any:
             )
             raise HTTPException(401, dead[1], headers={"WWW-Authenticate": "Bearer"})
         store.token_used(row["id"], now)
-        admin = Admin(row["id"], row["name"], row["role"])
+        admin = Admin(row["id"], row["name"], row["role"], row.get("owner"))
         if not allows(admin.role, needed, also):
             store.audit(
                 admin.actor,

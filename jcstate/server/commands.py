@@ -2,6 +2,10 @@
 
 A command's life on the server (docs/state-model.md says what each state means to admins)::
 
+    awaiting approval ──a second person approves──▶ queued (a new seq: last in the order)
+       │ (an erase, with --erase-approvals 2:  │
+       │  never sent while it waits)           └──rejected | lapsed (24 h) | cancelled
+
     queued ──the device acknowledges it──▶ delivered ──agent starts it──▶ running
        │   (its next request's cursor,        │                            │
        │    or its "running" note)            │ cancel: cancel-requested   │ final result
@@ -55,6 +59,7 @@ from jcstate.server.views import wire
 
 __all__ = [
     "ACTIVE_STATES",
+    "AWAITING",
     "FINAL_STATES",
     "CommandConflict",
     "CommandQueue",
@@ -65,7 +70,8 @@ __all__ = [
 Row = dict[str, Any]
 
 ACTIVE_STATES = ("queued", "delivered", "running")
-FINAL_STATES = ("succeeded", "failed", "interrupted", "cancelled")
+AWAITING = "awaiting approval"  # a two-person erase before its approval: never delivered
+FINAL_STATES = ("succeeded", "failed", "interrupted", "cancelled", "rejected", "lapsed")
 _RESULT_STATES = ("succeeded", "failed", "interrupted")  # what a device may report as final
 MAX_OUTPUT = 64 * 1024  # characters of stdout/stderr kept per command (the device's cap too)
 _POWER = ("restart", "shutdown", "erase")
@@ -101,12 +107,16 @@ class CommandQueue:
         actor: str,
         command_id: str | None = None,
         saved: tuple[str, int] | None = None,
+        *,
+        requested_by: str | None = None,
     ) -> tuple[Row, bool]:
         """Queue a command for one device; (row, created). Raises PlanError when invalid.
 
         ``command_id`` lets a caller retry safely: the same id with the same command returns
         the existing row (created False); with a different command it is a CommandConflict.
         ``saved``: the (name, version) of the saved command it runs (:mod:`.saved`).
+        ``requested_by`` (a person): the command needs a second person's approval and is
+        stored ``awaiting approval`` instead of ``queued`` (:meth:`approve`).
         """
         cid = command_id or "c-" + secrets.token_hex(8)
         command = parse_command({**spec, "id": cid})  # the device's own validation
@@ -118,7 +128,7 @@ class CommandQueue:
             "source": "admin",
             "action": command.action,
             "body": body,
-            "state": "queued",
+            "state": "queued" if requested_by is None else AWAITING,
             "cancel_requested": False,
             "not_after": None if command.not_after is None else command.not_after.timestamp(),
             "created_at": now,
@@ -126,6 +136,7 @@ class CommandQueue:
             "deliveries": 0,
             "saved": None if saved is None else saved[0],
             "saved_version": None if saved is None else saved[1],
+            "approval": None if requested_by is None else {"requestedBy": requested_by},
         }
         try:
             with self.store.transaction() as conn:
@@ -189,13 +200,15 @@ class CommandQueue:
         with self.store.transaction() as conn:
             done = conn.execute(
                 c.update()
-                .where(c.c.seq == row["seq"], c.c.state == "queued")
+                .where(c.c.seq == row["seq"], c.c.state.in_(("queued", AWAITING)))
                 .values(
                     state="cancelled",
                     finished_at=now,
                     result={
                         "status": "cancelled",
-                        "message": "cancelled before the device acknowledged it",
+                        "message": "cancelled before it was approved"
+                        if row["state"] == AWAITING
+                        else "cancelled before the device acknowledged it",
                     },
                 )
             ).rowcount
@@ -212,6 +225,94 @@ class CommandQueue:
         fresh = self.by_seq(row["seq"])
         assert fresh is not None
         return fresh
+
+    # -- two-person erase (jcstate.server.approvals) ------------------------------------------
+    def approve(self, row: Row, person: str, actor: str) -> Row | None:
+        """Queue a command awaiting approval; the fresh row, or None if it no longer awaits.
+
+        It is queued *last*: a new ``seq`` (the row is written again under the same id), so a
+        device whose cursor went past its old place while it waited still receives it.
+        """
+        c = db.commands
+        now = self.clock()
+        with self.store.transaction() as conn:
+            gone = conn.execute(
+                c.delete().where(c.c.seq == row["seq"], c.c.state == AWAITING)
+            ).rowcount
+            if not gone:
+                return None
+            approval = {
+                **(row.get("approval") or {}),
+                "decision": "approved",
+                "decidedBy": person,
+                "decidedByActor": actor,
+                "decidedAt": now,
+            }
+            fresh = {k: v for k, v in row.items() if k != "seq"}
+            fresh.update(state="queued", approval=approval)
+            conn.execute(c.insert().values(**fresh))
+            self.store.notify(conn, f"device:{row['device_id']}")
+        return self.one(row["id"], row["device_id"])
+
+    def reject(self, row: Row, person: str | None, actor: str, reason: str) -> Row | None:
+        """End a command awaiting approval as ``rejected``; None if it no longer awaits."""
+        c = db.commands
+        now = self.clock()
+        who = person or actor
+        approval = {
+            **(row.get("approval") or {}),
+            "decision": "rejected",
+            "decidedBy": person,
+            "decidedByActor": actor,
+            "decidedAt": now,
+        }
+        if reason:
+            approval["reason"] = reason
+        message = f"rejected by {who}" + (f": {reason}" if reason else "") + "; never sent"
+        with self.store.transaction() as conn:
+            done = conn.execute(
+                c.update()
+                .where(c.c.seq == row["seq"], c.c.state == AWAITING)
+                .values(
+                    state="rejected",
+                    finished_at=now,
+                    approval=approval,
+                    result={"status": "rejected", "message": message},
+                )
+            ).rowcount
+        return self.by_seq(row["seq"]) if done else None
+
+    def lapse(self) -> list[Row]:
+        """Settle ``lapsed`` every command still awaiting approval past the approval window;
+        the rows it settled (for the audit). Reads first: it runs on every listing."""
+        from jcstate.server.approvals import APPROVAL_WINDOW
+
+        c = db.commands
+        cutoff = self.clock() - APPROVAL_WINDOW
+        late = sa.and_(c.c.state == AWAITING, c.c.created_at <= cutoff)
+        with self.store.engine.connect() as conn:
+            rows = _rows(conn.execute(c.select().where(late)))
+        settled = []
+        for row in rows:
+            deadline = row["created_at"] + APPROVAL_WINDOW
+            approval = {**(row.get("approval") or {}), "decision": "lapsed", "decidedAt": deadline}
+            with self.store.transaction() as conn:
+                done = conn.execute(
+                    c.update()
+                    .where(c.c.seq == row["seq"], c.c.state == AWAITING)
+                    .values(
+                        state="lapsed",
+                        finished_at=deadline,
+                        approval=approval,
+                        result={
+                            "status": "lapsed",
+                            "message": "nobody approved it within 24 h; never sent",
+                        },
+                    )
+                ).rowcount
+            if done:
+                settled.append(row)
+        return settled
 
     # -- reading ----------------------------------------------------------------------------
     def by_seq(self, seq: int) -> Row | None:
@@ -483,6 +584,8 @@ def activity(action: str, state: str, online: bool) -> str:
 
 def command_view(row: Row, hostname: str | None = None) -> dict[str, Any]:
     """A command as admins see it (API and CLI)."""
+    from jcstate.server.approvals import approval_view
+
     result = row.get("result") or {}
     body = row.get("body") or {}
     view: dict[str, Any] = {
@@ -512,6 +615,9 @@ def command_view(row: Row, hostname: str | None = None) -> dict[str, Any]:
     }
     if hostname is not None:
         view["hostname"] = hostname
+    approval = approval_view(row)
+    if approval is not None:
+        view["approval"] = approval
     if row.get("batch_id"):
         view["batch"] = row["batch_id"]
     if row.get("saved"):

@@ -28,6 +28,7 @@ tokens = sa.Table(
     sa.Column("revoked_at", sa.Float),
     sa.Column("last_used_at", sa.Float),
     sa.Column("expires_at", sa.Float),  # 0006: None = never
+    sa.Column("owner", sa.String(100)),  # 0009: the console account (person) it belongs to
 )
 
 connect_keys = sa.Table(
@@ -153,6 +154,8 @@ commands = sa.Table(
     sa.Column("batch_id", sa.String(32), index=False),  # 0006: queued by one bulk request
     sa.Column("saved", sa.String(100)),  # 0008: the saved command it ran (jcstate.server.saved)
     sa.Column("saved_version", sa.Integer),  # 0008: that saved command's version then
+    # 0009: a two-person erase: who asked, who approved or rejected it (jcstate.server.approvals)
+    sa.Column("approval", sa.JSON),
     sa.UniqueConstraint("device_id", "id", name="uq_commands_device_id"),
     sa.Index("ix_commands_device_state", "device_id", "state", "seq"),
 )

@@ -80,7 +80,12 @@ class Store:
 
     # -- admin tokens ----------------------------------------------------------------------
     def create_token(
-        self, name: str, role: str, created_by: str | None, expires_at: float | None = None
+        self,
+        name: str,
+        role: str,
+        created_by: str | None,
+        expires_at: float | None = None,
+        owner: str | None = None,
     ) -> tuple[Row, str]:
         token_id = _new_id()
         plain = f"jcs_{token_id}_{secrets.token_urlsafe(32)}"
@@ -92,6 +97,7 @@ class Store:
             "created_at": time.time(),
             "created_by": created_by,
             "expires_at": expires_at,
+            "owner": owner,
         }
         with self._write() as conn:
             conn.execute(db.tokens.insert().values(**row))

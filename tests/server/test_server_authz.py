@@ -38,6 +38,7 @@ class Callers:
         self.tmp = tmp
         store = server.ctx.store
         self.tokens = {r: server.token(r) for r in ("read-only", "manager", "administrator")}
+        self.tokens["administrator"] = self._person_token()
         # the side role: a token whose id saved commands are assigned to
         runner, self.tokens["command-runner"] = store.create_token("runner", "command-runner", None)
         self.runner_id = runner["id"]
@@ -46,6 +47,22 @@ class Callers:
         self.device, self.device_id = server.device("device")
         self.other, _ = server.device("other")
         self.n = 0
+
+    def _person_token(self) -> str:
+        """The administrator's token belongs to a person (a console account two days old),
+        so that it may approve an erase another person asked for (two-person erase)."""
+        from jcstate.server.admins import AdminAccounts, admins
+
+        store = self.server.ctx.store
+        AdminAccounts(store).add("authz-admin", "administrator", "long enough password", None)
+        with store.transaction() as conn:
+            conn.execute(
+                admins.update()
+                .where(admins.c.name == "authz-admin")
+                .values(created_at=0.0, password_changed_at=0.0)
+            )
+        made = store.create_token("test administrator", "administrator", None, owner="authz-admin")
+        return made[1]
 
     def fresh_n(self) -> int:
         self.n += 1
@@ -113,6 +130,13 @@ def _request(server: Any, callers: Callers, caller: str, route: str) -> int:
     if route == "GET /api/v1/devices/{ref}/recovery-key":  # something to read back
         sealed = server.ctx.vault.seal("recovery", f"{ref}/", Secret("1111-2222"))
         server.ctx.store.set_recovery_key(ref, "", sealed)
+    if route.endswith(("/approve", "/reject")) and "{command_id}" in path:
+        # an erase another person asked for, awaiting approval
+        device_id = callers.fresh("ref")
+        row, _ = server.ctx.queue.issue(
+            device_id, {"action": "erase", "confirm": device_id}, "test", requested_by="other"
+        )
+        path = path.replace("{command_id}", row["id"])
     if "{command_id}" in path:  # a queued command of a fresh device
         row, _ = server.ctx.queue.issue(callers.fresh("ref"), {"action": "lock"}, "test")
         path = path.replace("{command_id}", row["id"])

@@ -179,6 +179,7 @@ def _facts_view(facts: Any) -> list[tuple[str, Any]]:
 
 @router.get("/devices/{device}")
 def device_page(device: str, request: Request, admin: ConsoleAdmin = READ) -> Response:
+    from jcstate.server.approvals import settle_lapsed
     from jcstate.server.commands import command_view
 
     ctx = ctx_of(request)
@@ -187,7 +188,10 @@ def device_page(device: str, request: Request, admin: ConsoleAdmin = READ) -> Re
     last = ctx.store.last_report(row["id"])
     rendered = ctx.renderer.for_device(row, ctx.generation())
     document = rendered.document or {}
+    settle_lapsed(ctx)
     commands = [command_view(c) for c in ctx.queue.list(row["id"], limit=50)]
+    issued = request.query_params.get("issued", "")
+    issued_state = next((c["state"] for c in commands if c["id"] == issued), "")
     keys = ctx.store.recovery_keys(row["id"])
     facts = row["facts"] if isinstance(row["facts"], dict) else {}
     return page(
@@ -207,7 +211,8 @@ def device_page(device: str, request: Request, admin: ConsoleAdmin = READ) -> Re
         recovery=[{"volume": k["volume"], "escrowedAt": k["escrowed_at"]} for k in keys],
         actions=ACTIONS,
         action_roles=ACTION_ROLES,
-        issued=request.query_params.get("issued", ""),
+        issued=issued,
+        issued_state=issued_state,
     )
 
 

@@ -1,7 +1,8 @@
 """The Commands, Policies and Audit pages.
 
-Cancelling calls the API's own cancel route function; the audit page needs the
-administrator role, as ``GET /api/v1/audit`` does.
+Cancelling, approving and rejecting an erase call the API's own route functions (the signed-in
+account is the person, for two-person erase); the audit page needs the administrator role, as
+``GET /api/v1/audit`` does.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
-from jcstate.server.commands import ACTIVE_STATES, FINAL_STATES, command_view
+from jcstate.server.approvals import settle_lapsed
+from jcstate.server.commands import ACTIVE_STATES, AWAITING, FINAL_STATES, command_view
 from jcstate.server.console import queries
 from jcstate.server.console.devices import ACTIONS
 from jcstate.server.console.web import ConsoleAdmin, PageError, _when, ctx_of, page, signed_in
@@ -27,6 +29,7 @@ MANAGE = Depends(signed_in("manager"))
 ADMINISTER = Depends(signed_in("administrator"))
 PER_PAGE = 100
 OUTCOMES = ("ok", "denied", "refused", "failed")
+STATES = (AWAITING, *ACTIVE_STATES, *FINAL_STATES)
 
 
 def _page_number(request: Request) -> int:
@@ -39,10 +42,11 @@ def _page_number(request: Request) -> int:
 def _commands(request: Request) -> tuple[list[dict[str, Any]], int, dict[str, str]]:
     p = request.query_params
     filters = {
-        "state": p.get("state", "") if p.get("state", "") in ACTIVE_STATES + FINAL_STATES else "",
+        "state": p.get("state", "") if p.get("state", "") in STATES else "",
         "device": p.get("device", "").strip(),
         "action": p.get("action", "") if p.get("action", "") in (*ACTIONS, "update") else "",
     }
+    settle_lapsed(ctx_of(request))
     rows, total = queries.find_commands(
         ctx_of(request).store, page=_page_number(request), per_page=PER_PAGE, **filters
     )
@@ -64,11 +68,15 @@ def commands_page(request: Request, admin: ConsoleAdmin = READ) -> Response:
         "commands.html",
         admin,
         commands=[
-            {**command_view(r, r["hostname"]), "active": r["state"] in ACTIVE_STATES} for r in rows
+            {
+                **command_view(r, r["hostname"]),
+                "active": r["state"] in (*ACTIVE_STATES, AWAITING),
+            }
+            for r in rows
         ],
         total=total,
         filters=filters,
-        states=ACTIVE_STATES + FINAL_STATES,
+        states=STATES,
         actions=[*ACTIONS, "update"],
         number=number,
         pages=pages,
@@ -95,7 +103,6 @@ def commands_live(request: Request, admin: ConsoleAdmin = REFRESH) -> Response:
 async def cancel(seq: int, request: Request, admin: ConsoleAdmin = MANAGE) -> Response:
     from starlette.concurrency import run_in_threadpool
 
-    from jcstate.server.console.web import form_of
     from jcstate.server.routes.commands import cancel_command
 
     row = ctx_of(request).queue.by_seq(seq)
@@ -105,9 +112,54 @@ async def cancel(seq: int, request: Request, admin: ConsoleAdmin = MANAGE) -> Re
         await run_in_threadpool(cancel_command, row["id"], request, row["device_id"], admin)
     except HTTPException as exc:
         raise PageError(exc.status_code, str(exc.detail)) from None
-    back = (await form_of(request)).get("back", "")  # the page the form was on
+    return await _back(request)
+
+
+async def _back(request: Request) -> Response:
+    """Back to the page the form was on (a path on this site), else the Commands page."""
+    from jcstate.server.console.web import form_of
+
+    back = (await form_of(request)).get("back", "")
     ok = back.startswith("/") and not back.startswith("//") and "\\" not in back
     return RedirectResponse(back if ok else "/commands", status_code=303)
+
+
+@router.post("/commands/{seq}/approve")
+async def approve(seq: int, request: Request, admin: ConsoleAdmin = ADMINISTER) -> Response:
+    """Approve an erase another person asked for (two-person erase)."""
+    from starlette.concurrency import run_in_threadpool
+
+    from jcstate.server.routes.commands import approve_command
+
+    row = ctx_of(request).queue.by_seq(seq)
+    if row is None:
+        raise PageError(404, "There is no such command.")
+    try:
+        await run_in_threadpool(approve_command, row["id"], request, row["device_id"], admin)
+    except HTTPException as exc:
+        raise PageError(exc.status_code, str(exc.detail)) from None
+    return await _back(request)
+
+
+@router.post("/commands/{seq}/reject")
+async def reject(seq: int, request: Request, admin: ConsoleAdmin = ADMINISTER) -> Response:
+    """Reject an erase awaiting approval; the form's ``reason`` is kept."""
+    from starlette.concurrency import run_in_threadpool
+
+    from jcstate.server.console.web import form_of
+    from jcstate.server.routes.commands import Rejection, reject_command
+
+    row = ctx_of(request).queue.by_seq(seq)
+    if row is None:
+        raise PageError(404, "There is no such command.")
+    reason = (await form_of(request)).get("reason", "")[:1000]
+    try:
+        await run_in_threadpool(
+            reject_command, row["id"], request, Rejection(reason=reason), row["device_id"], admin
+        )
+    except HTTPException as exc:
+        raise PageError(exc.status_code, str(exc.detail)) from None
+    return await _back(request)
 
 
 # -- policies ------------------------------------------------------------------------------

@@ -76,6 +76,10 @@ class ConsoleAdmin(Admin):
     def actor(self) -> str:
         return f"admin:{self.name}"
 
+    @property
+    def person(self) -> str | None:
+        return self.name
+
 
 class PageError(Exception):
     """Shown to the browser as a page with ``status``."""
@@ -221,7 +225,7 @@ def signed_in(needed: str = "read-only", *also: str, touch: bool = True) -> Any:
                 "anonymous", action_of(request), "denied", detail={"reason": "not signed in"}
             )
             raise PageError(401, "Your session has ended. Sign in again.")
-        admin = ConsoleAdmin(row["name"], row["name"], row["role"], session)
+        admin = ConsoleAdmin(row["name"], row["name"], row["role"], session=session)
         if request.method not in ("GET", "HEAD"):
             sent = (await form_of(request)).get("csrf", "")
             if not hmac.compare_digest(sent.encode(), session.csrf.encode()):

@@ -50,9 +50,9 @@ def _audit(request: Request, admin: Admin, target: str | None = None, **detail: 
 
 # -- identity ------------------------------------------------------------------------------
 @router.get("/whoami")
-def whoami(admin: Admin = READ_DEVICES) -> dict[str, str]:
-    """The calling token's id, name and role."""
-    return {"id": admin.token_id, "name": admin.name, "role": admin.role}
+def whoami(admin: Admin = READ_DEVICES) -> dict[str, Any]:
+    """The calling token's id, name, role and owner (the person it belongs to, or null)."""
+    return {"id": admin.token_id, "name": admin.name, "role": admin.role, "owner": admin.owner}
 
 
 # -- policies ------------------------------------------------------------------------------
@@ -88,6 +88,24 @@ def _store_revision(
     from jcstate.server.history import affected_devices
 
     ctx = _ctx(request)
+    if ctx.settings.erase_approvals >= 2:
+        from jcstate.server.approvals import policy_erases
+
+        erases = policy_erases(repo)
+        if erases:
+            reason = (
+                "this server needs two people for an erase (--erase-approvals 2), and a "
+                "policy's commands never wait for an approval: erase with `jcstate command "
+                "erase DEVICE` instead"
+            )
+            ctx.store.audit(
+                admin.actor,
+                action_of(request),
+                "refused",
+                role=admin.role,
+                detail={"reason": reason, "where": erases[:20]},
+            )
+            raise HTTPException(422, {"problems": [f"{where}: {reason}" for where in erases]})
     if dry_run:
         return {"revision": None, "devices": _blast_radius(ctx, repo)}
     latest = ctx.store.latest_revision_id()
@@ -609,6 +627,63 @@ class NewToken(StrictBody):
     role: str = Field(pattern="^(" + "|".join(ALL_ROLES) + ")$")
     name: str = ""
     expiresAt: str | None = Field(None, description="RFC 3339; the token is refused after it")
+    owner: str | None = Field(
+        None, max_length=100, description="the console account (person) the token belongs to"
+    )
+    ownerPassword: str | None = Field(
+        None, max_length=1024, description="with owner: that account's password"
+    )
+    ownerTotp: str | None = Field(
+        None, max_length=10, description="with owner: its authenticator code, when it has one"
+    )
+
+
+def _check_owner(request: Request, admin: Admin, body: NewToken) -> str:
+    """The account a new token will belong to, once its owner proved it is them: the
+    account's password (and TOTP code), so no administrator mints a token in a colleague's
+    name. Refusals are audited and count as failed sign-ins of that account."""
+    from jcstate.server.admins import AdminAccounts, totp_step, verify_password
+    from jcstate.server.roles import allows
+
+    ctx = _ctx(request)
+    accounts = AdminAccounts(ctx.store)
+    owner = body.owner or ""
+
+    def refuse(status: int, reason: str) -> HTTPException:
+        ctx.store.audit(
+            admin.actor,
+            action_of(request),
+            "refused",
+            role=admin.role,
+            target=owner,
+            detail={"owner": owner, "reason": reason},
+        )
+        return HTTPException(status, reason)
+
+    row = accounts.get(owner)
+    if row is None:
+        raise refuse(422, f"no console account named {owner!r} (jcstate admin list; admin add)")
+    if not allows(row["role"], body.role):
+        raise refuse(
+            422, f"{owner} is a {row['role']}: a token of theirs can be at most {row['role']}"
+        )
+    throttled = accounts.throttled(owner, "api")
+    if throttled:
+        raise refuse(429, throttled)
+    if not body.ownerPassword or not verify_password(body.ownerPassword, row["password_hash"]):
+        accounts.note_failure(owner, "api")
+        raise refuse(403, f"wrong password for {owner}: only they can create a token of theirs")
+    if row.get("totp_sealed"):
+        secret = ctx.vault.open("admin-totp", owner, row["totp_sealed"])
+        step = totp_step(secret.reveal(), body.ownerTotp or "", time.time())
+        if step is None or not accounts.use_totp_step(owner, step):
+            accounts.note_failure(owner, "api")
+            raise refuse(
+                403,
+                f"{owner} has an authenticator app: give its current code (--totp); "
+                "a code is accepted once",
+            )
+    return owner
 
 
 def _token_view(row: dict[str, Any], now: float | None = None) -> dict[str, Any]:
@@ -619,7 +694,16 @@ def _token_view(row: dict[str, Any], now: float | None = None) -> dict[str, Any]
         state = "expired"
     else:
         state = "live"
-    keys = ("id", "name", "role", "created_at", "created_by", "last_used_at", "expires_at")
+    keys = (
+        "id",
+        "name",
+        "role",
+        "owner",
+        "created_at",
+        "created_by",
+        "last_used_at",
+        "expires_at",
+    )
     return wire(
         {**{k: row.get(k) for k in keys}, "revoked_at": row.get("revoked_at"), "state": state}
     )
@@ -644,10 +728,14 @@ def create_token(body: NewToken, request: Request, admin: Admin = ADMINISTER) ->
             ) from None
         if expires <= time.time():
             raise HTTPException(422, f"expiresAt {body.expiresAt} is in the past")
+    if body.owner is None and (body.ownerPassword is not None or body.ownerTotp is not None):
+        raise HTTPException(422, "ownerPassword and ownerTotp go with owner")
+    owner = _check_owner(request, admin, body) if body.owner is not None else None
     row, plain = _ctx(request).store.create_token(
-        body.name or body.role, body.role, admin.token_id, expires
+        body.name or body.role, body.role, admin.token_id, expires, owner=owner
     )
-    _audit(request, admin, row["id"], role=body.role, name=row["name"])
+    extra = {"owner": owner} if owner else {}
+    _audit(request, admin, row["id"], role=body.role, name=row["name"], **extra)
     return {**_token_view(row), "token": plain}
 
 

@@ -9,6 +9,10 @@ commands here (``refused``), accepted ones with outcome ``ok``. The audit keeps 
 the program's name (or the release's version), never a command line (it may hold anything an
 admin typed).
 
+With ``--erase-approvals 2`` an erase is stored ``awaiting approval`` and only queued once a
+second, different person approves it (``POST /api/v1/commands/{id}/approve``, administrator);
+:mod:`jcstate.server.approvals` says who counts as a person.
+
 Delivery to devices is in the ``work`` long poll (:mod:`jcstate.server.routes.device`).
 """
 
@@ -22,8 +26,9 @@ from starlette.concurrency import run_in_threadpool
 
 from jcstate.errors import PlanError
 from jcstate.modules.commands import MAX_ELEVATION
+from jcstate.server.approvals import ApprovalRefused, person_of, settle_lapsed
 from jcstate.server.auth import DEVICE, Admin, action_of, require
-from jcstate.server.commands import FINAL_STATES, CommandConflict, command_view
+from jcstate.server.commands import AWAITING, FINAL_STATES, CommandConflict, command_view
 from jcstate.server.contract import StrictBody
 from jcstate.server.roles import COMMAND_RUNNER
 from jcstate.server.routes.admin import _one_device as one_device
@@ -156,6 +161,12 @@ def _issue(
             spec["update"]["signature"] = release["signature"]
         if body.retry:
             spec["update"]["retry"] = True
+    person = None
+    if action == "erase" and ctx.settings.erase_approvals >= 2:
+        try:
+            person = person_of(store, admin, "ask for", ctx.queue.clock())
+        except ApprovalRefused as exc:
+            raise refuse(exc.status, str(exc), device["id"]) from None
     try:
         row, created = ctx.queue.issue(
             device["id"],
@@ -163,6 +174,7 @@ def _issue(
             admin.actor,
             body.id,
             saved=None if saved is None else (saved["name"], saved["version"]),
+            requested_by=person,
         )
     except PlanError as exc:
         raise refuse(
@@ -173,9 +185,11 @@ def _issue(
         raise refuse(
             409, f"command id {row['id']} is already used on this device by another command"
         )
-    if created:
+    if created and row["state"] != AWAITING:
         ctx.waiters.wake_threadsafe(f"device:{device['id']}")
     detail = {"action": action, "command": row["id"], "hostname": device["hostname"]}
+    if row["state"] == AWAITING:
+        detail.update(state=AWAITING, person=person)
     if _program(spec):
         detail["program"] = _program(spec)
     if "update" in spec:
@@ -293,7 +307,9 @@ def update(ref: str, body: NewCommand, request: Request, admin: Admin = ADMINIST
 
 @router.post("/devices/{ref}/commands/erase", status_code=201)
 def erase(ref: str, body: NewCommand, request: Request, admin: Admin = ADMINISTER) -> Any:
-    """Erase one device; ``confirm`` must be its id."""
+    """Erase one device; ``confirm`` must be its id. On a server started with
+    ``--erase-approvals 2`` the erase is stored ``awaiting approval`` (never sent) until a
+    second person approves it; asking needs a token that belongs to a person."""
     return _issue(request, admin, ref, "erase", body)
 
 
@@ -501,6 +517,7 @@ def list_commands(
             after = from_rfc3339(since)
         except ValueError:
             raise HTTPException(422, f"since {since!r} is not an RFC 3339 time or date") from None
+    _lapse(request)
     names = _hostnames(ctx)
     rows = ctx.queue.list(
         device_id,
@@ -541,6 +558,7 @@ def show_command(
     """One command: state, exit code, output tails and times (a command runner: one it
     queued)."""
     ctx = _ctx(request)
+    _lapse(request)
     own = admin.actor if admin.role == COMMAND_RUNNER else None
     row = _one_command(ctx, command_id, device, own)
     return command_view(row, _hostnames(ctx).get(row["device_id"]))
@@ -554,6 +572,7 @@ def cancel_command(
     marked cancel-requested, and settled ``cancelled`` when the device asks for work again
     without a result for it (its result, if one comes, is still stored)."""
     ctx = _ctx(request)
+    _lapse(request)
     row = _one_command(ctx, command_id, device)
     if row["source"] != "admin":
         raise HTTPException(409, "a policy's command is not queued here: remove it from the policy")
@@ -573,6 +592,111 @@ def cancel_command(
         detail={"command": command_id, "result": outcome},
     )
     return {**command_view(fresh), "cancel": outcome}
+
+
+# -- two-person erase ---------------------------------------------------------------------------
+def _lapse(request: Request) -> None:
+    settle_lapsed(_ctx(request))
+
+
+def _awaiting(request: Request, admin: Admin, command_id: str, device: str | None) -> Any:
+    """The command awaiting approval, or an HTTPException (audited as refused)."""
+    ctx = _ctx(request)
+    _lapse(request)
+    row = _one_command(ctx, command_id, device)
+    if row["state"] != AWAITING:
+        reason = f"command {command_id} is {row['state']}, not awaiting approval"
+        if row["state"] == "lapsed":
+            reason += ": nobody approved it within 24 h; ask for a new erase"
+        _refused(request, admin, row, reason)
+        raise HTTPException(409, reason)
+    return row
+
+
+def _refused(request: Request, admin: Admin, row: Any, reason: str) -> None:
+    _ctx(request).store.audit(
+        admin.actor,
+        action_of(request),
+        "refused",
+        role=admin.role,
+        target=row["device_id"],
+        detail={"command": row["id"], "action": row["action"], "reason": reason},
+    )
+
+
+def _decided(request: Request, admin: Admin, row: Any, fresh: Any, **detail: Any) -> Any:
+    ctx = _ctx(request)
+    if fresh is None:  # another administrator decided first
+        reason = f"command {row['id']} was decided by someone else meanwhile"
+        _refused(request, admin, row, reason)
+        raise HTTPException(409, reason)
+    approval = fresh.get("approval") or {}
+    ctx.store.audit(
+        admin.actor,
+        action_of(request),
+        "ok",
+        role=admin.role,
+        target=row["device_id"],
+        detail={
+            "command": row["id"],
+            "action": row["action"],
+            "requestedBy": approval.get("requestedBy"),
+            "person": approval.get("decidedBy"),
+            **detail,
+        },
+    )
+    return command_view(fresh, _hostnames(ctx).get(row["device_id"]))
+
+
+@router.post("/commands/{command_id}/approve", responses=errors(404, 409))
+def approve_command(
+    command_id: str, request: Request, device: str | None = None, admin: Admin = ADMINISTER
+) -> dict[str, Any]:
+    """Approve an erase awaiting approval: it is queued for its device (last in its order).
+    The approver must be a person (a console account's token or session) other than the one
+    who asked."""
+    ctx = _ctx(request)
+    row = _awaiting(request, admin, command_id, device)
+    requester = (row.get("approval") or {}).get("requestedBy")
+    try:
+        person = person_of(ctx.store, admin, "approve", ctx.queue.clock())
+    except ApprovalRefused as exc:
+        _refused(request, admin, row, str(exc))
+        raise HTTPException(exc.status, str(exc)) from None
+    if person == requester:
+        reason = (
+            f"{person} asked for this erase: a different administrator must approve it "
+            "(another token of yours is still you)"
+        )
+        _refused(request, admin, row, reason)
+        raise HTTPException(403, reason)
+    fresh = ctx.queue.approve(row, person, admin.actor)
+    view = _decided(request, admin, row, fresh)
+    ctx.waiters.wake_threadsafe(f"device:{row['device_id']}")
+    return view
+
+
+class Rejection(StrictBody):
+    """Why the erase is rejected (kept in the command and the audit log)."""
+
+    reason: str = Field("", max_length=1000)
+
+
+@router.post("/commands/{command_id}/reject", responses=errors(404, 409))
+def reject_command(
+    command_id: str,
+    request: Request,
+    body: Rejection | None = None,
+    device: str | None = None,
+    admin: Admin = ADMINISTER,
+) -> dict[str, Any]:
+    """Reject an erase awaiting approval: it ends ``rejected`` and is never sent. Any
+    administrator may reject, the one who asked included (withdrawing is always safe)."""
+    ctx = _ctx(request)
+    row = _awaiting(request, admin, command_id, device)
+    reason = (body.reason if body else "").strip()
+    fresh = ctx.queue.reject(row, admin.person, admin.actor, reason)
+    return _decided(request, admin, row, fresh, reason=reason or None)
 
 
 # -- devices -----------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ COMMAND_MODULES = [
     "server",  # server, server make-cert
     "policies",  # push
     "revisions",  # revisions, revision show|diff|rollback
+    "rollout",  # rollout status|promote|abort (push --canary starts one)
     "devices",  # devices, device show|approve|revoke|labels|recovery-key
     "commands",  # command lock|restart|shutdown|erase|run|update|show|list|cancel
     "elevate",  # elevate (just-in-time admin)

@@ -33,7 +33,12 @@ EXAMPLES: dict[str, str] = {
     "schema": "jcstate schema --output .schemas",
     "server make-cert": "jcstate server make-cert --out /etc/jcstate/tls --name jcstate.example",
     "push": "jcstate push policies/ -m 'lock down ssh' --commit \"$(git rev-parse HEAD)\"\n"
-    "  jcstate push policies/ --dry-run   # exit 2: devices would change",
+    "  jcstate push policies/ --dry-run   # exit 2: devices would change\n"
+    "  jcstate push policies/ --canary 5% --wait 10m --halt-on 1   # staged rollout",
+    "rollout": "jcstate rollout status",
+    "rollout status": "jcstate rollout status   # exit 1 when it halted",
+    "rollout promote": "jcstate rollout promote --yes   # now, without waiting for the canaries",
+    "rollout abort": "jcstate rollout abort -m 'sshd fails on the canaries'",
     "revisions": "jcstate revisions --limit 10",
     "revision": "jcstate revision diff 41 42",
     "revision show": "jcstate revision show 42 --files",

@@ -43,12 +43,23 @@ def push(args: argparse.Namespace) -> int:
     }
     if args.commit:
         body["commit"] = args.commit
+    if args.canary is not None:
+        from jcstate.cli.rollout import duration
+
+        wait = duration(args.wait) if args.wait is not None else 300.0
+        body.update(canary=args.canary, waitSeconds=wait, haltOn=args.halt_on)
+    elif args.wait is not None or args.halt_on != 1:
+        raise JcstateError("--wait and --halt-on go with --canary (a staged rollout)")
     answer = client(args).call("POST", "/api/v1/revisions", body)
     if args.output == "json":
         show(args, answer)
         return blast_code(answer) if args.dry_run else 0
     if not args.dry_run:
         print(f"stored revision {answer['revision']} ({answer.get('devicesAffected')} devices)")
+        if answer.get("rollout"):
+            from jcstate.cli.rollout import rollout_summary
+
+            print(rollout_summary(answer["rollout"]))
         return 0
     print_blast_radius(answer)
     return blast_code(answer)
@@ -64,13 +75,27 @@ def blast_code(answer: dict[str, Any]) -> int:
 
 def print_blast_radius(answer: dict[str, Any]) -> None:
     print("dry run: nothing stored. Per device, from its last reported facts:")
+    staged = answer.get("rollout")
+    wave = None
     for dev in answer["devices"]:
+        if staged and dev.get("wave") != wave:
+            wave = dev.get("wave")
+            count = next(w["devices"] for w in staged["waves"] if w["name"] == wave)
+            if wave == "canary":
+                print(f"== wave 1, canary ({staged['canary']}): {count} devices, at once")
+            else:
+                print(
+                    f"== wave 2, the rest: {count} devices, once every canary has converged ok "
+                    f"for {staged['waitSeconds']:g}s (revision {staged['previous']} until then)"
+                )
         print(f"{dev['hostname']} ({dev['id']})")
         if dev.get("error"):
             print(f"  ! {dev['error']}")
         for line in dev.get("changes") or ["  (no change)"]:
             print(f"  {line.strip()}" if line.strip() != "(no change)" else "  (no change)")
         print_refusals(dev)
+    if staged and staged.get("refused"):
+        print(f"! the push would be refused: {staged['refused']}")
 
 
 def print_refusals(device: dict[str, Any]) -> int:
@@ -87,4 +112,22 @@ def register(sub: Any) -> None:
     p.add_argument("--dry-run", action="store_true", help="show per-device changes, store nothing")
     p.add_argument("-m", "--message", help="revision message")
     p.add_argument("--commit", metavar="SHA", help="the git commit the files come from (CI)")
+    p.add_argument(
+        "--canary",
+        metavar="WAVE",
+        help="staged rollout: send it first to N%% of the devices (5%%) or to those with labels "
+        "(label:ring=0); the rest follows once every canary converged ok",
+    )
+    p.add_argument(
+        "--wait",
+        metavar="DURATION",
+        help="with --canary: how long every canary must stay converged ok (default 5m)",
+    )
+    p.add_argument(
+        "--halt-on",
+        type=int,
+        default=1,
+        metavar="N",
+        help="with --canary: halt after N failed canaries (default 1)",
+    )
     p.set_defaults(handler=push)

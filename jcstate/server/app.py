@@ -24,14 +24,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from jcstate import __version__
 from jcstate.agent.wheel import MAX_WHEEL_BYTES
-from jcstate.server import console, contract, db
+from jcstate.server import console, contract, db, rollout
 from jcstate.server.commands import CommandQueue
 from jcstate.server.limits import Edge, RateLimit
 from jcstate.server.longpoll import LongPoll
 from jcstate.server.metrics import Metrics
 from jcstate.server.peer import TrustedProxies, resolve
 from jcstate.server.render import Renderer
-from jcstate.server.routes import admin, admins, commands, device, releases, saved
+from jcstate.server.rollout import Serving
+from jcstate.server.routes import admin, admins, commands, device, releases, rollouts, saved
 from jcstate.server.store import NOTIFY_CHANNEL, Store
 from jcstate.server.vault import Vault
 from jcstate.server.wake import Waiters, listen
@@ -64,6 +65,7 @@ class Settings:
     enroll_per_address: float = 120.0  # enrollments a minute per client address (0: no limit)
     enroll_per_key: float = 600.0  # enrollments a minute per connect key (0: no limit)
     enroll_burst: int = 1000  # how many of them may come at once
+    rollout_check: float = 1.0  # seconds between checks of a staged rollout's canaries
 
 
 @dataclass
@@ -75,14 +77,14 @@ class ServerContext:
     vault: Vault
     renderer: Renderer
     waiters: Waiters = field(default_factory=Waiters)
-    _gen: tuple[int, float, tuple[int | None, float]] | None = None
+    _gen: tuple[int, float, Serving] | None = None
     _gen_lock: threading.Lock = field(default_factory=threading.Lock)
     public_keys: dict[str, str] = field(default_factory=dict)  # device id → key (immutable)
     queue: CommandQueue | None = None  # security commands (set by create_app)
     metrics: Metrics | None = None  # set by create_app
     enroll_by_address: RateLimit | None = None  # set by create_app
     enroll_by_key: RateLimit | None = None
-    _gen_refresh: asyncio.Future[tuple[int | None, float]] | None = None
+    _gen_refresh: asyncio.Future[Serving] | None = None
     draining: bool = False  # the server is stopping: work requests are answered at once
 
     @property
@@ -100,36 +102,50 @@ class ServerContext:
         self.draining = True
         self.waiters.drain()
 
-    def cached_generation(self) -> tuple[int | None, float] | None:
-        """The generation when known without a query (the event loop must not block)."""
+    def cached_generation(self, device_id: str | None = None) -> tuple[int | None, float] | None:
+        """A device's generation when known without a query (the event loop must not block)."""
+        gen = self._gen
+        if gen and gen[0] == self.waiters.wakes_all and time.monotonic() - gen[1] < 2.0:
+            return gen[2].of(device_id)
+        return None
+
+    async def current_generation(self, device_id: str | None = None) -> tuple[int | None, float]:
+        """A device's generation, read by one query however many held polls a push wakes."""
+        cached = self.cached_generation(device_id)
+        if cached is not None:
+            return cached
+        return (await self.current_serving()).of(device_id)
+
+    async def current_serving(self) -> Serving:
+        """:meth:`serving` without blocking the event loop (one query for every caller)."""
         gen = self._gen
         if gen and gen[0] == self.waiters.wakes_all and time.monotonic() - gen[1] < 2.0:
             return gen[2]
-        return None
-
-    async def current_generation(self) -> tuple[int | None, float]:
-        """The generation, read by one query however many held polls a push wakes at once."""
-        cached = self.cached_generation()
-        if cached is not None:
-            return cached
         if self._gen_refresh is None or self._gen_refresh.done():
             from starlette.concurrency import run_in_threadpool
 
-            self._gen_refresh = asyncio.ensure_future(run_in_threadpool(self.generation))
+            self._gen_refresh = asyncio.ensure_future(run_in_threadpool(self.serving))
         return await asyncio.shield(self._gen_refresh)
 
     async def prepare_wake(self) -> None:
-        """Before a push wakes the held polls: read the new generation and have its revision
-        parsed, so that a woken poll finds both in memory (also in a server process the push
-        did not go through)."""
-        revision, _ = await self.current_generation()
-        if revision is not None:
-            from starlette.concurrency import run_in_threadpool
+        """Before a push wakes the held polls: read the new generation and have its revisions
+        parsed (a staged rollout serves two), so that a woken poll finds both in memory (also
+        in a server process the push did not go through)."""
+        from starlette.concurrency import run_in_threadpool
 
-            await run_in_threadpool(self.renderer.repo, revision)
+        serving = await self.current_serving()
+        for revision in (serving.revision, serving.canary_revision):
+            if revision is not None:
+                await run_in_threadpool(self.renderer.repo, revision)
 
-    def generation(self) -> tuple[int | None, float]:
-        """(newest revision, secrets generation), cached until the next "all" wake.
+    def generation(self, device_id: str | None = None) -> tuple[int | None, float]:
+        """(revision, secrets generation) the device is sent: its wave's revision during a
+        staged rollout (:mod:`jcstate.server.rollout`); without a device, that of every device
+        outside the canary wave."""
+        return self.serving().of(device_id)
+
+    def serving(self) -> Serving:
+        """What each device is sent, cached until the next "all" wake.
 
         10,000 devices woken by one push read it once, not 10,000 times; the short expiry
         covers a lost notification.
@@ -138,7 +154,7 @@ class ServerContext:
             wakes = self.waiters.wakes_all
             if self._gen and self._gen[0] == wakes and time.monotonic() - self._gen[1] < 2.0:
                 return self._gen[2]
-            value = self.store.generation()
+            value = rollout.serving(self.store)
             self._gen = (wakes, time.monotonic(), value)
             return value
 
@@ -213,6 +229,7 @@ def create_app(settings: Settings) -> FastAPI:
         gc.freeze()
         gc.set_threshold(50_000, 20, 100)
         tasks = [asyncio.create_task(_prune_nonces(store)), asyncio.create_task(_flush_seen(store))]
+        tasks.append(asyncio.create_task(_check_rollout(ctx)))
         if store.is_postgres:
             ready = asyncio.Event()
             tasks.append(
@@ -260,6 +277,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(releases.router)
     app.include_router(admins.router)
     app.include_router(saved.router)
+    app.include_router(rollouts.router)
     console.install(app, idle=settings.session_idle, lifetime=settings.session_lifetime)
     if settings.raw_longpoll:
         app.longpoll = LongPoll(ctx)
@@ -299,6 +317,20 @@ async def _flush_seen(store: Store) -> None:
             await run_in_threadpool(store.flush_seen)
         except Exception as exc:  # a busy database must not stop the flushing
             log.warning("writing last-seen times failed: %s", exc)
+
+
+async def _check_rollout(ctx: ServerContext) -> None:
+    """Halt or promote a staged rollout when its canaries say so (jcstate.server.rollout):
+    the wait ends with no request to notice it, so the server looks every second."""
+    from starlette.concurrency import run_in_threadpool
+
+    while True:
+        await asyncio.sleep(ctx.settings.rollout_check)
+        try:
+            if await run_in_threadpool(rollout.check, ctx):
+                ctx.waiters.wake_threadsafe("all")
+        except Exception as exc:  # a busy database must not stop the checks
+            log.warning("checking the staged rollout failed: %s", exc)
 
 
 async def _prune_nonces(store: Store) -> None:

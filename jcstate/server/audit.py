@@ -54,6 +54,11 @@ ACTION_NAMES: dict[str, str] = {
         "saved-command.unassign"
     ),
     "bootstrap": "server.bootstrap",
+    # staged rollouts: by hand, and the server's own halt and promotion (actor "server")
+    f"POST {_V1}/rollout/promote": "rollout.promote",
+    f"POST {_V1}/rollout/abort": "rollout.abort",
+    "rollout:promote": "rollout.promote",
+    "rollout:halt": "rollout.halt",
 }
 for _action in ("lock", "restart", "shutdown", "run", "update", "erase"):
     ACTION_NAMES[f"POST {_V1}/devices/{{ref}}/commands/{_action}"] = f"command.{_action}"

@@ -193,6 +193,30 @@ releases = sa.Table(
 )
 
 
+# Staged rollouts (issue 15, jcstate.server.rollout): a revision goes to a canary wave first.
+# ``open_slot`` is 1 while a rollout is in progress and NULL after: unique, so the database
+# refuses a second one in progress whichever server process tries.
+rollouts = sa.Table(
+    "rollouts",
+    METADATA,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("revision", sa.Integer, nullable=False, unique=True),  # sent to the canaries
+    sa.Column("previous", sa.Integer, nullable=False),  # what the rest stays on meanwhile
+    sa.Column("canary", sa.String(300), nullable=False),  # "5%" or "label:ring=0"
+    sa.Column("devices", sa.JSON, nullable=False),  # the canary wave's device ids
+    sa.Column("wait", sa.Float, nullable=False),  # seconds every canary must stay converged
+    sa.Column("halt_on", sa.Integer, nullable=False),  # failed canaries that halt it
+    sa.Column("state", sa.String(20), nullable=False),  # canary | halted | promoted | aborted
+    sa.Column("open_slot", sa.Integer, unique=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("canaries_ok_at", sa.Float),  # since when every canary has converged ok
+    sa.Column("ended_at", sa.Float),
+    sa.Column("ended_by", sa.String(200)),  # an admin, or "server" (automatic)
+    sa.Column("reason", sa.Text),
+)
+
+
 def sqlite_url(data_dir: str | os.PathLike[str]) -> str:
     return "sqlite:///" + str(Path(data_dir, "jcstate.db").resolve())
 

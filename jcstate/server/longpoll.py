@@ -93,7 +93,7 @@ async def answer_work(
         with ctx.waiters.register(device["id"]) as woken:
             # state is read after registering, so a change in between still wakes us
             rendered = None
-            generation = await ctx.current_generation()
+            generation = await ctx.current_generation(device["id"])
             if not reload:
                 # the common wake (a push to every device) needs no database and no thread
                 rendered = ctx.renderer.cached(device, generation)
@@ -127,7 +127,7 @@ async def answer_work(
 def _deliver(ctx: Any, device: dict[str, Any], etag: str, write: Writer, later: list[Any]) -> bool:
     """Answer a held request from the wake of a push, when that needs nothing but caches:
     the commonest case, a new revision whose rendering this device shares with others."""
-    generation = ctx.cached_generation()
+    generation = ctx.cached_generation(device["id"])
     if generation is None:
         return False
     rendered = ctx.renderer.cached(device, generation)
@@ -248,7 +248,7 @@ def _state(ctx: Any, device_id: str) -> tuple[dict[str, Any] | None, Any]:
     device = ctx.store.device(device_id)
     if device is None:
         return None, None
-    return device, ctx.renderer.for_device(device, ctx.generation())
+    return device, ctx.renderer.for_device(device, ctx.generation(device_id))
 
 
 class LongPoll:

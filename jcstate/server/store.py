@@ -460,8 +460,20 @@ class Store:
         commit: str | None = None,
         devices: int | None = None,
         rollback_of: int | None = None,
+        rollout: dict[str, Any] | None = None,
     ) -> int:
+        """Store a revision; refused (RolloutInProgress) while a staged rollout is in progress.
+
+        ``rollout``: the keyword arguments of :func:`jcstate.server.rollout.plan`: the
+        revision goes to a canary wave first (RolloutError, nothing stored, when it cannot)."""
+        from jcstate.server import rollout as staged
+
         with self._write() as conn:
+            if self.is_postgres:
+                # one push at a time across server processes: the check below must hold
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(4242012)"))
+            staged.refuse_if_open(conn)
+            planned = None if rollout is None else staged.plan(conn, **rollout)
             res = conn.execute(
                 db.revisions.insert().values(
                     created_at=time.time(),
@@ -474,6 +486,8 @@ class Store:
                 )
             )
             rev_id = int(res.inserted_primary_key[0])
+            if planned is not None:
+                staged.start(conn, rev_id, planned)
             self._notify(conn, "all")
         return rev_id
 
@@ -614,11 +628,12 @@ class Store:
             return _rows(conn.execute(q))
 
     def generation(self) -> tuple[int | None, float]:
-        """(newest revision, newest secret change): what every device's document depends on."""
-        with self.engine.connect() as conn:
-            rev = conn.execute(sa.select(sa.func.max(db.revisions.c.id))).scalar()
-            gen = conn.execute(sa.select(sa.func.max(db.secrets.c.updated_at))).scalar()
-        return (None if rev is None else int(rev)), float(gen or 0.0)
+        """(revision, newest secret change) of every device outside a staged rollout's canary
+        wave: what their documents depend on (:func:`jcstate.server.rollout.serving` has the
+        canaries' too)."""
+        from jcstate.server.rollout import serving
+
+        return serving(self).of(None)
 
     # -- escrowed recovery keys (sealed by the vault) ---------------------------------------
     def set_recovery_key(self, device_id: str, volume: str, sealed: str) -> float:

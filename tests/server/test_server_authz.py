@@ -150,6 +150,10 @@ def _request(server: Any, callers: Callers, caller: str, route: str) -> int:
         path = path.replace("{version}", release["version"]).replace("{sha256}", release["sha256"])
     if "{revision}" in path:
         path = path.replace("{revision}", "1")
+    if path.startswith("/api/v1/rollout"):
+        _staged(server)  # a rollout in progress to show, promote or abort
+    elif path.startswith("/api/v1/revisions") and method == "POST":
+        _staged(server, again=False)  # no rollout in progress: it would refuse a push
     if "{user}" in path:
         if method == "DELETE":  # something to delete
             sealed = server.ctx.vault.seal("totp", "bob", Secret("JBSWY3DPEHPK3PXP"))
@@ -205,6 +209,8 @@ def _request(server: Any, callers: Callers, caller: str, route: str) -> int:
         "PATCH /api/v1/devices/{ref}/labels": {"add": {"a": "b"}, "remove": ["c"]},
         "PATCH /api/v1/labels": {"os": "linux", "add": {"seen": "yes"}},
         "POST /api/v1/revisions/{revision}/rollback": {"message": "back"},
+        "POST /api/v1/rollout/promote": {"message": "now"},
+        "POST /api/v1/rollout/abort": {"message": "back"},
         "POST /api/v1/commands/batch/lock": {"os": "linux"},
         "POST /api/v1/commands/batch/restart": {"os": "linux", "delay": 0},
         "POST /api/v1/commands/batch/shutdown": {"os": "linux"},
@@ -243,6 +249,21 @@ def _request(server: Any, callers: Callers, caller: str, route: str) -> int:
         return resp.status
     finally:
         conn.close()
+
+
+def _staged(server: Any, again: bool = True) -> None:
+    """End the rollout in progress, if any; with ``again`` stage a new one (every device a
+    canary, an hour's wait)."""
+    from jcstate.server import rollout
+
+    store = server.ctx.store
+    current = rollout.open_rollout(store)
+    if current is not None:
+        rollout.abort(store, current["id"], "test", "next request")
+    if again:
+        files = {"base.yaml": POLICY + f"# {os.urandom(4).hex()}\n"}
+        staged = {"canary": "100%", "wait": 3600, "halt_on": 1, "seed": "s", "actor": "test"}
+        store.add_revision(files, "test", "staged", rollout=staged)
 
 
 def test_every_route_has_a_row_and_every_row_a_route(sqlite_server):

@@ -186,7 +186,7 @@ def device_page(device: str, request: Request, admin: ConsoleAdmin = READ) -> Re
     row = _device(request, device)
     summary = _summary(ctx, row, None)
     last = ctx.store.last_report(row["id"])
-    rendered = ctx.renderer.for_device(row, ctx.generation())
+    rendered = ctx.renderer.for_device(row, ctx.generation(row["id"]))
     document = rendered.document or {}
     settle_lapsed(ctx)
     commands = [command_view(c) for c in ctx.queue.list(row["id"], limit=50)]

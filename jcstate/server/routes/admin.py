@@ -63,16 +63,51 @@ class Push(StrictBody):
         None, pattern="^[0-9a-fA-F]{7,64}$", description="the git commit the files come from"
     )
     dryRun: bool = False
+    canary: str | None = Field(
+        None,
+        max_length=300,
+        pattern=r"^(\d{1,3}(\.\d{1,3})?%|label:[^\x00]+)$",
+        description="a staged rollout: the canary wave, 5% or label:KEY=VALUE[,KEY=VALUE]",
+    )
+    waitSeconds: float = Field(
+        300.0,
+        ge=0,
+        le=30 * 86400,
+        description="with canary: how long every canary must stay "
+        "converged ok before the rest follows",
+    )
+    haltOn: int = Field(1, ge=1, le=100000, description="with canary: failed canaries that halt")
 
 
-@router.post("/revisions")
+@router.post("/revisions", responses=errors(409, 422))
 def push(body: Push, request: Request, admin: Admin = MANAGE) -> dict[str, Any]:
-    """Validate a repo and store it as the new revision; ``dryRun`` reports the blast radius."""
+    """Validate a repo and store it as the new revision; ``dryRun`` reports the blast radius.
+
+    ``canary``: a staged rollout (docs/server.md, "Staged rollout"): the canary wave gets the
+    revision first, the rest when every canary has converged ok for ``waitSeconds``. Refused
+    (409) while a rollout is in progress."""
+    from jcstate.server.rollout import RolloutError, parse_canary, seed_of
+
     try:
         repo = repo_from_files(body.files)
     except DocumentError as exc:
         raise HTTPException(422, {"problems": [str(p) for p in exc.problems]}) from None
-    return _store_revision(request, admin, repo, body.files, body.message, body.commit, body.dryRun)
+    staged = None
+    if body.canary is not None:
+        try:
+            parse_canary(body.canary)
+        except RolloutError as exc:
+            raise HTTPException(422, str(exc)) from None
+        staged = {
+            "canary": body.canary,
+            "wait": body.waitSeconds,
+            "halt_on": body.haltOn,
+            "seed": seed_of(body.files),
+            "actor": admin.actor,
+        }
+    return _store_revision(
+        request, admin, repo, body.files, body.message, body.commit, body.dryRun, staged=staged
+    )
 
 
 def _store_revision(
@@ -84,7 +119,9 @@ def _store_revision(
     commit: str | None,
     dry_run: bool,
     rollback_of: int | None = None,
+    staged: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    from jcstate.server import rollout
     from jcstate.server.history import affected_devices
 
     ctx = _ctx(request)
@@ -107,21 +144,34 @@ def _store_revision(
             )
             raise HTTPException(422, {"problems": [f"{where}: {reason}" for where in erases]})
     if dry_run:
-        return {"revision": None, "devices": _blast_radius(ctx, repo)}
-    latest = ctx.store.latest_revision_id()
+        canaries = None
+        if staged is not None:
+            active = ctx.store.query_devices(status="active", light=True)[0]
+            canaries = set(rollout.choose_canaries(staged["canary"], active, staged["seed"]))
+        answer: dict[str, Any] = {"revision": None, "devices": _blast_radius(ctx, repo, canaries)}
+        if staged is not None:
+            answer["rollout"] = _planned_rollout(ctx, staged, answer["devices"])
+        return answer
+    latest = rollout.serving(ctx.store).revision  # what the fleet (outside a canary wave) has
     old = None
     if latest is not None:
         with contextlib.suppress(JcstateError):
             old = ctx.renderer.repo(latest)
     affected = affected_devices(old, repo, ctx.store.query_devices(status="active", light=True)[0])
-    rev = ctx.store.add_revision(
-        files,
-        admin.actor,
-        message,
-        commit=commit,
-        devices=len(affected),
-        rollback_of=rollback_of,
-    )
+    try:
+        rev = ctx.store.add_revision(
+            files,
+            admin.actor,
+            message,
+            commit=commit,
+            devices=len(affected),
+            rollback_of=rollback_of,
+            rollout=staged,
+        )
+    except rollout.RolloutInProgress as exc:
+        raise HTTPException(409, str(exc)) from None
+    except rollout.RolloutError as exc:
+        raise HTTPException(422, str(exc)) from None
     ctx.renderer.remember(rev, repo)
     ctx.waiters.wake_threadsafe("all")
     detail: dict[str, Any] = {"files": len(files), "message": message, "devices": len(affected)}
@@ -129,11 +179,53 @@ def _store_revision(
         detail["commit"] = commit
     if rollback_of is not None:
         detail["rollbackOf"] = rollback_of
+    answer = {"revision": rev, "devices": [], "devicesAffected": len(affected)}
+    if staged is not None:
+        started = rollout.open_rollout(ctx.store) or {}
+        detail.update(canary=staged["canary"], canaryDevices=started.get("devices"))
+        answer["rollout"] = {
+            "id": started.get("id"),
+            "canary": staged["canary"],
+            "canaryDevices": len(started.get("devices") or []),
+            "previous": started.get("previous"),
+            "waitSeconds": staged["wait"],
+            "haltOn": staged["halt_on"],
+        }
     _audit(request, admin, str(rev), **detail)
-    return {"revision": rev, "devices": [], "devicesAffected": len(affected)}
+    return answer
 
 
-def _blast_radius(ctx: Any, repo: Any) -> list[dict[str, Any]]:
+def _planned_rollout(
+    ctx: Any, staged: dict[str, Any], devices: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """What a staged push would do, for its dry run: the waves, or why it would be refused."""
+    from jcstate.server import rollout
+
+    in_progress = rollout.open_rollout(ctx.store)
+    canary = [d["id"] for d in devices if d.get("wave") == "canary"]
+    plan: dict[str, Any] = {
+        "canary": staged["canary"],
+        "waves": [
+            {"name": "canary", "devices": len(canary)},
+            {"name": "rest", "devices": len(devices) - len(canary)},
+        ],
+        "previous": rollout.serving(ctx.store).revision,
+        "waitSeconds": staged["wait"],
+        "haltOn": staged["halt_on"],
+        "refused": None,
+    }
+    if in_progress is not None:
+        plan["refused"] = f"rollout {in_progress['id']} is in progress: promote or abort it first"
+    elif plan["previous"] is None:
+        plan["refused"] = "no revision yet for the rest of the fleet: push once without --canary"
+    elif not canary:
+        plan["refused"] = f"the canary wave {staged['canary']} has no active device"
+    return plan
+
+
+def _blast_radius(ctx: Any, repo: Any, canaries: set[str] | None = None) -> list[dict[str, Any]]:
+    """Per active device, what ``repo`` would change; with ``canaries`` (a staged push) each
+    device also says its wave, canary devices first."""
     from jcstate.server.states import certain_refusals
 
     out = []
@@ -142,6 +234,8 @@ def _blast_radius(ctx: Any, repo: Any) -> list[dict[str, Any]]:
         if device["status"] != "active":
             continue
         entry: dict[str, Any] = {"id": device["id"], "hostname": device["hostname"]}
+        if canaries is not None:
+            entry["wave"] = "canary" if device["id"] in canaries else "rest"
         try:
             doc = ctx.renderer.document(repo, device)
             entry["policies"] = list(getattr(doc, "policies", []) or [])
@@ -151,6 +245,8 @@ def _blast_radius(ctx: Any, repo: Any) -> list[dict[str, Any]]:
         except JcstateError as exc:
             entry["error"] = str(exc)
         out.append(entry)
+    if canaries is not None:
+        out.sort(key=lambda e: e["wave"] != "canary")  # stable: hostname order within a wave
     return out
 
 
@@ -241,7 +337,7 @@ class Rollback(StrictBody):
     dryRun: bool = False
 
 
-@router.post("/revisions/{revision}/rollback", responses=errors(404, 422))
+@router.post("/revisions/{revision}/rollback", responses=errors(404, 409, 422))
 def rollback_revision(
     revision: int, body: Rollback, request: Request, admin: Admin = MANAGE
 ) -> dict[str, Any]:
@@ -272,10 +368,9 @@ def _device_summary(
     if power is None:
         power = ctx.queue.power_states([row["id"]])
     in_flight = power.get(row["id"])
-    gen = ctx.generation()
     current = None
     if row["status"] == "active":
-        current = ctx.renderer.etag(row, gen)
+        current = ctx.renderer.etag(row, ctx.generation(row["id"]))
     return wire(
         {
             "id": row["id"],
@@ -441,7 +536,8 @@ def device_document(ref: str, request: Request, admin: Admin = READ) -> dict[str
     """The document the device is sent now, without its secrets: the server-held ones are
     named only (``secrets``), and a password hash written in a policy shows as ``(secret)``."""
     ctx = _ctx(request)
-    rendered = ctx.renderer.for_device(_one_device(ctx, ref), ctx.generation())
+    row = _one_device(ctx, ref)
+    rendered = ctx.renderer.for_device(row, ctx.generation(row["id"]))
     return {
         "etag": rendered.etag,
         "revision": rendered.revision,
@@ -795,14 +891,14 @@ def _totp_users(ctx: Any) -> dict[str, list[dict[str, Any]]]:
     shares (a fleet selected by labels renders a handful of documents, not one per device)."""
     from jcstate.server.render import needed_secrets
 
-    gen = ctx.generation()
+    serving = ctx.serving()
     out: dict[str, list[dict[str, Any]]] = {}
-    if gen[0] is None:
+    if serving.revision is None:
         return out
     # full rows: a rendering is cached by etag, which leaves out the facts templates may read
     rows, _ = ctx.store.query_devices(status="active")
     for row in rows:
-        rendered = ctx.renderer.for_device(row, gen)
+        rendered = ctx.renderer.for_device(row, serving.of(row["id"]))
         if rendered.document is None:
             continue
         users = needed_secrets(rendered.document.get("spec") or {})[0]

@@ -8,6 +8,7 @@ construction.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any, Literal
 
@@ -22,6 +23,8 @@ from jcstate.server.longpoll import answer_work
 from jcstate.server.views import wire
 
 __all__ = ["router"]
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/v1", tags=["device"])
 
@@ -181,6 +184,16 @@ async def post_report(
     stored = await run_in_threadpool(ctx.store.add_report, device["id"], report.model_dump())
     if stored and ctx.metrics is not None:
         ctx.metrics.converged(report.ok, report.changed)
+    if stored and report.kind == "converge":
+        serving = await ctx.current_serving()
+        if device["id"] in serving.canaries:  # a staged rollout's canary: halt or promote now
+            from jcstate.server import rollout
+
+            try:
+                if await run_in_threadpool(rollout.check, ctx):
+                    ctx.waiters.wake_threadsafe("all")
+            except Exception as exc:  # the report is stored; the background check retries
+                log.warning("checking the staged rollout after a report failed: %s", exc)
     return {"ack": report.reportId, "duplicate": not stored}
 
 

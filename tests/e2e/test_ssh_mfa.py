@@ -79,7 +79,17 @@ def mfa_host(testhost: th.TestHost, secrets_dir: Path) -> MfaHost:
 
 
 def _transport(port: int) -> paramiko.Transport:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    # sshd re-executes itself on the reload that follows an apply: its listening socket is
+    # closed for that moment, so a refused connection is tried again (for up to 10 s)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            break
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
     transport = paramiko.Transport(sock)
     transport.start_client(timeout=10)
     return transport

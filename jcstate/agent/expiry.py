@@ -207,24 +207,33 @@ class Expiries:
         }
         enforced = data.get("enforced")
         self.enforced: float = float(enforced) if isinstance(enforced, (int, float)) else 0.0
+        self.unsaved = False  # True: the last save() was refused by the disk
 
     def save(self) -> None:
-        _write(
-            self.path,
-            {
-                "version": 1,
-                "document": self.document,
-                "etag": self.etag,
-                "elevations": self.elevations,
-                "enforced": self.enforced,
-            },
-        )
+        """Write the state file; a disk that refuses it (full) leaves the state in memory,
+        written again at the next round: expiry goes on, the agent too (docs/agent.md, "Full
+        disk")."""
+        try:
+            _write(
+                self.path,
+                {
+                    "version": 1,
+                    "document": self.document,
+                    "etag": self.etag,
+                    "elevations": self.elevations,
+                    "enforced": self.enforced,
+                },
+            )
+        except OSError:
+            self.unsaved = True
+        else:
+            self.unsaved = False
 
     # -- the document ----------------------------------------------------------------------
     def remember(self, document: dict[str, Any] | None, etag: str) -> None:
         """Keep the last document received (without password fields) for offline expiry."""
         kept = None if document is None else _without_passwords(document)
-        if kept != self.document or etag != self.etag:
+        if kept != self.document or etag != self.etag or self.unsaved:
             self.document, self.etag = kept, etag
             self.save()
 

@@ -284,3 +284,30 @@ def test_the_worker_grants_until_the_instant_and_expire_mode_only_takes_rights_a
     assert _group(root, "sudo") == []
     assert "bob:" not in Path(root, "etc/passwd").read_text()
     assert instant(text(W)) == W
+
+
+def test_a_full_disk_keeps_the_expiries_in_memory_and_writes_them_later(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """The agent's state disk full (docs/agent.md, "Full disk"): remembering a document or
+    granting an elevation raises nothing, and the state file is written once space returns."""
+    import errno
+
+    from jcstate.agent import expiry
+
+    real = expiry._write
+
+    def full(path: str, data: dict[str, Any]) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    expiries = Expiries(str(tmp_path))
+    document = {"users": [{"name": "alice", "admin": {"until": "2027-01-31T18:00:00Z"}}]}
+    monkeypatch.setattr(expiry, "_write", full)
+    expiries.remember(document, "etag-1")
+    expiries.grant("bob", instant("2027-01-01T00:00:00Z"), "INC-1")
+    assert expiries.unsaved and expiries.etag == "etag-1" and "bob" in expiries.elevations
+    assert not (tmp_path / expiry.STATE_FILE).exists()
+    monkeypatch.setattr(expiry, "_write", real)
+    expiries.remember(document, "etag-1")  # the same document: written because it was not
+    saved = json.loads((tmp_path / expiry.STATE_FILE).read_text())
+    assert saved["etag"] == "etag-1" and "bob" in saved["elevations"] and not expiries.unsaved

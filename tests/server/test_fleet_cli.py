@@ -232,6 +232,11 @@ def _cli(*argv: str, env: dict[str, str] | None = None, **kw) -> subprocess.Pope
     )
 
 
+def _interactive_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def test_closed_pipe_and_ctrl_c_end_without_a_traceback(fleet, tmp_path):
     server, _ = fleet
     env = {"JCSTATE_SERVER": server.url, "JCSTATE_TOKEN": server.admin_token}
@@ -249,10 +254,18 @@ def test_closed_pipe_and_ctrl_c_end_without_a_traceback(fleet, tmp_path):
         timeout=60,
     )
     assert shell.stdout.startswith("ID ") and "Traceback" not in shell.stderr, shell.stderr
-    proc = _cli("command", "lock", "db1", "--wait", env=env)
+    # Ctrl-C as a terminal delivers it: the shell starts a foreground job with SIGINT at its
+    # default and unblocked, whatever the test process (pytest, after hundreds of tests) has
+    proc = _cli("command", "lock", "db1", "--wait", env=env, preexec_fn=_interactive_sigint)
     time.sleep(3)  # queued, and never answered: --wait polls
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=30)
+    try:
+        _, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        proc.kill()
+        masks = [line for line in status.splitlines() if line.startswith(("Sig", "State"))]
+        raise AssertionError(f"still running 30 s after SIGINT: {masks}") from None
     assert proc.returncode == 130 and "Traceback" not in err.decode(), err.decode()
 
 

@@ -57,6 +57,9 @@ ACTION_NAMES: dict[str, str] = {
     # staged rollouts: by hand, and the server's own halt and promotion (actor "server")
     f"POST {_V1}/rollout/promote": "rollout.promote",
     f"POST {_V1}/rollout/abort": "rollout.abort",
+    "POST /rollout/promote": "rollout.promote",  # the console's buttons
+    "POST /rollout/abort": "rollout.abort",
+    "POST /devices/{device}/elevate": "command.elevate",
     "rollout:promote": "rollout.promote",
     "rollout:halt": "rollout.halt",
 }

@@ -477,3 +477,174 @@ def test_sessions_are_shared_by_every_server_process(server):
         assert other.find(cookie) is None
     finally:
         engine.dispose()
+
+
+# -- staged rollout and just-in-time admin (issue 15) ---------------------------------------
+def _staged(server):
+    """Revision 1 everywhere, then revision 2 staged on the ring=0 device (canary1)."""
+    server.canary_client, canary = server.device("canary1")
+    _, rest = server.device("rest1")
+    manager = server.admin("manager")
+    manager.call("PUT", f"/api/v1/devices/{canary}/labels", {"labels": {"ring": "0"}})
+    manager.call("POST", "/api/v1/revisions", {"files": {"team.yaml": POLICY.format(user="al")}})
+    pushed = manager.call(
+        "POST",
+        "/api/v1/revisions",
+        {"files": {"team.yaml": POLICY.format(user="bo")}, "canary": "label:ring=0"},
+    )
+    assert pushed["revision"] == 2
+    return canary, rest
+
+
+def test_rollout_page_is_read_only_below_manager(sqlite_server):
+    reader = signed_in(sqlite_server, "rita", "read-only")
+    assert "No staged rollout yet" in reader.get("/rollout").text
+    _staged(sqlite_server)
+    page = reader.get("/rollout").text
+    assert 'id="rollout-state">canary<' in page and "<code>label:ring=0</code>" in page
+    assert "canary1" in page and "1 canary to converge ok on revision 2" in page
+    assert "/rollout/promote" not in page and "/rollout/abort" not in page
+    assert reader.get("/rollout/promote").status_code == 403
+    for what in ("promote", "abort"):
+        resp = reader.post(f"/rollout/{what}", data={"csrf": csrf_of(reader)})
+        assert resp.status_code == 403
+    assert sqlite_server.admin().call("GET", "/api/v1/rollout")["state"] == "canary"
+    denied = audit(sqlite_server, actor="admin:rita", outcome="denied")
+    assert {a["action"] for a in denied} == {
+        "GET /rollout/{what}",
+        "POST /rollout/promote",
+        "POST /rollout/abort",
+    }
+    runner = signed_in(sqlite_server, "cora", "command-runner")
+    assert runner.get("/rollout").status_code == 403
+
+
+def test_manager_promotes_then_aborts_a_rollout_through_the_api(sqlite_server):
+    _staged(sqlite_server)
+    manager = signed_in(sqlite_server, "mia", "manager")
+    page = manager.get("/rollout").text
+    assert 'href="/rollout/promote"' in page and 'href="/rollout/abort"' in page
+    confirm = manager.get("/rollout/promote").text
+    assert "Promote rollout 1 (revision 2)?" in confirm and 'name="force"' not in confirm
+    assert manager.post("/rollout/promote", data={}).status_code == 403  # no CSRF token
+    resp = manager.post(
+        "/rollout/promote", data={"csrf": csrf_of(manager), "message": "change window"}
+    )
+    assert resp.status_code == 200 and "Rollout promoted." in resp.text
+    api = sqlite_server.admin()
+    status = api.call("GET", "/api/v1/rollout")
+    assert status["state"] == "promoted" and status["reason"] == "change window"
+    assert status["endedBy"] == "admin:mia"
+    rows = api.call("GET", "/api/v1/audit", action="rollout.promote")
+    assert [r["outcome"] for r in rows] == ["ok", "denied"]  # the post without a CSRF token
+    entry = rows[0]
+    assert entry["actor"] == "admin:mia" and entry["target"] == "2"
+    assert entry["route"] == "POST /rollout/promote" and entry["detail"]["was"] == "canary"
+    # nothing left to end: refused with the API's reason, nothing audited as done
+    again = manager.post("/rollout/abort", data={"csrf": csrf_of(manager)})
+    assert again.status_code == 409 and "no rollout is in progress" in again.text
+    # a second rollout, aborted
+    api.call(
+        "POST",
+        "/api/v1/revisions",
+        {"files": {"team.yaml": POLICY.format(user="cy")}, "canary": "label:ring=0"},
+    )
+    resp = manager.post("/rollout/abort", data={"csrf": csrf_of(manager), "message": "bad"})
+    assert resp.status_code == 200 and "Rollout aborted." in resp.text
+    assert api.call("GET", "/api/v1/rollout")["state"] == "aborted"
+    [entry] = api.call("GET", "/api/v1/audit", action="rollout.abort")
+    assert entry["actor"] == "admin:mia" and entry["target"] == "3"
+
+
+def test_a_halted_rollout_is_promoted_only_with_force(sqlite_server):
+    _staged(sqlite_server)
+    client = sqlite_server.canary_client  # the canary reports a failed converge
+    etag = client.work("", 0)["etag"]
+    failed = {"kind": "user", "name": "bo", "action": "create", "status": "failed"}
+    client.report(
+        {
+            "reportId": "report-halt-1",
+            "etag": etag,
+            "ok": False,
+            "changed": False,
+            "report": {"results": [failed], "counts": {"failed": 1}},
+        }
+    )
+    api = sqlite_server.admin()
+    deadline = time.monotonic() + 15
+    while api.call("GET", "/api/v1/rollout")["state"] != "halted":
+        assert time.monotonic() < deadline, "the rollout did not halt"
+        time.sleep(0.1)
+    manager = signed_in(sqlite_server, "mia", "manager")
+    assert "an admin: the rollout halted" in manager.get("/rollout").text
+    assert 'name="force"' in manager.get("/rollout/promote").text
+    refused = manager.post("/rollout/promote", data={"csrf": csrf_of(manager)})
+    assert refused.status_code == 409 and "force=true" in refused.text
+    assert api.call("GET", "/api/v1/rollout")["state"] == "halted"
+    forced = manager.post("/rollout/promote", data={"csrf": csrf_of(manager), "force": "1"})
+    assert forced.status_code == 200 and "Rollout promoted." in forced.text
+    rows = api.call("GET", "/api/v1/audit", action="rollout.promote")
+    assert rows[0]["actor"] == "admin:mia" and rows[0]["detail"]["forced"] is True
+
+
+def test_elevate_form_queues_elevate_through_the_api_with_its_reason(sqlite_server):
+    _, device_id = sqlite_server.device("web1")
+    reader = signed_in(sqlite_server, "rita", "read-only")
+    assert f"/devices/{device_id}/elevate" not in reader.get(f"/devices/{device_id}").text
+    form = {"csrf": csrf_of(reader), "user": "alice", "duration": "2h", "reason": "INC-4711"}
+    assert reader.post(f"/devices/{device_id}/elevate", data=form).status_code == 403
+    assert commands_of(sqlite_server, device_id) == []
+
+    manager = signed_in(sqlite_server, "mia", "manager")
+    page = manager.get(f"/devices/{device_id}").text
+    assert f'action="/devices/{device_id}/elevate"' in page and "Revoke admin now" in page
+    csrf = csrf_of(manager)
+    # no reason, or a duration that is none: refused, nothing queued, the refusal audited
+    missing = manager.post(
+        f"/devices/{device_id}/elevate",
+        data={"csrf": csrf, "user": "alice", "duration": "2h", "reason": "  "},
+    )
+    assert missing.status_code == 422 and "Give a reason" in missing.text
+    assert 'value="alice"' in missing.text  # the form comes back filled in
+    bad = manager.post(
+        f"/devices/{device_id}/elevate",
+        data={"csrf": csrf, "user": "alice", "duration": "2 hours", "reason": "x"},
+    )
+    assert bad.status_code == 422 and "is not a duration" in bad.text
+    too_long = manager.post(
+        f"/devices/{device_id}/elevate",
+        data={"csrf": csrf, "user": "alice", "duration": "400d", "reason": "x"},
+    )
+    assert too_long.status_code == 422
+    assert commands_of(sqlite_server, device_id) == []
+    refused = audit(sqlite_server, actor="admin:mia", outcome="refused", target=device_id)
+    assert len(refused) == 3 and "Give a reason" in refused[-1]["detail"]["reason"]
+
+    before = time.time()
+    resp = manager.post(
+        f"/devices/{device_id}/elevate",
+        data={"csrf": csrf, "user": "alice", "duration": "1h30m", "reason": "INC-4711 driver"},
+    )
+    assert resp.status_code == 200 and resp.url.path == f"/devices/{device_id}"
+    [made] = commands_of(sqlite_server, device_id)
+    assert made["action"] == "elevate" and made["created_by"] == "admin:mia"
+    assert f"Command {made['id']} queued." in resp.text
+    granted = made["body"]["elevate"]
+    assert granted["user"] == "alice" and granted["reason"] == "INC-4711 driver"
+    assert granted["seconds"] == 5400
+    import datetime
+
+    until = datetime.datetime.fromisoformat(granted["until"]).timestamp()
+    assert before + 5400 - 2 <= until <= time.time() + 5400 + 1
+    rows = sqlite_server.admin().call("GET", "/api/v1/audit", action="command.elevate")
+    ok = [r for r in rows if r["outcome"] == "ok"]
+    assert len(ok) == 1 and ok[0]["actor"] == "admin:mia" and ok[0]["target"] == device_id
+    assert ok[0]["detail"]["reason"] == "INC-4711 driver" and ok[0]["detail"]["user"] == "alice"
+
+    # revoke: no duration, no reason needed
+    resp = manager.post(
+        f"/devices/{device_id}/elevate", data={"csrf": csrf, "user": "alice", "revoke": "1"}
+    )
+    assert resp.status_code == 200
+    revoke = commands_of(sqlite_server, device_id)[0]
+    assert revoke["body"]["elevate"] == {"user": "alice", "revoke": True}

@@ -195,3 +195,36 @@ def test_devices_page_shows_a_device_coming_online_without_a_reload(sqlite_serve
     assert time.monotonic() - t0 < 2.5
     assert page.evaluate("window.notReloaded === true")
     assert page.locator(f"[data-live='dev-{device_id}-seen']").inner_text() != "never"
+
+
+def test_a_manager_promotes_a_rollout_and_elevates_a_user(sqlite_server, new_page):
+    policy = "apiVersion: jcstate/v1\nkind: Policy\nmetadata: {name: team}\nspec:\n  users:\n"
+    _, canary = sqlite_server.device(hostname="canary1")
+    api = sqlite_server.admin("manager")
+    api.call("PUT", f"/api/v1/devices/{canary}/labels", {"labels": {"ring": "0"}})
+    api.call("POST", "/api/v1/revisions", {"files": {"t.yaml": policy + "    - {name: al}\n"}})
+    staged = {"files": {"t.yaml": policy + "    - {name: bo}\n"}, "canary": "label:ring=0"}
+    api.call("POST", "/api/v1/revisions", staged)
+    page = new_page()
+    sign_in_as(sqlite_server, page, "mia", "manager")
+    page.get_by_role("link", name="Rollout").click()
+    page.get_by_role("heading", name="Rollout").wait_for()
+    assert page.locator("#rollout-state").inner_text() == "canary"
+    assert page.get_by_role("link", name="canary1").is_visible()
+    page.get_by_role("link", name="Promote…").click()
+    page.get_by_role("dialog", name="Promote rollout 1 (revision 2)?").wait_for()
+    page.get_by_label("Why").fill("change window")
+    page.get_by_role("button", name="Promote").click()
+    assert page.get_by_role("status").inner_text() == "Rollout promoted."
+    assert page.locator("#rollout-state").inner_text() == "promoted"
+
+    page.get_by_role("link", name="Devices").click()
+    page.get_by_role("link", name="canary1").click()
+    page.get_by_text("Just-in-time admin", exact=True).click()
+    page.get_by_label("User", exact=True).fill("bo")
+    page.get_by_role("textbox", name="For (30m, 2h, 1h30m, 1d)").fill("2h")
+    page.get_by_label("Reason").fill("INC-4711")
+    page.get_by_role("button", name="Elevate").click()
+    assert re.search(r"Command \S+ queued\.", page.get_by_role("status").inner_text())
+    [made] = sqlite_server.ctx.queue.list(canary)
+    assert made["action"] == "elevate" and made["body"]["elevate"]["reason"] == "INC-4711"

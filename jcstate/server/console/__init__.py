@@ -13,7 +13,7 @@ from typing import Any
 
 from fastapi.staticfiles import StaticFiles
 
-from jcstate.server.console import devices, fleet, people, runs, signin
+from jcstate.server.console import devices, fleet, people, rollouts, runs, signin
 from jcstate.server.console.web import HERE, PageError, Redirect, SecurityHeaders, error_page
 from jcstate.server.sessions import Sessions
 
@@ -23,7 +23,7 @@ __all__ = ["announce", "install"]
 def install(app: Any, *, idle: float, lifetime: float) -> None:
     """Mount the console on ``app`` with sessions ending after ``idle`` / ``lifetime`` s."""
     app.state.console_sessions = Sessions(app.state.ctx.store, idle=idle, lifetime=lifetime)
-    for module in (signin, devices, fleet, people, runs):
+    for module in (signin, devices, fleet, people, rollouts, runs):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     app.add_exception_handler(PageError, error_page)

@@ -34,6 +34,7 @@ router = APIRouter(include_in_schema=False)
 READ = Depends(signed_in("read-only"))
 READ_OR_RUN = Depends(signed_in("read-only", COMMAND_RUNNER))
 REFRESH = Depends(signed_in("read-only", touch=False))  # a page polling its live values
+MANAGE = Depends(signed_in("manager"))
 ADMINISTER = Depends(signed_in("administrator"))
 
 # action → (role needed, label, what happens): the API's routes need the same roles
@@ -387,3 +388,75 @@ async def reveal_recovery_key(
     except HTTPException as exc:
         raise PageError(exc.status_code, str(exc.detail)) from None
     return page(request, "recovery.html", admin, device=row, keys=keys)
+
+
+# -- just-in-time admin --------------------------------------------------------------------
+def _elevation(form: dict[str, str]) -> Any:
+    """The API's NewElevation for the submitted form; PageError(422) for bad input."""
+    from pydantic import ValidationError
+
+    from jcstate.cli.elevate import duration
+    from jcstate.errors import JcstateError
+    from jcstate.server.routes.commands import NewElevation
+
+    user = form.get("user", "").strip()
+    reason = form.get("reason", "").strip()
+    if not user:
+        raise PageError(422, "Give the user to make admin (a user a policy manages here).")
+    body: dict[str, Any] = {"user": user}
+    if form.get("revoke"):
+        body["revoke"] = True
+    else:
+        if not reason:
+            raise PageError(422, "Give a reason: every elevation is audited with it.")
+        text = form.get("duration", "").strip()
+        try:
+            body["seconds"] = duration(text)
+        except JcstateError:
+            raise PageError(
+                422, f"{text!r} is not a duration: give one such as 30m, 2h, 1h30m or 1d."
+            ) from None
+    if reason:
+        body["reason"] = reason
+    try:
+        return NewElevation.model_validate(body)
+    except ValidationError as exc:
+        raise PageError(422, f"That is not a valid elevation: {exc.errors()[0]['msg']}.") from None
+
+
+@router.post("/devices/{device}/elevate")
+async def elevate(device: str, request: Request, admin: ConsoleAdmin = MANAGE) -> Response:
+    """Queue ``elevate`` (or its revoke) through the API's route function: same checks, same
+    audit entry (``command.elevate`` with user, until and reason)."""
+    from starlette.concurrency import run_in_threadpool
+
+    from jcstate.server.routes.commands import elevate as elevate_route
+
+    ctx = ctx_of(request)
+    row = _device(request, device)
+    form = await form_of(request)
+    try:
+        body = _elevation(form)
+        made = await run_in_threadpool(elevate_route, row["id"], body, request, admin)
+    except (PageError, HTTPException) as exc:
+        status, message = (
+            (exc.status, exc.message)
+            if isinstance(exc, PageError)
+            else (exc.status_code, str(exc.detail))
+        )
+        if isinstance(exc, PageError):  # the API's route audits its own refusals
+            ctx.store.audit(
+                admin.actor,
+                "POST /devices/{device}/elevate",
+                "refused",
+                role=admin.role,
+                target=row["id"],
+                detail={"action": "elevate", "reason": message},
+            )
+        values = {k: form.get(k, "") for k in ("user", "duration", "reason", "revoke")}
+        return page(
+            request, "elevate.html", admin, status, device=row, error=message, values=values
+        )
+    return RedirectResponse(
+        f"/devices/{row['id']}?issued={urllib.parse.quote(made['id'])}#commands", status_code=303
+    )

@@ -30,6 +30,7 @@ ADMINISTER = Depends(signed_in("administrator"))
 PER_PAGE = 100
 OUTCOMES = ("ok", "denied", "refused", "failed")
 STATES = (AWAITING, *ACTIVE_STATES, *FINAL_STATES)
+COMMAND_ACTIONS = (*ACTIONS, "update", "elevate")  # what the Commands page filters by
 
 
 def _page_number(request: Request) -> int:
@@ -44,7 +45,7 @@ def _commands(request: Request) -> tuple[list[dict[str, Any]], int, dict[str, st
     filters = {
         "state": p.get("state", "") if p.get("state", "") in STATES else "",
         "device": p.get("device", "").strip(),
-        "action": p.get("action", "") if p.get("action", "") in (*ACTIONS, "update") else "",
+        "action": p.get("action", "") if p.get("action", "") in COMMAND_ACTIONS else "",
     }
     settle_lapsed(ctx_of(request))
     rows, total = queries.find_commands(
@@ -77,7 +78,7 @@ def commands_page(request: Request, admin: ConsoleAdmin = READ) -> Response:
         total=total,
         filters=filters,
         states=STATES,
-        actions=[*ACTIONS, "update"],
+        actions=list(COMMAND_ACTIONS),
         number=number,
         pages=pages,
         link=link,

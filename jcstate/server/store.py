@@ -491,6 +491,13 @@ class Store:
             self._notify(conn, "all")
         return rev_id
 
+    def set_revision_devices(self, rev_id: int, devices: int) -> None:
+        """How many devices revision ``rev_id`` changed: counted after the push woke them."""
+        with self._write() as conn:
+            conn.execute(
+                db.revisions.update().where(db.revisions.c.id == rev_id).values(devices=devices)
+            )
+
     def latest_revision_id(self) -> int | None:
         with self.engine.connect() as conn:
             value = conn.execute(sa.select(sa.func.max(db.revisions.c.id))).scalar()

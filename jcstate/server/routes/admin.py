@@ -157,16 +157,9 @@ def _store_revision(
     if latest is not None:
         with contextlib.suppress(JcstateError):
             old = ctx.renderer.repo(latest)
-    affected = affected_devices(old, repo, ctx.store.query_devices(status="active", light=True)[0])
     try:
         rev = ctx.store.add_revision(
-            files,
-            admin.actor,
-            message,
-            commit=commit,
-            devices=len(affected),
-            rollback_of=rollback_of,
-            rollout=staged,
+            files, admin.actor, message, commit=commit, rollback_of=rollback_of, rollout=staged
         )
     except rollout.RolloutInProgress as exc:
         raise HTTPException(409, str(exc)) from None
@@ -174,6 +167,11 @@ def _store_revision(
         raise HTTPException(422, str(exc)) from None
     ctx.renderer.remember(rev, repo)
     ctx.waiters.wake_threadsafe("all")
+    # Which devices the revision changes is for the answer, the audit entry and the history
+    # (every active device's policies rendered twice): counted once the agents are woken, so
+    # it never delays a push reaching them.
+    affected = affected_devices(old, repo, ctx.store.query_devices(status="active", light=True)[0])
+    ctx.store.set_revision_devices(rev, len(affected))
     detail: dict[str, Any] = {"files": len(files), "message": message, "devices": len(affected)}
     if commit:
         detail["commit"] = commit

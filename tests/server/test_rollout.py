@@ -373,3 +373,22 @@ def test_several_servers_promote_once(fleet_server):
     assert outcomes.count("promoted") == 1 and outcomes.count(None) == 5
     rows = server.admin().call("GET", "/api/v1/audit", action="rollout.promote")
     assert len(rows) == 1
+
+
+def test_totp_enrollment_follows_the_revisions_devices_are_sent(fleet_server):
+    """A secret for a user only a rollout's revision lists in sshMfa: enrolled while its
+    canaries are sent it; refused (409, no device would get it) once the rollout is aborted,
+    though the aborted revision is still the newest."""
+    server = fleet_server
+    _fleet(server, 2, ring0=("host1",))
+    manager = server.admin("manager")
+    mfa = V1 + "  sshMfa: {users: [alice]}\n"
+    manager.call(
+        "POST", "/api/v1/revisions", {"files": {"base.yaml": mfa}, "canary": "label:ring=0"}
+    )
+    assert manager.call("POST", "/api/v1/totp/alice")["secret"]
+    manager.call("DELETE", "/api/v1/totp/alice")
+    manager.call("POST", "/api/v1/rollout/abort", {})
+    assert manager.call("GET", "/api/v1/revisions")[0]["id"] == 2  # the newest, aborted
+    with pytest.raises(ServerError, match="409.*no policy lists alice"):
+        manager.call("POST", "/api/v1/totp/alice")

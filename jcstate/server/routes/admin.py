@@ -909,18 +909,19 @@ def _totp_users(ctx: Any) -> dict[str, list[dict[str, Any]]]:
 
 
 def _managed_by_policy(ctx: Any, user: str) -> bool:
-    """Whether any policy of the newest revision lists ``user`` in ``sshMfa.users``."""
-    rev = ctx.store.latest_revision_id()
-    if rev is None:
-        return False
-    try:
-        repo = ctx.renderer.repo(rev)
-    except JcstateError:
-        return False
-    for policy in repo.policies:
-        mfa = (policy.spec or {}).get("sshMfa") or {}
-        if user in (mfa.get("users") or []):
-            return True
+    """Whether a policy of a revision devices are sent lists ``user`` in ``sshMfa.users``:
+    the fleet's and, during a staged rollout, the canaries' (never an aborted revision, which
+    may be the newest)."""
+    serving = ctx.serving()
+    for rev in {serving.revision, serving.canary_revision} - {None}:
+        try:
+            repo = ctx.renderer.repo(rev)
+        except JcstateError:
+            continue
+        for policy in repo.policies:
+            mfa = (policy.spec or {}).get("sshMfa") or {}
+            if user in (mfa.get("users") or []):
+                return True
     return False
 
 

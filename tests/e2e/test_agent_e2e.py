@@ -19,7 +19,6 @@ import testhost as th
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
 
-import live  # noqa: E402
 
 from jcstate.server.api_client import AdminClient  # noqa: E402
 
@@ -59,14 +58,23 @@ def wait_for(predicate: Any, timeout: float, step: float = 0.02) -> float:
 class AgentInHost:
     """The project's agent running inside the test host, as on a device."""
 
-    def __init__(self, host: th.TestHost, url: str, key: str, extra: tuple[str, ...] = ()):
-        """``extra``: more ``jcstate agent`` flags (later ones win over the defaults here)."""
-        self.host, self.url, self.key, self.extra = host, url, key, extra
+    def __init__(
+        self,
+        host: th.TestHost,
+        url: str,
+        key: str,
+        extra: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+    ):
+        """``extra``: more ``jcstate agent`` flags (later ones win over the defaults here);
+        ``env``: variables set for the agent (test hooks)."""
+        self.host, self.url, self.key, self.extra, self.env = host, url, key, extra, env or {}
         self.proc: subprocess.Popen[str] | None = None
 
     def start(self) -> None:
         self.host.install_jcstate()
         argv = [
+            *(["env", *(f"{k}={v}" for k, v in self.env.items())] if self.env else []),
             str(Path(sys.prefix, "bin", "jcstate")),
             "agent",
             "--server",
@@ -104,15 +112,6 @@ class AgentInHost:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-
-
-@pytest.fixture
-def server_proc(tmp_path: Path) -> Any:
-    srv = live.ServerProcess(["--data", str(tmp_path / "data")], live.free_port()).start()
-    try:
-        yield srv
-    finally:
-        srv.kill()
 
 
 def test_agent_in_a_test_host_converges_and_survives_kills(

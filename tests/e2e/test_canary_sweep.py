@@ -41,11 +41,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import live
 import pyotp
 import testhost as th
 from canary import Canary, Sweep
 from harness import jcstate_argv
-from test_agent_e2e import live, wait_for
+from test_agent_e2e import wait_for
 
 from jcstate.agent.client import Client
 from jcstate.agent.identity import Identity

@@ -17,24 +17,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
 import testhost as th
 from harness import jcstate_argv
 from test_agent_e2e import AgentInHost, wait_for
 from test_commands import install_standins, recorded
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
-
-import live  # noqa: E402
-
-
-@pytest.fixture
-def server_proc(tmp_path: Path) -> Any:
-    srv = live.ServerProcess(["--data", str(tmp_path / "data")], live.free_port()).start()
-    try:
-        yield srv
-    finally:
-        srv.kill()
 
 
 def fake_boot_time(host: th.TestHost, btime: int) -> None:

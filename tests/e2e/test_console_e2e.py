@@ -23,7 +23,6 @@ from test_commands import install_standins, recorded, sessions
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
 
-import live  # noqa: E402
 from browser import launched, page_maker, screenshot, sign_in  # noqa: E402
 from console_session import PASSWORD, code_for  # noqa: E402
 
@@ -43,15 +42,6 @@ spec:
 def new_page() -> Any:
     with launched() as chromium, page_maker(chromium) as make:
         yield make
-
-
-@pytest.fixture
-def server_proc(tmp_path: Path) -> Any:
-    srv = live.ServerProcess(["--data", str(tmp_path / "data")], live.free_port()).start()
-    try:
-        yield srv
-    finally:
-        srv.kill()
 
 
 def test_lock_from_the_actions_menu_reaches_succeeded_on_screen(

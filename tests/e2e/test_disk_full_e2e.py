@@ -25,28 +25,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
 import testhost as th
 from test_agent_e2e import AgentInHost, passwd_users, policy, wait_for
 from test_command_queue_e2e import cli
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
 
-import live  # noqa: E402
 
 from jcstate.server.api_client import AdminClient  # noqa: E402
 
 STATE = "/var/lib/jcstate"  # the agent's state directory (and command journal) in the host
 MARKER = "/tmp/disk-full-marker"  # outside the state directory: the command would make it
-
-
-@pytest.fixture
-def server_proc(tmp_path: Path) -> Any:
-    srv = live.ServerProcess(["--data", str(tmp_path / "data")], live.free_port()).start()
-    try:
-        yield srv
-    finally:
-        srv.kill()
 
 
 def mount_small_tmpfs(host: th.TestHost, inside: str, size: str = "1m") -> None:

@@ -13,14 +13,11 @@ keeps the removals clear of lock-out safety and is never touched.
 from __future__ import annotations
 
 import datetime as dt
-import subprocess
 import time
-from pathlib import Path
 from typing import Any
 
-import pytest
 import testhost as th
-from test_agent_e2e import AgentInHost, live, wait_for
+from test_agent_e2e import AgentInHost, wait_for
 
 from jcstate.agent.expiry import TEST_CLOCK_ENV
 from jcstate.server.api_client import AdminClient
@@ -37,30 +34,6 @@ spec:
 """
 
 
-class ClockedAgent(AgentInHost):
-    """The agent in the host with its wall clock offset by the seconds in OFFSET."""
-
-    def start(self) -> None:
-        self.host.install_jcstate()
-        argv = [
-            "env",
-            f"{TEST_CLOCK_ENV}={OFFSET}",
-            str(Path(__import__("sys").prefix, "bin", "jcstate")),
-            "agent",
-            "--server",
-            self.url,
-            "--connect-key",
-            self.key,
-            "--wait",
-            "30",
-            "--max-backoff",
-            "30",  # offline, only the expiry timer wakes it at the instant
-        ]
-        self.proc = subprocess.Popen(
-            self.host.command(argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True
-        )
-
-
 def sudo_members(host: th.TestHost) -> set[str]:
     for line in host.path("/etc/group").read_text().splitlines():
         fields = line.split(":")
@@ -72,15 +45,6 @@ def sudo_members(host: th.TestHost) -> set[str]:
 def _rfc3339(epoch: float) -> str:
     moment = dt.datetime.fromtimestamp(int(epoch), dt.UTC)
     return moment.isoformat().replace("+00:00", "Z")
-
-
-@pytest.fixture
-def server_proc(tmp_path: Path) -> Any:
-    srv = live.ServerProcess(["--data", str(tmp_path / "data")], live.free_port()).start()
-    try:
-        yield srv
-    finally:
-        srv.kill()
 
 
 def test_rights_end_on_the_device_at_their_instant_offline_and_after_a_step_back(
@@ -95,7 +59,13 @@ def test_rights_end_on_the_device_at_their_instant_offline_and_after_a_step_back
     offset.write_text("0\n")
     data = tmp_path / "data"
     admin = AdminClient(server_proc.url, (data / "admin-token").read_text().strip())
-    agent = ClockedAgent(testhost, server_proc.url, (data / "connect-key").read_text().strip())
+    agent = AgentInHost(  # offline, only the expiry timer wakes it at the instant
+        testhost,
+        server_proc.url,
+        (data / "connect-key").read_text().strip(),
+        extra=("--max-backoff", "30"),
+        env={TEST_CLOCK_ENV: OFFSET},  # its wall clock offset by the seconds in OFFSET
+    )
     try:
         alice_until = int(time.time()) + 20
         admin.call(

@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pyotp
-import pytest
 import testhost as th
 from harness import jcstate_argv
-from test_agent_e2e import AgentInHost, live, wait_for
+from test_agent_e2e import AgentInHost, wait_for
 from test_ssh_mfa import DROPIN, PAM_SSHD, login_interactive, login_password
 
 from jcstate.server.api_client import AdminClient
@@ -73,15 +72,6 @@ def _members(host: th.TestHost, group: str) -> list[str]:
 def _ledger(host: th.TestHost) -> dict[str, Any]:
     path = host.path(LEDGER)
     return json.loads(path.read_text()) if path.exists() else {}
-
-
-@pytest.fixture
-def server_proc(tmp_path: Path) -> Any:
-    srv = live.ServerProcess(["--data", str(tmp_path / "data")], live.free_port()).start()
-    try:
-        yield srv
-    finally:
-        srv.kill()
 
 
 def test_agent_relabelled_out_of_an_mfa_policy_undoes_it(testhost, server_proc, tmp_path):

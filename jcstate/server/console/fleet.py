@@ -100,20 +100,28 @@ def commands_live(request: Request, admin: ConsoleAdmin = REFRESH) -> Response:
     return JSONResponse(values)
 
 
-@router.post("/commands/{seq}/cancel")
-async def cancel(seq: int, request: Request, admin: ConsoleAdmin = MANAGE) -> Response:
+async def _on_command(seq: int, request: Request, call: Any) -> Response:
+    """``call(row)`` (an API route function, run in the thread pool) on the command numbered
+    ``seq``, its refusal shown as the page's error; then back to the page the form was on."""
     from starlette.concurrency import run_in_threadpool
-
-    from jcstate.server.routes.commands import cancel_command
 
     row = ctx_of(request).queue.by_seq(seq)
     if row is None:
         raise PageError(404, "There is no such command.")
     try:
-        await run_in_threadpool(cancel_command, row["id"], request, row["device_id"], admin)
+        await run_in_threadpool(call, row)
     except HTTPException as exc:
         raise PageError(exc.status_code, str(exc.detail)) from None
     return await _back(request)
+
+
+@router.post("/commands/{seq}/cancel")
+async def cancel(seq: int, request: Request, admin: ConsoleAdmin = MANAGE) -> Response:
+    from jcstate.server.routes.commands import cancel_command
+
+    return await _on_command(
+        seq, request, lambda row: cancel_command(row["id"], request, row["device_id"], admin)
+    )
 
 
 async def _back(request: Request) -> Response:
@@ -128,39 +136,25 @@ async def _back(request: Request) -> Response:
 @router.post("/commands/{seq}/approve")
 async def approve(seq: int, request: Request, admin: ConsoleAdmin = ADMINISTER) -> Response:
     """Approve an erase another person asked for (two-person erase)."""
-    from starlette.concurrency import run_in_threadpool
-
     from jcstate.server.routes.commands import approve_command
 
-    row = ctx_of(request).queue.by_seq(seq)
-    if row is None:
-        raise PageError(404, "There is no such command.")
-    try:
-        await run_in_threadpool(approve_command, row["id"], request, row["device_id"], admin)
-    except HTTPException as exc:
-        raise PageError(exc.status_code, str(exc.detail)) from None
-    return await _back(request)
+    return await _on_command(
+        seq, request, lambda row: approve_command(row["id"], request, row["device_id"], admin)
+    )
 
 
 @router.post("/commands/{seq}/reject")
 async def reject(seq: int, request: Request, admin: ConsoleAdmin = ADMINISTER) -> Response:
     """Reject an erase awaiting approval; the form's ``reason`` is kept."""
-    from starlette.concurrency import run_in_threadpool
-
     from jcstate.server.console.web import form_of
     from jcstate.server.routes.commands import Rejection, reject_command
 
-    row = ctx_of(request).queue.by_seq(seq)
-    if row is None:
-        raise PageError(404, "There is no such command.")
-    reason = (await form_of(request)).get("reason", "")[:1000]
-    try:
-        await run_in_threadpool(
-            reject_command, row["id"], request, Rejection(reason=reason), row["device_id"], admin
-        )
-    except HTTPException as exc:
-        raise PageError(exc.status_code, str(exc.detail)) from None
-    return await _back(request)
+    rejection = Rejection(reason=(await form_of(request)).get("reason", "")[:1000])
+    return await _on_command(
+        seq,
+        request,
+        lambda row: reject_command(row["id"], request, rejection, row["device_id"], admin),
+    )
 
 
 # -- policies ------------------------------------------------------------------------------

@@ -339,7 +339,11 @@ class Agent:
                 return True, f"{user} has no elevation on this device: nothing to revoke"
             if self._document is None:
                 return True, f"elevation of {user} revoked; the right goes at the next converge"
-            ok, message = self._converge_for(user)
+            ok, message = self._converge_for(
+                user,
+                unchanged="no change was made: the right it gave had already gone, or a policy "
+                "or an admin outside jcstate gives it",
+            )
             return ok, f"elevation of {user} revoked: {message}"
         if self._document is None:
             return False, self._server_error or "no policy document for this device yet"
@@ -356,12 +360,15 @@ class Agent:
         self.expiries.grant(user, until, spec.reason)
         self.clock.save()
         log.info("elevation: %s is admin until %s (%s)", user, text(until), spec.reason or "")
-        ok, message = self._converge_for(user)
+        ok, message = self._converge_for(
+            user, unchanged="no change was needed (the account was an admin already)"
+        )
         return ok, f"{user} is admin until {text(until)}: {message}"
 
-    def _converge_for(self, user: str) -> tuple[bool, str]:
-        """Converge now; (ok, what happened to ``user``'s account) from the report. The report
-        waits in the outbox: the loop sends it with the command's result."""
+    def _converge_for(self, user: str, unchanged: str) -> tuple[bool, str]:
+        """Converge now; (ok, what happened to ``user``'s account) from the report, or
+        ``unchanged`` when the converge changed nothing of it. The report waits in the outbox:
+        the loop sends it with the command's result."""
         payload = self._converge_into_outbox()
         self._last_converge = time.monotonic()
         self.commands.journal_changed()
@@ -374,7 +381,7 @@ class Agent:
                 return True, "applied"
         if payload.get("error"):
             return False, f"converge failed: {payload['error']}"
-        return True, "no change was needed (the account already had this right)"
+        return True, unchanged
 
     def run_commands(self, delivered: list[dict[str, Any]]) -> None:
         """Run queued commands in order, each at most once; send their results."""
